@@ -1,0 +1,189 @@
+"""Spider benchmarks; prints one JSON document.
+
+1. GetVmStatus through the full stack (spider + etcd + mock driver + CloudTwin)
+   against a bare grpc.aio echo server, same client, same concurrency, same run.
+2. VM creates per second with zero emulator latency.
+3. 1,000 VMs across 10 connections with 1 s emulator create latency: wall time
+   against the 1 s floor.
+
+Everything runs on loopback in a temporary directory and stops by itself.
+Usage: python bench/spider.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw  # noqa: E402
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc  # noqa: E402
+from cbapi.common.v1 import common_pb2 as common  # noqa: E402
+from cbapi.spider.v1 import spider_pb2 as pb  # noqa: E402
+from cbapi.spider.v1 import spider_pb2_grpc  # noqa: E402
+from services.launcher import processes as procs  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+async def closed_loop(call: Callable[[], Awaitable[object]], workers: int, seconds: float) -> dict[str, float]:
+    """`workers` callers back to back for `seconds`: throughput and latency percentiles."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - start
+    return {"calls": len(latencies), "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3), "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3)}
+
+
+class Stack:
+    """etcd + CloudTwin + spider in a scratch directory."""
+
+    def __init__(self, root: Path, twin_env: dict[str, str]) -> None:
+        self.root = root
+        self.twin_env = twin_env
+        self.procs: list[procs.Proc] = []
+
+    async def __aenter__(self) -> Stack:
+        self.etcd_port, self.twin_port, self.spider_port = procs.free_port(), procs.free_port(), procs.free_port()
+        etcd = procs.etcd(self.root, self.etcd_port)
+        self.procs.append(etcd)
+        await procs.start_tcp(etcd, self.etcd_port)
+        twin = procs.python_service("cloudtwin", "spider.cloudtwin.server", self.root,
+                                    {"CB_CLOUDTWIN_PORT": str(self.twin_port), **self.twin_env})
+        self.procs.append(twin)
+        await procs.start_grpc(twin, self.twin_port)
+        spider = procs.python_service("spider", "spider.server", self.root, {
+            "CB_SPIDER_PORT": str(self.spider_port), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{self.etcd_port}",
+            "CB_SECRET_KEY_FILE": str(self.root / "secret.key"), "CB_LOG_LEVEL": "WARNING",
+            "CB_SPIDER_CALL_LOG_FILE": str(self.root / "calls.jsonl")})
+        self.procs.append(spider)
+        await procs.start_grpc(spider, self.spider_port)
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.spider_port}")
+        self.stub = spider_pb2_grpc.SpiderStub(self.channel)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
+        for p in reversed(self.procs):
+            p.stop()
+
+    async def connections(self, count: int) -> list[tuple[str, str, str]]:
+        """`count` connections on distinct twin regions: (name, image, spec)."""
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.twin_port}") as ch:
+            providers = (await tw_grpc.CloudTwinStub(ch).ListProviders(tw.ListProvidersRequest())).providers
+        regions = [(p.name, r) for p in providers for r in p.regions][:count]
+        if len(regions) < count:
+            raise SystemExit(f"the twin has only {len(regions)} regions")
+        out = []
+        for i, (provider, region) in enumerate(regions):
+            tag = f"b{i}-{uuid.uuid4().hex[:4]}"
+            await self.stub.CreateCredential(pb.CreateCredentialRequest(credential=pb.Credential(
+                name=tag, driver="mock", values={"access_key": tag, "secret_key": "bench"})))
+            await self.stub.CreateRegion(pb.CreateRegionRequest(region=pb.Region(
+                name=tag, driver="mock", region=region,
+                settings={"endpoint": f"127.0.0.1:{self.twin_port}", "provider": provider})))
+            await self.stub.CreateConnection(pb.CreateConnectionRequest(connection=pb.Connection(
+                name=tag, driver="mock", credential=tag, region=tag)))
+            spec = (await self.stub.ListSpecs(pb.ListSpecsRequest(connection=tag))).specs[0].name
+            image = (await self.stub.ListImages(pb.ListImagesRequest(connection=tag))).images[0].name
+            out.append((tag, image, spec))
+        return out
+
+    async def create_vms(self, conns: list[tuple[str, str, str]], total: int, concurrency: int) -> float:
+        """Create `total` VMs spread over `conns`; returns the wall time."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            name, image, spec = conns[i % len(conns)]
+            async with gate:
+                await self.stub.CreateVm(pb.CreateVmRequest(connection=name, request_id=uuid.uuid4().hex, vm=pb.Vm(
+                    iid=common.IID(name=f"vm-{i:05d}"), image=image, spec=spec)))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(total)))
+        return time.perf_counter() - t0
+
+
+async def bench_status(root: Path, workers: int, seconds: float) -> dict[str, object]:
+    echo_port = procs.free_port()
+    echo = procs.Proc("echo", [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(echo_port)],
+                      root / "echo.log")
+    await procs.start_tcp(echo, echo_port)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as ch:
+            rpc = ch.unary_unary("/bench.Echo/Echo")
+            payload = pb.GetResourceRequest(connection="c", name="vm-00000").SerializeToString()
+            await rpc(payload)
+            baseline = await closed_loop(lambda: rpc(payload), workers, seconds)
+    finally:
+        echo.stop()
+    async with Stack(root / "status", {"CB_CLOUDTWIN_PROVIDERS": "1", "CB_CLOUDTWIN_BOOT_LATENCY": "0"}) as stack:
+        conns = await stack.connections(1)
+        await stack.create_vms(conns, 1, 1)
+        req = pb.GetResourceRequest(connection=conns[0][0], name="vm-00000")
+        await stack.stub.GetVmStatus(req)
+        full = await closed_loop(lambda: stack.stub.GetVmStatus(req), workers, seconds)
+    return {"workers": workers, "seconds": seconds, "spider_full_stack": full, "bare_echo": baseline,
+            "throughput_ratio": round(full["rps"] / baseline["rps"], 3),
+            "p50_ratio": round(full["p50_ms"] / max(baseline["p50_ms"], 1e-9), 2)}
+
+
+async def bench_creates(root: Path, vms: int, connections: int) -> dict[str, object]:
+    async with Stack(root / "zero", {"CB_CLOUDTWIN_PROVIDERS": "4", "CB_CLOUDTWIN_CREATE_LATENCY": "0"}) as stack:
+        conns = await stack.connections(connections)
+        wall = await stack.create_vms(conns, vms, 64)
+    return {"vms": vms, "connections": connections, "client_concurrency": 64, "seconds": round(wall, 3),
+            "vms_per_second": round(vms / wall, 1)}
+
+
+async def bench_latency(root: Path, vms: int, connections: int, latency: float) -> dict[str, object]:
+    env = {"CB_CLOUDTWIN_PROVIDERS": "4", "CB_CLOUDTWIN_CREATE_LATENCY": str(latency)}
+    async with Stack(root / "latency", env) as stack:
+        conns = await stack.connections(connections)
+        wall = await stack.create_vms(conns, vms, vms)
+    return {"vms": vms, "connections": connections, "emulator_create_latency_s": latency,
+            "wall_seconds": round(wall, 3), "floor_seconds": latency, "ratio_to_floor": round(wall / latency, 2),
+            "serial_would_take_s": vms * latency}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
+        root = Path(tmp)
+        if args.quick:
+            result = {"get_vm_status": await bench_status(root, 4, 1.0),
+                      "create_zero_latency": await bench_creates(root, 40, 2),
+                      "create_with_latency": await bench_latency(root, 50, 5, 0.5)}
+        else:
+            result = {"get_vm_status": await bench_status(root, 32, 5.0),
+                      "create_zero_latency": await bench_creates(root, 1000, 10),
+                      "create_with_latency": await bench_latency(root, 1000, 10, 1.0)}
+    print(json.dumps({"benchmark": "spider", "quick": args.quick, **result}, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

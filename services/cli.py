@@ -1,0 +1,81 @@
+"""cbctl: the command-line client. For now the local suite: up, down, status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.rpc.client import is_serving
+
+app = typer.Typer(help="Drive the multi-cloud suite.", no_args_is_help=True)
+console = Console()
+
+
+def _run_dir() -> Path:
+    return Path(os.environ.get("CB_RUN_DIR", ".run")).resolve()
+
+
+@app.command()
+def up() -> None:
+    """Start the whole suite on loopback in the foreground (Ctrl-C stops it)."""
+    os.execv(sys.executable, [sys.executable, "-m", "services.launcher"])
+
+
+@app.command()
+def down(timeout: float = 30.0) -> None:
+    """Stop the suite that `cbctl up` / `make run` started from this directory."""
+    pid_file = _run_dir() / "launcher.pid"
+    if not pid_file.exists():
+        console.print("The suite is not running here.")
+        raise typer.Exit(0)
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        console.print("The suite is not running (stale pid file removed).")
+        raise typer.Exit(0) from None
+    deadline = time.monotonic() + timeout
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    console.print("Stopped." if not pid_file.exists() else f"Still stopping; check pid {pid}.")
+
+
+@app.command()
+def status() -> None:
+    """Show what the local suite runs and whether each part is healthy."""
+    suite_file = _run_dir() / "suite.json"
+    if not suite_file.exists():
+        console.print("The suite is not running here. Start it with `make run` or `cbctl up`.")
+        raise typer.Exit(1)
+    suite = json.loads(suite_file.read_text())
+    table = Table("service", "address", "pid", "health")
+    for name, info in suite.items():
+        address = info["address"]
+        if "://" in address:
+            health = "running" if _alive(info["pid"]) else "stopped"
+        else:
+            health = "SERVING" if asyncio.run(is_serving(address)) else "NOT SERVING"
+        table.add_row(name, address, str(info["pid"]), health)
+    console.print(table)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    app()

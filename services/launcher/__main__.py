@@ -1,0 +1,168 @@
+"""`python -m services.launcher`: the whole suite on loopback until Ctrl-C.
+
+Starts etcd and NATS (JetStream) with their data under one run directory, then
+CloudTwin and the services, waits for each to be healthy, registers the demo
+clouds, prints where everything listens, and on one Ctrl-C stops every process
+it started, by PID, in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.launcher import demo
+from services.launcher import processes as procs
+from services.settings import CommonSettings
+
+
+@dataclass
+class Endpoint:
+    name: str
+    address: str
+    proc: procs.Proc
+
+
+def _port_of(address: str, default: int) -> int:
+    tail = address.rsplit(":", 1)[-1].strip("/")
+    return int(tail) if tail.isdigit() else default
+
+
+def _already_running(run_dir: Path) -> str:
+    """A message when another launcher holds this run directory, else ""."""
+    pid_file = run_dir / "launcher.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return ""
+    except PermissionError:
+        pass
+    return (f"The suite is already running (launcher pid {pid}, run directory {run_dir}).\n"
+            f"Use it as it is, or stop it first: Ctrl-C in its terminal, or `kill {pid}`.")
+
+
+def _busy_ports(ports: dict[str, int]) -> str:
+    busy = [f"{name} port {port}" for name, port in ports.items() if procs.port_in_use(port)]
+    if not busy:
+        return ""
+    return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
+            "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
+            "CB_SPIDER_PORT).")
+
+
+async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
+    """Start each process in order, waiting for it to be healthy before the next."""
+
+    async def grpc_service(name: str, module: str, extra: dict[str, str]) -> None:
+        proc = procs.python_service(name, module, run_dir, {**env, **extra})
+        started.append(Endpoint(name, f"127.0.0.1:{ports[name]}", proc))
+        await procs.start_grpc(proc, ports[name])
+
+    etcd = procs.etcd(run_dir, ports["etcd"])
+    started.append(Endpoint("etcd", f"http://127.0.0.1:{ports['etcd']}", etcd))
+    await procs.start_tcp(etcd, ports["etcd"])
+    nats = procs.nats(run_dir, ports["nats"])
+    started.append(Endpoint("nats", f"nats://127.0.0.1:{ports['nats']}", nats))
+    await procs.start_tcp(nats, ports["nats"])
+    await grpc_service("cloudtwin", "spider.cloudtwin.server", {
+        "CB_CLOUDTWIN_PORT": str(ports["cloudtwin"]),
+        "CB_CLOUDTWIN_STATE_FILE": str(run_dir / "cloudtwin" / "state.bin"),
+        "CB_CLOUDTWIN_PROVIDERS": os.environ.get("CB_CLOUDTWIN_PROVIDERS", "5"),
+    })
+    await grpc_service("spider", "spider.server", {
+        "CB_SPIDER_PORT": str(ports["spider"]),
+        "CB_SPIDER_CALL_LOG_FILE": str(run_dir / "logs" / "spider-calls.jsonl"),
+    })
+
+
+def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path) -> None:
+    print("\nThe suite is running on loopback:\n")
+    for ep in started:
+        print(f"  {ep.name:<10} {ep.address:<28} pid {ep.proc.pid:<8} log {ep.proc.log_path}")
+    print(f"\n  {len(connections)} demo connections registered in spider: {', '.join(connections)}")
+    print(f"  run directory: {run_dir}")
+    print("\nTry:  grpcurl -plaintext 127.0.0.1:2048 list   (reflection is on)")
+    print("Press Ctrl-C once to stop everything.\n", flush=True)
+
+
+async def main() -> int:
+    common = CommonSettings()
+    run_dir = Path(os.environ.get("CB_RUN_DIR", ".run")).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    message = _already_running(run_dir)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    ports = {
+        "etcd": _port_of(common.etcd_endpoints, 2379),
+        "nats": _port_of(common.nats_url, 4222),
+        "cloudtwin": int(os.environ.get("CB_CLOUDTWIN_PORT", "7000")),
+        "spider": int(os.environ.get("CB_SPIDER_PORT", "2048")),
+    }
+    message = _busy_ports(ports)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    pid_file = run_dir / "launcher.pid"
+    pid_file.write_text(str(os.getpid()))
+    env = {
+        "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
+        "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}",
+        "CB_SECRET_KEY_FILE": str(run_dir / "secret.key"),
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started: list[Endpoint] = []
+    code = 0
+    try:
+        print(f"Starting the suite (run directory {run_dir}) …", flush=True)
+        t0 = time.monotonic()
+        starting = asyncio.create_task(_start_all(run_dir, env, ports, started))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            starting.cancel()
+            return 130
+        starting.result()
+        connections = await demo.register(f"127.0.0.1:{ports['spider']}", f"127.0.0.1:{ports['cloudtwin']}")
+        (run_dir / "suite.json").write_text(json.dumps(
+            {ep.name: {"address": ep.address, "pid": ep.proc.pid} for ep in started}, indent=2))
+        _print_table(started, connections, run_dir)
+        print(f"Ready in {time.monotonic() - t0:.1f}s.", flush=True)
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            for ep in started:
+                if not ep.proc.alive():
+                    print(f"{ep.name} exited unexpectedly; last lines of {ep.proc.log_path}:\n{ep.proc.tail()}",
+                          file=sys.stderr, flush=True)
+                    stop.set()
+                    code = 1
+    except (RuntimeError, TimeoutError, OSError) as err:
+        print(f"The suite could not start: {err}", file=sys.stderr)
+        code = 1
+    finally:
+        print("Stopping …", flush=True)
+        for ep in reversed(started):
+            ep.proc.stop()
+        pid_file.unlink(missing_ok=True)
+        (run_dir / "suite.json").unlink(missing_ok=True)
+        print("Stopped; nothing left running.", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,175 @@
+"""Child processes of the launcher and of the tests: etcd, NATS, and our own servers.
+
+Every process binds 127.0.0.1 on a port chosen here, keeps its data and its
+log under one run directory, and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.rpc.client import is_serving
+
+BIN = Path(sys.executable).parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def binary(name: str) -> str:
+    """A program installed in this environment (etcd, nats-server), else from PATH."""
+    here = BIN / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is not installed; run `make setup`")
+    return found
+
+
+@dataclass
+class Proc:
+    """A child process with its log file; stopped by its own PID."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        env = {**os.environ, **self.env}
+        # A new session so a Ctrl-C in the terminal reaches the launcher only,
+        # which then stops the children in order.
+        self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.signal(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
+        if not self.alive():
+            return
+        assert self.popen is not None
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def wait_until(check: object, what: str, proc: Proc | None = None, timeout: float = 30.0) -> None:
+    """Poll an async `check()` until it is true; fail early if `proc` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while starting:\n{proc.tail()}")
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{what} did not become ready in {timeout:.0f}s" + (f":\n{proc.tail()}" if proc else ""))
+
+
+async def tcp_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True) -> Proc:
+    """etcd with its data under run_dir/etcd. `durable=False` skips fsync (tests)."""
+    peer = peer_port or free_port()
+    argv = [
+        binary("etcd"), "--name", "cb", "--data-dir", str(run_dir / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{port}", "--advertise-client-urls", f"http://127.0.0.1:{port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"cb=http://127.0.0.1:{peer}", "--log-level", "warn",
+        "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
+    ]
+    if not durable:
+        argv.append("--unsafe-no-fsync")
+    return Proc("etcd", argv, run_dir / "logs" / "etcd.log")
+
+
+def nats(run_dir: Path, port: int, config: Path | None = None) -> Proc:
+    """nats-server with JetStream, its store under run_dir/nats."""
+    argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(run_dir / "nats")]
+    if config is not None:
+        argv += ["-c", str(config)]
+    return Proc("nats", argv, run_dir / "logs" / "nats.log")
+
+
+def python_service(name: str, module: str, run_dir: Path, env: Mapping[str, str]) -> Proc:
+    """One of our servers, run as `python -m module` with its settings in `env`."""
+    return Proc(name, [sys.executable, "-m", module], run_dir / "logs" / f"{name}.log", env=dict(env))
+
+
+async def start_grpc(proc: Proc, port: int, timeout: float = 30.0) -> Proc:
+    """Start a gRPC server process and wait until its health check says SERVING."""
+    proc.start()
+
+    async def healthy() -> bool:
+        return await is_serving(f"127.0.0.1:{port}", timeout=0.5)
+
+    await wait_until(healthy, f"{proc.name} on 127.0.0.1:{port}", proc, timeout)
+    return proc
+
+
+async def start_tcp(proc: Proc, port: int, timeout: float = 30.0) -> Proc:
+    """Start a process and wait until it accepts TCP connections on `port`."""
+    proc.start()
+    await wait_until(lambda: tcp_open(port), f"{proc.name} on 127.0.0.1:{port}", proc, timeout)
+    return proc

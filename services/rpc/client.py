@@ -1,0 +1,32 @@
+"""Channels to other services (and to CloudTwin) with the request ID passed along."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.rpc.interceptors import RequestIdClientInterceptor
+
+OPTIONS = [
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    """An insecure channel to a loopback or cluster-internal service."""
+    return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=[RequestIdClientInterceptor()])
+
+
+async def is_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
+    """True when the standard health check of `address` answers SERVING."""
+    async with grpc.aio.insecure_channel(address) as ch:
+        try:
+            reply = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,130 @@
+"""Server and client interceptors: request IDs, access logs, metrics, error mapping."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram
+
+from services import errors, logs
+
+log = logging.getLogger("rpc")
+
+RPC_SECONDS = Histogram("cb_rpc_seconds", "Server-side RPC latency", ["method"])
+RPC_TOTAL = Counter("cb_rpc_total", "RPCs handled", ["method", "code"])
+
+_QUIET = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            return value[:128]
+    return uuid.uuid4().hex
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> None:
+    if isinstance(exc, errors.DomainError):
+        err = exc
+    else:
+        log.exception("unexpected error", extra={"method": method})
+        err = errors.Internal(f"internal error: {type(exc).__name__}")
+    status = err.to_status()
+    await context.abort(
+        err.code, err.message, trailing_metadata=((errors.DETAILS_KEY, status.SerializeToString()),)
+    )
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the request ID, maps domain errors to statuses, logs and counts every RPC."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(_QUIET):
+            return handler
+
+        def finish(context: grpc.aio.ServicerContext, start: float, code: str) -> None:
+            elapsed = time.perf_counter() - start
+            RPC_SECONDS.labels(method).observe(elapsed)
+            RPC_TOTAL.labels(method, code).inc()
+            level = logging.INFO if code in ("OK", "NOT_FOUND", "ALREADY_EXISTS") else logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(level, "rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1e3, 2)})
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                logs.request_id.set(_incoming_request_id(context))
+                start = time.perf_counter()
+                try:
+                    response = await inner_uu(request, context)
+                except Exception as exc:
+                    code = exc.code.name if isinstance(exc, errors.DomainError) else "INTERNAL"
+                    finish(context, start, code)
+                    await _abort(context, exc, method)
+                    raise  # unreachable: abort raises
+                finish(context, start, "OK")
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                logs.request_id.set(_incoming_request_id(context))
+                start = time.perf_counter()
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except Exception as exc:
+                    code = exc.code.name if isinstance(exc, errors.DomainError) else "INTERNAL"
+                    finish(context, start, code)
+                    await _abort(context, exc, method)
+                    raise
+                finish(context, start, "OK")
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Passes the current request ID on to downstream services."""
+
+    @staticmethod
+    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        rid = logs.request_id.get()
+        if not rid:
+            return details
+        metadata = list(details.metadata or ())
+        if not any(k == "x-request-id" for k, _ in metadata):
+            metadata.append(("x-request-id", rid))
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_request_id(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_request_id(details), request)

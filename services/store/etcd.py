@@ -1,0 +1,341 @@
+"""The store over etcd (aetcd holds the connection; the raw etcd v3 API does the work).
+
+Every record is one key holding a binary protobuf message. Writes that depend
+on what was read are guarded by the key's `mod_revision`; a lost race raises
+Aborted. When etcd cannot be reached every call raises Unavailable, and the
+same Store recovers by itself once etcd is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import aetcd
+import grpc
+from aetcd import rpc
+from aetcd.rpc import rpc_pb2_grpc
+from google.protobuf.message import DecodeError, Message
+
+from services import errors
+
+log = logging.getLogger("store")
+
+M = TypeVar("M", bound=Message)
+
+_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def _range_end(prefix: bytes) -> bytes:
+    """The first key after every key that starts with `prefix`."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+@dataclass(frozen=True)
+class Versioned(Generic[M]):
+    """A record with the revision it was last written at (for compare-and-swap)."""
+
+    key: str
+    value: M
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class Page(Generic[M]):
+    items: list[Versioned[M]]
+    # The key to start after for the next page; empty on the last page.
+    next_key: str
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    key: str
+    # The new value, or None when the key was deleted.
+    value: bytes | None
+    revision: int
+
+
+class Lease:
+    """An etcd lease kept alive in the background until revoked or lost."""
+
+    def __init__(self, store: Store, lease_id: int, ttl: int) -> None:
+        self.id = lease_id
+        self.ttl = ttl
+        self._store = store
+        self.lost = asyncio.Event()
+        self._task = asyncio.create_task(self._keepalive())
+
+    async def _keepalive(self) -> None:
+        last_ok = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(max(self.ttl / 3, 0.2))
+            try:
+                ttl = await self._store._keepalive_once(self.id)
+            except errors.Unavailable:
+                if asyncio.get_running_loop().time() - last_ok > self.ttl:
+                    self.lost.set()
+                    return
+                continue
+            if ttl <= 0:
+                self.lost.set()
+                return
+            last_ok = asyncio.get_running_loop().time()
+
+    async def revoke(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, errors.DomainError):
+            await self._task
+        with contextlib.suppress(errors.DomainError):
+            await self._store._call(self._store._lease_stub().LeaseRevoke(rpc.LeaseRevokeRequest(ID=self.id),
+                                                                           timeout=self._store.timeout))
+
+
+class Store:
+    """Typed get/put/delete, compare-and-swap, paged prefix lists, watches and leases."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 2379, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self.target = f"{host}:{port}"
+        self._client = aetcd.Client(host=host, port=port, timeout=int(max(timeout, 1)))
+        self._watch_stub: rpc_pb2_grpc.WatchStub | None = None
+
+    @classmethod
+    def from_endpoints(cls, endpoints: str, timeout: float = 5.0) -> Store:
+        first = endpoints.split(",")[0].strip().removeprefix("http://")
+        host, _, port = first.rpartition(":")
+        return cls(host or "127.0.0.1", int(port or 2379), timeout)
+
+    async def connect(self) -> None:
+        await self._client.connect()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._client.close()
+
+    # ------------------------------------------------------------ plumbing
+
+    def _kv(self) -> rpc_pb2_grpc.KVStub:
+        return self._client.kvstub
+
+    def _lease_stub(self) -> rpc_pb2_grpc.LeaseStub:
+        return self._client.leasestub
+
+    async def _call(self, awaitable: Awaitable[object]) -> object:
+        try:
+            return await awaitable
+        except grpc.aio.AioRpcError as err:
+            if err.code() in _UNAVAILABLE:
+                raise errors.Unavailable(f"the store (etcd at {self.target}) is unavailable: "
+                                         f"{err.details() or err.code().name}") from err
+            raise errors.Internal(f"etcd error: {err.details()}") from err
+
+    async def _ready(self) -> None:
+        try:
+            await self._client.connect()
+        except (TimeoutError, aetcd.exceptions.ClientError, OSError) as err:
+            raise errors.Unavailable(f"the store (etcd at {self.target}) is unavailable: {err}") from err
+
+    # -------------------------------------------------------------- reads
+
+    async def get(self, key: str, cls: type[M]) -> Versioned[M] | None:
+        await self._ready()
+        resp = await self._call(self._kv().Range(rpc.RangeRequest(key=key.encode()), timeout=self.timeout))
+        assert isinstance(resp, rpc.RangeResponse)
+        if not resp.kvs:
+            return None
+        kv = resp.kvs[0]
+        return Versioned(key, _decode(cls, kv.value, key), kv.mod_revision)
+
+    async def must_get(self, key: str, cls: type[M], what: str) -> Versioned[M]:
+        """get, or NotFound naming `what`."""
+        found = await self.get(key, cls)
+        if found is None:
+            raise errors.NotFound(f"{what} not found")
+        return found
+
+    async def list(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
+        """One page of the records under `prefix`, in key order."""
+        await self._ready()
+        p = prefix.encode()
+        start = (start_after.encode() + b"\0") if start_after else p
+        req = rpc.RangeRequest(key=start, range_end=_range_end(p), limit=limit)
+        resp = await self._call(self._kv().Range(req, timeout=self.timeout))
+        assert isinstance(resp, rpc.RangeResponse)
+        items = [Versioned(kv.key.decode(), _decode(cls, kv.value, kv.key.decode()), kv.mod_revision)
+                 for kv in resp.kvs]
+        next_key = items[-1].key if resp.more and items else ""
+        return Page(items, next_key)
+
+    async def list_all(self, prefix: str, cls: type[M], page: int = 500) -> list[Versioned[M]]:
+        out: list[Versioned[M]] = []
+        after = ""
+        while True:
+            got = await self.list(prefix, cls, page, after)
+            out.extend(got.items)
+            if not got.next_key:
+                return out
+            after = got.next_key
+
+    async def count(self, prefix: str) -> int:
+        await self._ready()
+        p = prefix.encode()
+        req = rpc.RangeRequest(key=p, range_end=_range_end(p), count_only=True)
+        resp = await self._call(self._kv().Range(req, timeout=self.timeout))
+        assert isinstance(resp, rpc.RangeResponse)
+        return int(resp.count)
+
+    # ------------------------------------------------------------- writes
+
+    async def _txn(self, compare: list[rpc.Compare], success: list[rpc.RequestOp]) -> rpc.TxnResponse:
+        await self._ready()
+        resp = await self._call(self._kv().Txn(rpc.TxnRequest(compare=compare, success=success),
+                                               timeout=self.timeout))
+        assert isinstance(resp, rpc.TxnResponse)
+        return resp
+
+    async def create(self, key: str, value: Message, lease: Lease | None = None) -> int:
+        """Write a new record; AlreadyExists when the key is taken. Returns its mod_revision."""
+        cmp = rpc.Compare(key=key.encode(), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+        resp = await self._txn([cmp], [_put_op(key, value, lease)])
+        if not resp.succeeded:
+            raise errors.AlreadyExists(f"{key.rsplit('/', 2)[-2].rstrip('s')} {key.rsplit('/', 1)[-1]!r} "
+                                       "already exists")
+        return int(resp.header.revision)
+
+    async def update(self, key: str, value: Message, mod_revision: int, lease: Lease | None = None) -> int:
+        """Write over a record only if nobody wrote it since `mod_revision`; else Aborted."""
+        cmp = rpc.Compare(key=key.encode(), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                          mod_revision=mod_revision)
+        resp = await self._txn([cmp], [_put_op(key, value, lease)])
+        if not resp.succeeded:
+            raise errors.Aborted(f"{key} was changed concurrently; retry")
+        return int(resp.header.revision)
+
+    async def put(self, key: str, value: Message, lease: Lease | None = None) -> int:
+        """Write unconditionally (last writer wins)."""
+        await self._ready()
+        req = rpc.PutRequest(key=key.encode(), value=value.SerializeToString(), lease=lease.id if lease else 0)
+        resp = await self._call(self._kv().Put(req, timeout=self.timeout))
+        assert isinstance(resp, rpc.PutResponse)
+        return int(resp.header.revision)
+
+    async def delete(self, key: str, mod_revision: int | None = None) -> bool:
+        """Delete a record; with `mod_revision`, only if unchanged (else Aborted)."""
+        op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key.encode()))
+        cmp = []
+        if mod_revision is not None:
+            cmp = [rpc.Compare(key=key.encode(), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                               mod_revision=mod_revision)]
+        resp = await self._txn(cmp, [op])
+        if not resp.succeeded:
+            raise errors.Aborted(f"{key} was changed concurrently; retry")
+        return bool(resp.responses[0].response_delete_range.deleted)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        await self._ready()
+        p = prefix.encode()
+        req = rpc.DeleteRangeRequest(key=p, range_end=_range_end(p))
+        resp = await self._call(self._kv().DeleteRange(req, timeout=self.timeout))
+        assert isinstance(resp, rpc.DeleteRangeResponse)
+        return int(resp.deleted)
+
+    async def modify(self, key: str, cls: type[M], change: Callable[[M], M | None], what: str,
+                     attempts: int = 20) -> M:
+        """Read-modify-write under compare-and-swap, retried on a lost race.
+
+        `change` gets a copy of the record and returns the new one (None: leave it)."""
+        for _ in range(attempts):
+            cur = await self.must_get(key, cls, what)
+            new = change(cur.value)
+            if new is None:
+                return cur.value
+            try:
+                await self.update(key, new, cur.mod_revision)
+                return new
+            except errors.Aborted:
+                await asyncio.sleep(0.005)
+        raise errors.Aborted(f"{what} is being changed by many writers at once; retry")
+
+    # -------------------------------------------------------------- leases
+
+    async def grant_lease(self, ttl: int) -> Lease:
+        await self._ready()
+        resp = await self._call(self._lease_stub().LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=self.timeout))
+        assert isinstance(resp, rpc.LeaseGrantResponse)
+        return Lease(self, int(resp.ID), ttl)
+
+    async def _keepalive_once(self, lease_id: int) -> int:
+        await self._ready()
+
+        async def once() -> int:
+            call = self._lease_stub().LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                                                     timeout=self.timeout)
+            try:
+                async for reply in call:
+                    return int(reply.TTL)
+                return 0
+            finally:
+                call.cancel()
+
+        result = await self._call(once())
+        assert isinstance(result, int)
+        return result
+
+    # ------------------------------------------------------------- watches
+
+    async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
+        """Events under `prefix` from `start_revision` on; resumes where it left off
+        after etcd goes away and comes back. Compaction past the resume point raises Aborted."""
+        next_rev = start_revision
+        delay = 0.1
+        while True:
+            try:
+                await self._ready()
+                if self._watch_stub is None or self._client.channel is None:
+                    self._watch_stub = rpc_pb2_grpc.WatchStub(self._client.channel)
+                p = prefix.encode()
+                create = rpc.WatchCreateRequest(key=p, range_end=_range_end(p), start_revision=next_rev)
+                call = self._watch_stub.Watch(iter([rpc.WatchRequest(create_request=create)]))
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise errors.Aborted(f"watch of {prefix} fell behind compaction at {resp.compact_revision}")
+                    if resp.canceled:
+                        break
+                    delay = 0.1
+                    for ev in resp.events:
+                        next_rev = ev.kv.mod_revision + 1
+                        value = None if ev.type == rpc.Event.DELETE else bytes(ev.kv.value)
+                        yield WatchEvent(ev.kv.key.decode(), value, ev.kv.mod_revision)
+            except (grpc.aio.AioRpcError, errors.Unavailable) as err:
+                log.warning("watch interrupted; resuming", extra={"prefix": prefix, "error": str(err)[:200]})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def revision(self) -> int:
+        """The store's current revision (to start a watch right after a list)."""
+        await self._ready()
+        resp = await self._call(self._kv().Range(rpc.RangeRequest(key=b"\0", limit=1), timeout=self.timeout))
+        assert isinstance(resp, rpc.RangeResponse)
+        return int(resp.header.revision)
+
+
+def _put_op(key: str, value: Message, lease: Lease | None) -> rpc.RequestOp:
+    return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=value.SerializeToString(),
+                                                    lease=lease.id if lease else 0))
+
+
+def _decode(cls: type[M], raw: bytes, key: str) -> M:
+    try:
+        return cls.FromString(raw)
+    except DecodeError as err:
+        raise errors.Internal(f"record {key} is not a {cls.__name__}") from err

@@ -1,0 +1,1 @@
+"""Cloud drivers: the interface (base), the entry-point registry, and the drivers."""

@@ -1,0 +1,131 @@
+"""VMs: references resolved to cloud IDs, live status, and the verbs with their allowed states."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as pb
+from services import errors
+from services.names import check_name, require
+from spider.drivers.base import VmHandler, VmRefs
+from spider.kinds import KEY_PAIR, SECURITY_GROUP, VM, VPC
+from spider.ops.vpcs import subnet_of
+from spider.registry import OpenConnection
+from spider.resources import Resources
+
+# The status a verb needs, and the word for it in an error.
+ALLOWED = {
+    "suspend": (common.RUNNING,),
+    "resume": (common.SUSPENDED,),
+    "reboot": (common.RUNNING,),
+}
+
+
+def status_name(status: common.VmStatus.ValueType) -> str:
+    return common.VmStatus.Name(status).title().replace("_", "")
+
+
+async def _refs(res: Resources, conn: OpenConnection, vm: pb.Vm) -> VmRefs:
+    cname = conn.record.name
+    require(vm.image, "vm.image")
+    require(vm.spec, "vm.spec")
+    subnet = vpc_id = key_pair = ""
+    if vm.vpc:
+        vpc = await res.ready(cname, VPC, vm.vpc, "vm.vpc")
+        vpc_id = vpc.iid.csp_id
+        if vm.subnet:
+            subnet = subnet_of(vpc, vm.subnet, "vm.subnet").csp_id
+        elif vpc.subnets:
+            subnet = vpc.subnets[0].iid.csp_id
+    elif vm.subnet:
+        raise errors.InvalidArgument.field("vm.vpc", "is required when a subnet is named")
+    groups = []
+    for i, name in enumerate(vm.security_groups):
+        groups.append((await res.ready(cname, SECURITY_GROUP, name, f"vm.security_groups[{i}]")).iid.csp_id)
+    if vm.key_pair:
+        key_pair = (await res.ready(cname, KEY_PAIR, vm.key_pair, "vm.key_pair")).iid.csp_id
+    return VmRefs(image=vm.image, spec=vm.spec, subnet=subnet, security_groups=tuple(groups),
+                  key_pair=key_pair, vpc=vpc_id)
+
+
+async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) -> pb.Vm:
+    vm = req.vm
+    check_name(vm.iid.name, "vm.iid.name")
+    if vm.root_disk_gib < 0:
+        raise errors.InvalidArgument.field("vm.root_disk_gib", "must not be negative")
+    refs = await _refs(res, conn, vm)
+    if req.validate_only:
+        return vm
+    handler: VmHandler = res.handler(conn, VM)
+
+    async def make(rec: pb.Vm, token: str) -> pb.Vm:
+        ask = pb.Vm()
+        ask.CopyFrom(rec)
+        ask.user_data = vm.user_data  # handed to the cloud, not kept in the record
+        return await handler.start_vm(ask, refs, token)
+
+    record, _ = await res.create(conn, VM, vm, req.request_id, make)
+    return record
+
+
+async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
+    """The record, refreshed with what the cloud reports now."""
+    rec = (await res.get(conn.record.name, VM, name)).value
+    if not rec.iid.csp_id:
+        return rec
+    handler: VmHandler = res.handler(conn, VM)
+    try:
+        seen = await handler.get_vm(rec.iid.csp_id)
+    except errors.NotFound:
+        rec.status = common.NOT_EXIST
+        return rec
+    return await res.observe(conn.record.name, VM, name, seen)
+
+
+async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: str) -> tuple[list[pb.Vm], str]:
+    """A page of records with their status from one cloud listing."""
+    vms, next_token = await res.list(conn.record.name, VM, page_size, token)
+    if vms:
+        handler: VmHandler = res.handler(conn, VM)
+        seen = {v.iid.csp_id: v for v in await handler.list_vms()}
+        for vm in vms:
+            cloud = seen.get(vm.iid.csp_id)
+            if cloud is not None:
+                VM.observe(vm, cloud)
+            elif vm.meta.phase == common.PHASE_READY:
+                vm.status = common.NOT_EXIST
+    return vms, next_token
+
+
+async def status(res: Resources, conn: OpenConnection, name: str) -> pb.VmStatusResponse:
+    rec = (await res.get(conn.record.name, VM, name)).value
+    if not rec.iid.csp_id:
+        return pb.VmStatusResponse(name=name, status=common.CREATING)
+    handler: VmHandler = res.handler(conn, VM)
+    try:
+        return pb.VmStatusResponse(name=name, status=await handler.get_vm_status(rec.iid.csp_id))
+    except errors.NotFound:
+        return pb.VmStatusResponse(name=name, status=common.NOT_EXIST)
+
+
+async def act(res: Resources, conn: OpenConnection, name: str, verb: str) -> pb.VmStatusResponse:
+    """suspend | resume | reboot, refused with FAILED_PRECONDITION from the wrong status."""
+    rec = (await res.get(conn.record.name, VM, name)).value
+    if not rec.iid.csp_id:
+        raise errors.FailedPrecondition(f"VM {name!r} is still being created; cannot {verb} it yet")
+    handler: VmHandler = res.handler(conn, VM)
+    now = await handler.get_vm_status(rec.iid.csp_id)
+    if now not in ALLOWED[verb]:
+        need = " or ".join(status_name(s) for s in ALLOWED[verb])
+        raise errors.FailedPrecondition(f"VM {name!r} is {status_name(now)}; it must be {need} to {verb}")
+    run: dict[str, Callable[[str], Awaitable[None]]] = {
+        "suspend": handler.suspend_vm, "resume": handler.resume_vm, "reboot": handler.reboot_vm}
+    await run[verb](rec.iid.csp_id)
+    return pb.VmStatusResponse(name=name, status=await handler.get_vm_status(rec.iid.csp_id))
+
+
+async def delete(res: Resources, conn: OpenConnection, name: str, force: bool) -> pb.VmStatusResponse:
+    """Terminate in the cloud and forget the VM."""
+    await res.delete(conn, VM, name, force)
+    return pb.VmStatusResponse(name=name, status=common.TERMINATING)

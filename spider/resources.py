@@ -1,0 +1,309 @@
+"""The lifecycle every connection resource shares: intent before the cloud call,
+result after it, and a reconciler for what a crash leaves in between.
+
+create: write the record (phase CREATING, with the cloud-side name and an
+idempotency token) → call the cloud → complete the record (READY, cloud ID).
+delete: mark DELETING → call the cloud → remove the record.
+A spider that dies between the two steps leaves an intent whose owner is gone;
+`recover` (run by the leader) finds the cloud resource by its cloud-side name and
+adopts it, or drops the record when the cloud has nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as pb
+from services import errors
+from services.names import check_name, suffix
+from services.store import Store, Versioned
+from spider import keys
+from spider.kinds import BY_COLLECTION, Kind, R
+from spider.registry import OpenConnection, Registry
+
+log = logging.getLogger("spider.resources")
+
+Make = Callable[[R, str], Awaitable[R]]
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _token(conn: str, collection: str, name: str, request_id: str) -> str:
+    if not request_id:
+        return uuid.uuid4().hex
+    return hashlib.sha256(f"{conn}/{collection}/{name}/{request_id}".encode()).hexdigest()[:32]
+
+
+def _ambiguous(err: errors.DomainError) -> bool:
+    """True when the cloud may have acted although the call failed (no answer came back)."""
+    return isinstance(err, errors.Unavailable | errors.DeadlineExceeded) and not err.upstream_code
+
+
+def kind_of(collection: str) -> Kind[Any]:
+    found = BY_COLLECTION.get(collection)
+    if found is None:
+        raise errors.InvalidArgument.field("collection", f"unknown collection {collection!r}; "
+                                                         f"one of {', '.join(sorted(BY_COLLECTION))}")
+    return found
+
+
+class Resources:
+    """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
+
+    def __init__(self, store: Store, registry: Registry, identity: str) -> None:
+        self.store = store
+        self.registry = registry
+        self.identity = identity
+
+    def handler(self, conn: OpenConnection, kind: Kind[Any]) -> Any:
+        return conn.handler(kind.handler, f"{kind.noun}s")
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, conn: str, kind: Kind[R], name: str) -> Versioned[R]:
+        return await self.store.must_get(keys.resource(conn, kind.collection, name), kind.message,
+                                         f"{kind.noun} {name!r} in connection {conn!r}")
+
+    async def ready(self, conn: str, kind: Kind[R], name: str, field: str) -> R:
+        """A record that is READY, for use as a reference by another resource."""
+        found = await self.store.get(keys.resource(conn, kind.collection, name), kind.message)
+        if found is None:
+            raise errors.NotFound(f"{field}: {kind.noun} {name!r} not found in connection {conn!r}")
+        if found.value.meta.phase != common.PHASE_READY:
+            raise errors.FailedPrecondition(f"{field}: {kind.noun} {name!r} is not ready "
+                                            f"({common.Phase.Name(found.value.meta.phase)})")
+        return found.value
+
+    async def list(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
+        await self.registry.get_connection(conn)
+        if page_size < 0:
+            raise errors.InvalidArgument.field("page_size", "must not be negative")
+        page = await self.store.list(keys.resources(conn, kind.collection), kind.message,
+                                     min(page_size or 100, 1000), token)
+        return [i.value for i in page.items], page.next_key
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, conn: OpenConnection, kind: Kind[R], desired: R, request_id: str,
+                     make: Make[R]) -> tuple[R, R]:
+        """Record the intent, make the resource, complete the record.
+
+        Returns (record, what the cloud returned). A retry with the same
+        request_id returns the first result, or finishes an interrupted create."""
+        cname = conn.record.name
+        name = check_name(desired.iid.name, f"{kind.message.DESCRIPTOR.name.lower()}.iid.name")
+        key = keys.resource(cname, kind.collection, name)
+        record = kind.message()
+        record.CopyFrom(desired)
+        record.iid.csp_name = conn.driver.name_rules.cloud_name(name, suffix())
+        record.iid.csp_id = ""
+        record.meta.CopyFrom(common.RecordMeta(
+            phase=common.PHASE_CREATING, request_id=request_id, owner=self.identity,
+            token=_token(cname, kind.collection, name, request_id), create_time=_now(), update_time=_now()))
+        try:
+            rev = await self.store.create(key, record)
+        except errors.AlreadyExists:
+            record, rev = await self._resume(key, kind, request_id, f"{kind.noun} {name!r}", cname)
+            if record.meta.phase == common.PHASE_READY:
+                return record, record
+        try:
+            made = await make(record, record.meta.token)
+        except errors.DomainError as err:
+            await self._failed_create(conn, kind, key, record, rev, err)
+            raise
+        return await self._complete(key, kind, made), made
+
+    async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str) -> tuple[R, int]:
+        """The same request again: return its record, taking over an unfinished intent."""
+        found = await self.store.must_get(key, kind.message, what)
+        rec = found.value
+        if not request_id or rec.meta.request_id != request_id:
+            raise errors.AlreadyExists(f"{what} already exists in connection {conn!r}")
+        if rec.meta.phase == common.PHASE_READY:
+            return rec, found.mod_revision
+        if rec.meta.phase == common.PHASE_DELETING:
+            raise errors.FailedPrecondition(f"{what} is being deleted")
+        rec.meta.owner = self.identity
+        return rec, await self.store.update(key, rec, found.mod_revision)
+
+    async def _failed_create(self, conn: OpenConnection, kind: Kind[R], key: str, record: R, rev: int,
+                             err: errors.DomainError) -> None:
+        if not _ambiguous(err):
+            await self.store.delete(key)
+            return
+        # The cloud may hold it: look now; if the cloud cannot say, leave it to recovery.
+        try:
+            await self._resolve(conn, kind, key, record, rev, await kind.list_cloud(self.handler(conn, kind)))
+        except errors.DomainError:
+            record.meta.owner = ""
+            record.meta.last_error = err.message
+            await self.store.update(key, record, rev)
+
+    async def _complete(self, key: str, kind: Kind[R], made: R, rev: int | None = None) -> R:
+        """Mark the record READY with what the cloud made; with `rev`, only if unchanged since."""
+
+        def done(rec: R) -> R:
+            kind.observe(rec, made)
+            rec.meta.phase = common.PHASE_READY
+            rec.meta.owner = ""
+            rec.meta.update_time.CopyFrom(_now())
+            return rec
+
+        if rev is None:
+            return await self.store.modify(key, kind.message, done, key)
+        current = await self.store.must_get(key, kind.message, key)
+        if current.mod_revision != rev:
+            raise errors.Aborted(f"{key} changed while being resolved")
+        record = done(current.value)
+        await self.store.update(key, record, rev)
+        return record
+
+    # ---------------------------------------------------------------- update
+
+    async def observe(self, conn: str, kind: Kind[R], name: str, seen: R) -> R:
+        """Store what the cloud reports about a resource now."""
+
+        def change(rec: R) -> R:
+            kind.observe(rec, seen)
+            rec.meta.update_time.CopyFrom(_now())
+            return rec
+
+        return await self.store.modify(keys.resource(conn, kind.collection, name), kind.message, change,
+                                       f"{kind.noun} {name!r}")
+
+    async def modify(self, conn: str, kind: Kind[R], name: str, change: Callable[[R], R | None]) -> R:
+        return await self.store.modify(keys.resource(conn, kind.collection, name), kind.message, change,
+                                       f"{kind.noun} {name!r} in connection {conn!r}")
+
+    # ---------------------------------------------------------------- delete
+
+    async def delete(self, conn: OpenConnection, kind: Kind[R], name: str, force: bool,
+                     destroy: Callable[[R], Awaitable[None]] | None = None) -> R:
+        """Mark DELETING, delete in the cloud, forget. `force` forgets even when the cloud refuses."""
+        cname = conn.record.name
+        key = keys.resource(cname, kind.collection, name)
+        found = await self.get(cname, kind, name)
+        rec = found.value
+        if rec.meta.phase == common.PHASE_CREATING and rec.meta.owner and not force:
+            raise errors.FailedPrecondition(f"{kind.noun} {name!r} is still being created; retry shortly")
+        rec.meta.phase = common.PHASE_DELETING
+        rec.meta.owner = self.identity
+        rev = await self.store.update(key, rec, found.mod_revision)
+        try:
+            if rec.iid.csp_id:
+                await (destroy(rec) if destroy else kind.delete_cloud(self.handler(conn, kind), rec.iid.csp_id))
+        except errors.NotFound:
+            pass  # already gone from the cloud: forgetting it is the goal
+        except errors.DomainError as err:
+            if not force:
+                rec.meta.phase = common.PHASE_READY
+                rec.meta.owner = ""
+                rec.meta.last_error = err.message
+                await self.store.update(key, rec, rev)
+                raise
+        await self.store.delete(key)
+        return rec
+
+    # -------------------------------------------------------- register, reconcile
+
+    async def register(self, conn: OpenConnection, kind: Kind[R], name: str, csp_id: str) -> R:
+        """Adopt an existing cloud resource under `name`."""
+        cname = conn.record.name
+        check_name(name, "name")
+        if not csp_id:
+            raise errors.InvalidArgument.field("csp_id", "the cloud's ID of the resource is required")
+        for rec in await self.store.list_all(keys.resources(cname, kind.collection), kind.message):
+            if rec.value.iid.csp_id == csp_id:
+                raise errors.AlreadyExists(f"{kind.noun} {csp_id!r} is already registered as {rec.value.iid.name!r}")
+        seen = await kind.get_cloud(self.handler(conn, kind), csp_id)
+        record = kind.message()
+        record.CopyFrom(seen)
+        record.iid.name = name
+        record.meta.CopyFrom(common.RecordMeta(phase=common.PHASE_READY, create_time=_now(), update_time=_now()))
+        kind.observe(record, seen)
+        await self.store.create(keys.resource(cname, kind.collection, name), record)
+        return record
+
+    async def reconcile(self, conn: OpenConnection, kind: Kind[R]) -> pb.ReconcileResourcesResponse:
+        """Compare the records with the cloud: mapped, only in spider, only in the cloud."""
+        records = [r.value for r in await self.store.list_all(keys.resources(conn.record.name, kind.collection),
+                                                               kind.message)]
+        cloud = [c for c in await kind.list_cloud(self.handler(conn, kind)) if kind.live(c)]
+        by_id = {c.iid.csp_id: c for c in cloud}
+        by_name = {c.iid.csp_name: c for c in cloud}
+        out = pb.ReconcileResourcesResponse()
+        matched: set[str] = set()
+        for rec in records:
+            hit = by_id.get(rec.iid.csp_id) if rec.iid.csp_id else by_name.get(rec.iid.csp_name)
+            if hit is None:
+                out.only_spider.append(common.IID(name=rec.iid.name, csp_name=rec.iid.csp_name, csp_id=rec.iid.csp_id))
+                continue
+            matched.add(hit.iid.csp_id)
+            out.mapped.append(common.IID(name=rec.iid.name, csp_name=hit.iid.csp_name, csp_id=hit.iid.csp_id))
+        out.only_cloud.extend(common.IID(csp_name=c.iid.csp_name, csp_id=c.iid.csp_id)
+                              for c in cloud if c.iid.csp_id not in matched)
+        return out
+
+    # --------------------------------------------------------------- recovery
+
+    async def recover(self, alive: set[str]) -> int:
+        """Resolve every intent whose owner is gone. Returns how many were resolved."""
+        resolved = 0
+        for conn_rec in await self.store.list_all(keys.connection(), pb.Connection):
+            cname = conn_rec.value.name
+            for kind in BY_COLLECTION.values():
+                stale = [r for r in await self.store.list_all(keys.resources(cname, kind.collection), kind.message)
+                         if r.value.meta.phase != common.PHASE_READY and r.value.meta.owner not in alive]
+                if stale:
+                    resolved += await self._recover_kind(cname, kind, stale)
+        return resolved
+
+    async def _recover_kind(self, cname: str, kind: Kind[R], stale: list[Versioned[R]]) -> int:
+        conn = await self.registry.open(cname)
+        handler = self.handler(conn, kind)
+        cloud = await kind.list_cloud(handler)
+        done = 0
+        for item in stale:
+            rec = item.value
+            try:
+                if rec.meta.phase == common.PHASE_CREATING:
+                    await self._resolve(conn, kind, item.key, rec, item.mod_revision, cloud)
+                else:
+                    if rec.iid.csp_id:
+                        try:
+                            await kind.delete_cloud(handler, rec.iid.csp_id)
+                        except errors.NotFound:
+                            pass
+                    await self.store.delete(item.key, item.mod_revision)
+                done += 1
+            except errors.Aborted:
+                continue  # somebody else touched it; the next pass sees the new state
+            log.info("recovered intent", extra={"connection": cname, "kind": kind.collection, "name": rec.iid.name,
+                                                "phase": common.Phase.Name(rec.meta.phase)})
+        return done
+
+    async def _resolve(self, conn: OpenConnection, kind: Kind[R], key: str, rec: R, rev: int,
+                       cloud: list[R]) -> None:
+        """Adopt the cloud resource made for an unfinished create, or drop the record.
+
+        Guarded by `rev`: if anyone touched the record since (a retry took the
+        intent over), this resolution loses (Aborted) and changes nothing."""
+        hit = next((c for c in cloud if c.iid.csp_name == rec.iid.csp_name and kind.live(c)), None)
+        if hit is None:
+            await self.store.delete(key, rev)
+            return
+        if kind is BY_COLLECTION["vpcs"]:
+            # Subnets are not in the VPC listing: read the VPC itself.
+            hit = await kind.get_cloud(self.handler(conn, kind), hit.iid.csp_id)
+        await self._complete(key, kind, hit, rev)

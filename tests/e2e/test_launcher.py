@@ -1,0 +1,74 @@
+"""`make run`'s launcher: starts everything healthy, registers demo clouds, refuses a
+second copy, and leaves nothing behind after one Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from cbapi.spider.v1 import spider_pb2 as pb
+from cbapi.spider.v1 import spider_pb2_grpc
+from services.launcher.processes import free_port
+from services.rpc.client import is_serving
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is gone for our purpose.
+    try:
+        return Path(f"/proc/{pid}/status").read_text().find("State:\tZ") < 0
+    except OSError:
+        return False
+
+
+async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider")}
+    env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
+           "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
+           "CB_SPIDER_PORT": str(ports["spider"])}
+    out = (tmp_path / "launcher.out").open("wb")
+    launcher = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while b"Ready in" not in (tmp_path / "launcher.out").read_bytes():
+            assert launcher.poll() is None, (tmp_path / "launcher.out").read_text()
+            assert time.monotonic() < deadline, "the suite did not come up"
+            await asyncio.sleep(0.2)
+        suite = json.loads((tmp_path / "suite.json").read_text())
+        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider"}
+        assert await is_serving(f"127.0.0.1:{ports['spider']}")
+        assert await is_serving(f"127.0.0.1:{ports['twin']}")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
+            conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
+                pb.ListConnectionsRequest(page_size=100))).connections
+        assert len({c.provider for c in conns}) >= 3 and len(conns) >= 6
+
+        second = subprocess.run([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode != 0 and "already running" in second.stderr
+
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(30) == 0
+        text = (tmp_path / "launcher.out").read_text()
+        assert "nothing left running" in text
+        for info in suite.values():
+            assert not _alive(info["pid"]), f"pid {info['pid']} survived"
+        assert not (tmp_path / "launcher.pid").exists()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        out.close()

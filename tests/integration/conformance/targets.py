@@ -1,0 +1,76 @@
+"""The clouds the conformance suite runs against, each with a direct line to its cloud.
+
+A target gives spider a connection, and lets a test look at (or make) resources
+in the cloud without going through spider.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import grpc
+
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
+from cbapi.spider.v1 import spider_pb2 as pb
+from cbapi.spider.v1 import spider_pb2_grpc
+from tests import servers
+
+
+@dataclass
+class Target(ABC):
+    """Base: a driver's connection plus the picks a scenario needs (image, spec)."""
+
+    driver: str
+    connection: str
+    image: str
+    spec: str
+    capabilities: pb.Capabilities
+
+    @abstractmethod
+    async def cloud_vm_ids(self) -> set[str]:
+        """IDs of live VMs in the cloud, read directly."""
+
+    @abstractmethod
+    async def cloud_make_vpc(self, name: str) -> str:
+        """Make a VPC directly in the cloud (as another tool would); returns its cloud ID."""
+
+
+@dataclass
+class MockTarget(Target):
+    twin: servers.Server | None = None
+    access_key: str = ""
+    provider: str = ""
+    region: str = ""
+
+    def _md(self) -> tuple[tuple[str, str], ...]:
+        return (("x-twin-access-key", self.access_key), ("x-twin-secret-key", "direct"))
+
+    async def cloud_vm_ids(self) -> set[str]:
+        assert self.twin is not None
+        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+            reply = await tw_grpc.CloudTwinStub(ch).ListResources(
+                tw.ListResourcesRequest(provider=self.provider, region=self.region, kind=tw.VM, page_size=1000),
+                metadata=self._md())
+        return {r.id for r in reply.resources if r.state not in ("terminating", "terminated")}
+
+    async def cloud_make_vpc(self, name: str) -> str:
+        assert self.twin is not None
+        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+            made = await tw_grpc.CloudTwinStub(ch).CreateResource(
+                tw.CreateResourceRequest(provider=self.provider, region=self.region, name=name,
+                                         vpc=tw.VpcProps(cidr="10.9.0.0/16")), metadata=self._md())
+        return made.id
+
+
+async def mock_target(stub: spider_pb2_grpc.SpiderStub, twin: servers.Server) -> MockTarget:
+    provider, region = (await servers.twin_regions(twin))[0]
+    conn = await servers.make_connection(stub, twin, provider, region)
+    images = await stub.ListImages(pb.ListImagesRequest(connection=conn.name))
+    specs = await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))
+    spec = min((s for s in specs.specs if s.architecture == "x86_64"), key=lambda s: s.price_per_hour)
+    image = next(i for i in images.images if i.architecture == "x86_64")
+    drivers = await stub.ListDrivers(pb.ListDriversRequest())
+    caps = next(d.capabilities for d in drivers.drivers if d.name == "mock")
+    return MockTarget("mock", conn.name, image.name, spec.name, caps, twin, conn.access_key, provider, region)

@@ -1,0 +1,107 @@
+"""Spider under failure: killed mid-create, and etcd going away and coming back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import grpc
+
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as pb
+from cbapi.spider.v1 import spider_pb2_grpc
+from services.store import Store
+from tests import servers
+from tests.helpers import expect_error
+from tests.integration.conformance.targets import MockTarget
+
+VMS = 50
+
+
+async def _pending(store: Store) -> int:
+    vms = await store.list_all("/cb/spider/conn/", pb.Vm)
+    return sum(1 for v in vms if v.value.meta.phase != common.PHASE_READY)
+
+
+async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: Path) -> None:
+    etcd = await servers.start_etcd(tmp_path / "etcd")
+    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1",
+                                         CB_CLOUDTWIN_CREATE_LATENCY="0.6", CB_CLOUDTWIN_LATENCY_SIGMA="0.5")
+    fast = {"CB_SPIDER_INSTANCE_TTL_S": "2", "CB_SPIDER_RECOVERY_INTERVAL_S": "0.5"}
+    spider = await servers.start_spider(tmp_path / "spider", etcd, **fast)
+    store = Store("127.0.0.1", etcd.port)
+    try:
+        async with grpc.aio.insecure_channel(spider.address) as ch:
+            stub = spider_pb2_grpc.SpiderStub(ch)
+            provider, region = (await servers.twin_regions(twin))[0]
+            conn = await servers.make_connection(stub, twin, provider, region)
+            spec = (await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))).specs[0].name
+            image = (await stub.ListImages(pb.ListImagesRequest(connection=conn.name))).images[0].name
+            requests = [pb.CreateVmRequest(connection=conn.name, request_id=uuid.uuid4().hex,
+                                           vm=pb.Vm(iid=common.IID(name=f"vm-{i:03d}"), image=image, spec=spec))
+                        for i in range(VMS)]
+            calls = [asyncio.create_task(stub.CreateVm(r)) for r in requests]
+            await asyncio.sleep(0.5)  # creates are in flight: some recorded, some in the cloud, some done
+            spider.proc.kill()
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        interrupted = sum(1 for o in outcomes if isinstance(o, Exception))
+        assert interrupted > 0, "the kill should have interrupted some creates"
+
+        await servers.restart(spider)
+        async with grpc.aio.insecure_channel(spider.address) as ch:
+            stub = spider_pb2_grpc.SpiderStub(ch)
+            # Clients retry what failed, with the same request IDs: no VM may be made twice.
+            retried = [r for r, o in zip(requests, outcomes, strict=True) if isinstance(o, Exception)]
+            await asyncio.gather(*(stub.CreateVm(r) for r in retried[: len(retried) // 2]))
+            # The other half is never retried: recovery must settle those intents alone.
+            for _ in range(200):
+                if await _pending(store) == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert await _pending(store) == 0
+            report = await stub.ReconcileResources(pb.ReconcileResourcesRequest(connection=conn.name,
+                                                                                collection="vms"))
+        assert list(report.only_spider) == [] and list(report.only_cloud) == []
+        records = [v.value for v in await store.list_all(f"/cb/spider/conn/{conn.name}/vms/", pb.Vm)]
+        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region)
+        cloud = await target.cloud_vm_ids()
+        assert {r.iid.csp_id for r in records} == cloud  # every record has its VM, every VM its record
+        assert len(records) == len(cloud) >= VMS - len(retried) + len(retried) // 2
+    finally:
+        await store.close()
+        spider.stop()
+        twin.stop()
+        etcd.stop()
+
+
+async def test_etcd_down_gives_unavailable_and_spider_recovers(tmp_path: Path) -> None:
+    etcd = await servers.start_etcd(tmp_path / "etcd")
+    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1")
+    spider = await servers.start_spider(tmp_path / "spider", etcd)
+    try:
+        async with grpc.aio.insecure_channel(spider.address) as ch:
+            stub = spider_pb2_grpc.SpiderStub(ch)
+            provider, region = (await servers.twin_regions(twin))[0]
+            conn = await servers.make_connection(stub, twin, provider, region)
+            etcd.proc.stop()
+            err = await expect_error(grpc.StatusCode.UNAVAILABLE, stub.ListConnections(pb.ListConnectionsRequest()))
+            assert "etcd" in (err.details() or "")
+            await expect_error(grpc.StatusCode.UNAVAILABLE, stub.CreateKeyPair(pb.CreateKeyPairRequest(
+                connection=conn.name, key_pair=pb.KeyPair(iid=common.IID(name="while-down")))))
+            await servers.restart(etcd, grpc_health=False)
+            for _ in range(100):
+                try:
+                    listed = await stub.ListConnections(pb.ListConnectionsRequest())
+                    break
+                except grpc.aio.AioRpcError as e:
+                    assert e.code() == grpc.StatusCode.UNAVAILABLE
+                    await asyncio.sleep(0.1)
+            assert conn.name in {c.name for c in listed.connections}
+            made = await stub.CreateKeyPair(pb.CreateKeyPairRequest(connection=conn.name, key_pair=pb.KeyPair(
+                iid=common.IID(name="after"))))
+            assert made.iid.csp_id
+    finally:
+        spider.stop()
+        twin.stop()
+        etcd.stop()
