@@ -26,12 +26,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw  # noqa: E402
-from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc  # noqa: E402
-from cbapi.common.v1 import common_pb2 as common  # noqa: E402
-from cbapi.spider.v1 import spider_pb2 as pb  # noqa: E402
-from cbapi.spider.v1 import spider_pb2_grpc  # noqa: E402
-from services.launcher import processes as procs  # noqa: E402
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as pb
+from cbapi.spider.v1 import spider_pb2_grpc
+from services.launcher import processes as procs
 
 
 def percentile(values: list[float], q: float) -> float:

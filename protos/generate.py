@@ -10,7 +10,7 @@ import pathlib
 import sys
 
 import grpc_tools
-from google.api import annotations_pb2  # noqa: F401  (proves googleapis-common-protos is here)
+from google.api import annotations_pb2
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -34,6 +34,10 @@ class DomainError(Exception):
         status.details.extend(self.details())
         return status
 
+    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        """What travels with the status: the rich google.rpc.Status (subclasses may add keys)."""
+        return ((DETAILS_KEY, self.to_status().SerializeToString()),)
+
 
 class NotFound(DomainError):
     code = grpc.StatusCode.NOT_FOUND

@@ -93,7 +93,7 @@ class Registry:
         return found.value.credential
 
     async def list_credentials(self, page_size: int, token: str) -> tuple[list[pb.Credential], str]:
-        page = await self.store.list(keys.credential(), pb.CredentialRecord, _page(page_size), token)
+        page = await self.store.page(keys.credential(), pb.CredentialRecord, _page(page_size), token)
         return [i.value.credential for i in page.items], page.next_key
 
     async def delete_credential(self, name: str) -> None:
@@ -125,7 +125,7 @@ class Registry:
         return (await self.store.must_get(keys.region(name), pb.Region, f"region {name!r}")).value
 
     async def list_regions(self, page_size: int, token: str) -> tuple[list[pb.Region], str]:
-        page = await self.store.list(keys.region(), pb.Region, _page(page_size), token)
+        page = await self.store.page(keys.region(), pb.Region, _page(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_region(self, name: str) -> None:
@@ -151,8 +151,9 @@ class Registry:
         region = await self.get_region(conn.region)
         for what, other in (("credential", cred.driver), ("region", region.driver)):
             if other != conn.driver:
+                used = getattr(conn, what)
                 raise errors.InvalidArgument.field(
-                    f"connection.{what}", f"{what} {getattr(conn, what)!r} is for driver {other!r}, not {conn.driver!r}")
+                    f"connection.{what}", f"{what} {used!r} is for driver {other!r}, not {conn.driver!r}")
         stored = pb.Connection()
         stored.CopyFrom(conn)
         stored.create_time.CopyFrom(_now())
@@ -169,7 +170,7 @@ class Registry:
         return (await self.store.must_get(keys.connection(name), pb.Connection, f"connection {name!r}")).value
 
     async def list_connections(self, page_size: int, token: str) -> tuple[list[pb.Connection], str]:
-        page = await self.store.list(keys.connection(), pb.Connection, _page(page_size), token)
+        page = await self.store.page(keys.connection(), pb.Connection, _page(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_connection(self, name: str, force: bool) -> None:

@@ -11,6 +11,7 @@ adopts it, or drops the record when the cloud has nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -85,11 +86,11 @@ class Resources:
                                             f"({common.Phase.Name(found.value.meta.phase)})")
         return found.value
 
-    async def list(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
+    async def page(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
         await self.registry.get_connection(conn)
         if page_size < 0:
             raise errors.InvalidArgument.field("page_size", "must not be negative")
-        page = await self.store.list(keys.resources(conn, kind.collection), kind.message,
+        page = await self.store.page(keys.resources(conn, kind.collection), kind.message,
                                      min(page_size or 100, 1000), token)
         return [i.value for i in page.items], page.next_key
 
@@ -281,10 +282,8 @@ class Resources:
                     await self._resolve(conn, kind, item.key, rec, item.mod_revision, cloud)
                 else:
                     if rec.iid.csp_id:
-                        try:
+                        with contextlib.suppress(errors.NotFound):
                             await kind.delete_cloud(handler, rec.iid.csp_id)
-                        except errors.NotFound:
-                            pass
                     await self.store.delete(item.key, item.mod_revision)
                 done += 1
             except errors.Aborted:

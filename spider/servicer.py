@@ -3,7 +3,7 @@ the shared resource lifecycle, or the kind's own operations."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import empty_pb2
@@ -19,7 +19,7 @@ from spider.ops import disks, keypairs, security_groups, vms, vpcs
 from spider.registry import OpenConnection, Registry
 from spider.resources import Resources, kind_of
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 EMPTY = empty_pb2.Empty()
 
 
@@ -100,7 +100,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def GetImage(self, request: pb.GetImageRequest, context: Ctx) -> pb.Image:
         conn = await self._conn(request.connection)
-        return await conn.handler("image", "images").get_image(require(request.name, "name"))  # type: ignore[attr-defined,no-any-return]
+        return await conn.handler("image", "images").get_image(require(request.name, "name"))  # type: ignore[attr-defined]
 
     async def ListSpecs(self, request: pb.ListSpecsRequest, context: Ctx) -> pb.ListSpecsResponse:
         conn = await self._conn(request.connection)
@@ -110,7 +110,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def GetSpec(self, request: pb.GetSpecRequest, context: Ctx) -> pb.Spec:
         conn = await self._conn(request.connection)
-        return await conn.handler("spec", "specs").get_spec(require(request.name, "name"))  # type: ignore[attr-defined,no-any-return]
+        return await conn.handler("spec", "specs").get_spec(require(request.name, "name"))  # type: ignore[attr-defined]
 
     async def ListRegionZones(self, request: pb.ListRegionZonesRequest, context: Ctx) -> pb.ListRegionZonesResponse:
         conn = await self._conn(request.connection)
@@ -133,7 +133,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         return (await self.res.get(require(request.connection, "connection"), VPC, request.name)).value
 
     async def ListVpcs(self, request: pb.ListResourcesRequest, context: Ctx) -> pb.ListVpcsResponse:
-        items, token = await self.res.list(require(request.connection, "connection"), VPC, request.page_size,
+        items, token = await self.res.page(require(request.connection, "connection"), VPC, request.page_size,
                                            request.page_token)
         return pb.ListVpcsResponse(vpcs=items, next_page_token=token)
 
@@ -156,7 +156,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         return (await self.res.get(require(request.connection, "connection"), SECURITY_GROUP, request.name)).value
 
     async def ListSecurityGroups(self, request: pb.ListResourcesRequest, context: Ctx) -> pb.ListSecurityGroupsResponse:
-        items, token = await self.res.list(require(request.connection, "connection"), SECURITY_GROUP,
+        items, token = await self.res.page(require(request.connection, "connection"), SECURITY_GROUP,
                                            request.page_size, request.page_token)
         return pb.ListSecurityGroupsResponse(security_groups=items, next_page_token=token)
 
@@ -180,7 +180,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         return (await self.res.get(require(request.connection, "connection"), KEY_PAIR, request.name)).value
 
     async def ListKeyPairs(self, request: pb.ListResourcesRequest, context: Ctx) -> pb.ListKeyPairsResponse:
-        items, token = await self.res.list(require(request.connection, "connection"), KEY_PAIR, request.page_size,
+        items, token = await self.res.page(require(request.connection, "connection"), KEY_PAIR, request.page_size,
                                            request.page_token)
         return pb.ListKeyPairsResponse(key_pairs=items, next_page_token=token)
 
@@ -229,7 +229,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         return await disks.get(self.res, await self._conn(request.connection), require(request.name, "name"))
 
     async def ListDisks(self, request: pb.ListResourcesRequest, context: Ctx) -> pb.ListDisksResponse:
-        items, token = await self.res.list(require(request.connection, "connection"), DISK, request.page_size,
+        items, token = await self.res.page(require(request.connection, "connection"), DISK, request.page_size,
                                            request.page_token)
         return pb.ListDisksResponse(disks=items, next_page_token=token)
 

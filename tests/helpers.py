@@ -30,7 +30,7 @@ async def expect_error(code: grpc.StatusCode, call: Awaitable[Any], field: str =
 
 
 async def wait_vm_status(stub: spider_pb2_grpc.SpiderStub, conn: str, name: str,
-                         want: common.VmStatus.ValueType, timeout: float = 30.0) -> None:
+                         want: common.VmStatus, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -39,3 +39,27 @@ async def wait_vm_status(stub: spider_pb2_grpc.SpiderStub, conn: str, name: str,
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"VM {name} stayed {common.VmStatus.Name(last or 0)}, wanted {common.VmStatus.Name(want)}")
+
+
+async def until_ok(call: Any, timeout: float = 20.0) -> Any:
+    """Repeat `call()` while the cloud still reports a dependency (e.g. a VM still terminating)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.FAILED_PRECONDITION or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def wait_disk_status(stub: spider_pb2_grpc.SpiderStub, conn: str, name: str, want: str,
+                           timeout: float = 30.0) -> pb.Disk:
+    deadline = time.monotonic() + timeout
+    while True:
+        disk = await stub.GetDisk(pb.GetResourceRequest(connection=conn, name=name))
+        if disk.status == want:
+            return disk
+        if time.monotonic() > deadline:
+            raise AssertionError(f"disk {name} stayed {disk.status!r}, wanted {want!r}")
+        await asyncio.sleep(0.1)

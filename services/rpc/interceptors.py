@@ -34,10 +34,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     else:
         log.exception("unexpected error", extra={"method": method})
         err = errors.Internal(f"internal error: {type(exc).__name__}")
-    status = err.to_status()
-    await context.abort(
-        err.code, err.message, trailing_metadata=((errors.DETAILS_KEY, status.SerializeToString()),)
-    )
+    await context.abort(err.code, err.message, trailing_metadata=err.trailing_metadata())
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):

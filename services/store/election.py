@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from cbapi.common.v1 import common_pb2
 from services import errors
@@ -29,7 +30,7 @@ class Election:
         self.ttl = ttl
         self.is_leader = False
 
-    async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
+    async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Forever: win the election, run `lead` until leadership is lost, repeat."""
         while True:
             try:
@@ -56,7 +57,7 @@ class Election:
             return False
         return True
 
-    async def _lead(self, lease: Lease, lead: Callable[[], Awaitable[None]]) -> None:
+    async def _lead(self, lease: Lease, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self.is_leader = True
         log.info("elected leader", extra={"key": self.key, "identity": self.identity})
         task = asyncio.create_task(lead())

@@ -163,7 +163,7 @@ class Store:
             raise errors.NotFound(f"{what} not found")
         return found
 
-    async def list(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
+    async def page(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
         """One page of the records under `prefix`, in key order."""
         await self._ready()
         p = prefix.encode()
@@ -176,11 +176,11 @@ class Store:
         next_key = items[-1].key if resp.more and items else ""
         return Page(items, next_key)
 
-    async def list_all(self, prefix: str, cls: type[M], page: int = 500) -> list[Versioned[M]]:
+    async def list_all(self, prefix: str, cls: type[M], size: int = 500) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         after = ""
         while True:
-            got = await self.list(prefix, cls, page, after)
+            got = await self.page(prefix, cls, size, after)
             out.extend(got.items)
             if not got.next_key:
                 return out

@@ -125,12 +125,12 @@ class TwinCloud:
             raise faults.vcpu_limit_exceeded(at.knobs.quota_vcpus, used.vcpus + vcpu, at.name)
 
     def _record(self, at: Where, req: pb.CreateResourceRequest, draft: resources.Draft, latency: float) -> Record:
-        rec = self.store.new_record(draft.kind, at.account, at.provider, at.name)
+        now = self.store.clock()
+        rec = self.store.new_record(draft.kind, at.account, at.provider, at.name, now)
         res = rec.res
         res.name, res.zone, res.client_token = req.name, draft.zone, req.client_token
         res.tags.update(req.tags)
         getattr(res, draft.field).CopyFrom(draft.props)
-        now = self.store.clock()
         if draft.kind == pb.VM:
             res.vm.private_ip = res.vm.public_ip = self.store.allocate_ip()
             ready = now + latency + self._pace(at.knobs, Pace.BOOT)
@@ -234,7 +234,7 @@ class TwinCloud:
         if req.action == "attach":
             self._attach(at, disk, req.target_id)
         elif req.action == "detach":
-            self._detach(disk)
+            self._detach(disk, req.target_id)
         elif req.action == "resize":
             if disk.state not in (lifecycle.AVAILABLE, lifecycle.IN_USE):
                 raise faults.incorrect_state(f"cannot resize disk {disk.id} while it is {disk.state}")
@@ -263,10 +263,13 @@ class TwinCloud:
         vm.res.vm.disk_ids.append(disk.id)
         self.store.settle(disk, lifecycle.IN_USE)
 
-    def _detach(self, disk: Record) -> None:
+    def _detach(self, disk: Record, target_id: str) -> None:
+        """Detach; `target_id`, when given, must name the VM the disk is attached to."""
         vm_id = disk.res.disk.attached_to
         if not vm_id:
             raise faults.incorrect_state(f"disk {disk.id} is not attached")
+        if target_id and target_id != vm_id:
+            raise faults.invalid_parameter("target_id", f"disk {disk.id} is attached to {vm_id}, not {target_id}")
         vm = self.store.lookup(vm_id)
         if vm is not None and disk.id in vm.res.vm.disk_ids:
             vm.res.vm.disk_ids.remove(disk.id)

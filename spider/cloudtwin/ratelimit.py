@@ -18,7 +18,8 @@ class TokenBucket:
     last: float
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        # max(0, …): a wall clock stepped back must not drain the bucket.
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
         self.last = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0

@@ -165,7 +165,7 @@ def key_pair(req: pb.CreateResourceRequest) -> Draft:
 
 
 def vm(req: pb.CreateResourceRequest, ctx: Context) -> Draft:
-    """A VM: its spec, image, subnet, security groups and key pair must all be there and fit.
+    """A VM: its spec, image, subnet (optional), security groups and key pair must all be there and fit.
     The addresses are given later, once quotas and capacity let the VM be made."""
     props, region = req.vm, ctx.region
     spec = region.specs.get(props.spec)
@@ -177,15 +177,15 @@ def vm(req: pb.CreateResourceRequest, ctx: Context) -> Draft:
     if image.architecture != spec.architecture:
         raise faults.invalid_parameter(
             "vm.image_id", f"image {image.id} is {image.architecture} but spec {spec.name} is {spec.architecture}")
-    if not props.subnet_id:
-        raise faults.invalid_parameter("vm.subnet_id", "required")
-    net = ctx.find(pb.SUBNET, props.subnet_id)
-    if req.zone and req.zone != net.res.zone:
+    # Without a subnet the VM joins the region's default network (as EC2's default VPC).
+    net = ctx.find(pb.SUBNET, props.subnet_id) if props.subnet_id else None
+    if net is not None and req.zone and req.zone != net.res.zone:
         raise faults.invalid_parameter("zone", f"subnet {net.id} is in zone {net.res.zone}, not {req.zone}")
+    zone = net.res.zone if net is not None else zone_of(req.zone, region)
     groups = list(dict.fromkeys(props.security_group_ids))
     for gid in groups:
         group = ctx.find(pb.SECURITY_GROUP, gid)
-        if group.res.security_group.vpc_id != net.res.subnet.vpc_id:
+        if net is not None and group.res.security_group.vpc_id != net.res.subnet.vpc_id:
             raise faults.invalid_parameter("vm.security_group_ids", f"{gid} belongs to another VPC than {net.id}")
     if props.key_pair_id:
         ctx.find(pb.KEY_PAIR, props.key_pair_id)
@@ -194,10 +194,10 @@ def vm(req: pb.CreateResourceRequest, ctx: Context) -> Draft:
         raise faults.invalid_parameter("vm.root_disk_gib", f"must be between {image.size_gib} and {MAX_DISK_GIB}")
     if len(props.user_data.encode()) > MAX_USER_DATA:
         raise faults.invalid_parameter("vm.user_data", f"at most {MAX_USER_DATA} bytes")
-    out = pb.VmProps(spec=spec.name, image_id=image.id, subnet_id=net.id, security_group_ids=groups,
+    out = pb.VmProps(spec=spec.name, image_id=image.id, subnet_id=props.subnet_id, security_group_ids=groups,
                      key_pair_id=props.key_pair_id, user_data=props.user_data, root_disk_gib=root,
                      vcpu=spec.vcpu)
-    return Draft(pb.VM, "vm", out, zone=net.res.zone, vcpu=spec.vcpu)
+    return Draft(pb.VM, "vm", out, zone=zone, vcpu=spec.vcpu)
 
 
 def disk(req: pb.CreateResourceRequest, ctx: Context) -> Draft:

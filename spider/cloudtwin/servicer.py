@@ -3,13 +3,8 @@ statuses with the cloud's code in the trailing metadata."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
-
-import grpc
+from typing import Any
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as pb_grpc
@@ -21,34 +16,6 @@ log = logging.getLogger("cloudtwin")
 
 ACCESS_KEY = "x-twin-access-key"
 SECRET_KEY = "x-twin-secret-key"
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, Any], Awaitable[Resp]]
-
-
-def cloud_rpc(handler: Handler[Req, Resp]) -> Handler[Req, Resp | None]:
-    """Answer a CloudError with its gRPC code and `x-twin-error-code` in the trailers.
-
-    The shared server interceptor aborts domain errors with trailers of its own
-    (which replace any the handler set), so the handler aborts here itself and
-    the abort is not re-raised: gRPC has already sent the status, and raising
-    would make the interceptor abort a second time.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Req, context: Any) -> Resp | None:
-        try:
-            return await handler(self, request, context)
-        except faults.CloudError as err:
-            log.info("cloud error", extra={"rpc": handler.__name__, "cloud_code": err.cloud_code,
-                                           "detail": err.message})
-            with contextlib.suppress(grpc.aio.AbortError):
-                await context.abort(err.code, err.message, trailing_metadata=err.trailing_metadata())
-            return None
-
-    return wrapper
-
 
 def account_of(context: Any) -> str:
     """The calling account: the access key, when both keys are present."""
@@ -69,73 +36,60 @@ class CloudTwinServicer(pb_grpc.CloudTwinServicer):
     def __init__(self, cloud: TwinCloud) -> None:
         self.cloud = cloud
 
-    @cloud_rpc
     async def ListProviders(self, request: pb.ListProvidersRequest, context: Any) -> pb.ListProvidersResponse:
         """Every provider the emulator plays, with its region names."""
         return pb.ListProvidersResponse(providers=[p.to_proto() for p in self.cloud.catalog.providers.values()])
 
-    @cloud_rpc
     async def DescribeRegions(self, request: pb.DescribeRegionsRequest, context: Any
                               ) -> pb.DescribeRegionsResponse:
         """Regions of one provider, with coordinates and zones."""
         account_of(context)
         return self.cloud.catalog.provider(request.provider).regions_response
 
-    @cloud_rpc
     async def DescribeSpecs(self, request: pb.DescribeSpecsRequest, context: Any) -> pb.DescribeSpecsResponse:
         """Instance specs of one region, with prices."""
         account_of(context)
         return self.cloud.catalog.region(request.provider, request.region).specs_response
 
-    @cloud_rpc
     async def DescribeImages(self, request: pb.DescribeImagesRequest, context: Any
                              ) -> pb.DescribeImagesResponse:
         """Machine images of one region."""
         account_of(context)
         return self.cloud.catalog.region(request.provider, request.region).images_response
 
-    @cloud_rpc
     async def CreateResource(self, request: pb.CreateResourceRequest, context: Any) -> pb.Resource:
         """Create a resource; recorded on arrival, answered after the create latency."""
         return await self.cloud.create(account_of(context), request)
 
-    @cloud_rpc
     async def GetResource(self, request: pb.GetResourceRequest, context: Any) -> pb.Resource:
         """One resource of the caller's account."""
         return self.cloud.get(account_of(context), request)
 
-    @cloud_rpc
     async def ListResources(self, request: pb.ListResourcesRequest, context: Any) -> pb.ListResourcesResponse:
         """A page of the caller's resources of one kind in one region."""
         return self.cloud.list(account_of(context), request)
 
-    @cloud_rpc
     async def DeleteResource(self, request: pb.DeleteResourceRequest, context: Any) -> pb.Resource:
         """Start deleting a resource; VMs terminate, others go through deleting."""
         return self.cloud.delete(account_of(context), request)
 
-    @cloud_rpc
     async def ActOnResource(self, request: pb.ActOnResourceRequest, context: Any) -> pb.Resource:
         """A verb on a VM, a disk or a security group."""
         return self.cloud.act(account_of(context), request)
 
-    @cloud_rpc
     async def GetKnobs(self, request: pb.GetKnobsRequest, context: Any) -> pb.Knobs:
         """Admin: the knobs in force in a region (the defaults when none is named)."""
         return self.cloud.get_knobs(request.provider, request.region)
 
-    @cloud_rpc
     async def SetKnobs(self, request: pb.SetKnobsRequest, context: Any) -> pb.SetKnobsResponse:
         """Admin: change the knobs a request sets, in the regions it names."""
         return pb.SetKnobsResponse(regions_changed=self.cloud.set_knobs(request.provider, request.region,
                                                                         request.knobs))
 
-    @cloud_rpc
     async def GetSpecTruth(self, request: pb.GetSpecTruthRequest, context: Any) -> pb.SpecTruth:
         """Admin: the hidden true performance of a spec, for benchmark tests."""
         return self.cloud.catalog.truth(request.provider, request.region, request.spec)
 
-    @cloud_rpc
     async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.Stats:
         """Admin: counts of providers, regions and resources."""
         return self.cloud.stats()

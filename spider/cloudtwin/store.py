@@ -89,12 +89,13 @@ class Store:
 
     # -- adding and removing -------------------------------------------------
 
-    def new_record(self, kind: pb.Kind, account: str, provider: str, region: str) -> Record:
-        """A fresh record with a new ID (not yet added)."""
+    def new_record(self, kind: pb.Kind, account: str, provider: str, region: str,
+                   now: float | None = None) -> Record:
+        """A fresh record with a new ID, created at `now` (not yet added)."""
         seq = self.next_seq
         self.next_seq += 1
         res = pb.Resource(kind=kind, id=make_id(kind, seq), account=account, provider=provider, region=region)
-        set_time(res.create_time, self.clock())
+        set_time(res.create_time, self.clock() if now is None else now)
         return Record(res=res, seq=seq)
 
     def allocate_ip(self) -> str:

@@ -13,7 +13,8 @@ from spider.resources import Resources
 async def create(res: Resources, conn: OpenConnection, req: pb.CreateKeyPairRequest) -> pb.KeyPair:
     kp = req.key_pair
     if kp.private_key:
-        raise errors.InvalidArgument.field("key_pair.private_key", "never send a private key; send public_key to import")
+        raise errors.InvalidArgument.field("key_pair.private_key",
+                                           "never send a private key; send public_key to import")
     if kp.public_key and not kp.public_key.startswith(("ssh-", "ecdsa-")):
         raise errors.InvalidArgument.field("key_pair.public_key", "must be an OpenSSH public key (ssh-ed25519 …)")
     if req.validate_only:

@@ -24,7 +24,8 @@ def check_rules(rules: list[pb.SecurityRule], field: str) -> None:
         if r.protocol not in PROTOCOLS:
             raise errors.InvalidArgument.field(f"{f}.protocol", f"must be one of {', '.join(PROTOCOLS)}")
         if r.protocol in ("tcp", "udp") and not (0 <= r.from_port <= r.to_port <= 65535):
-            raise errors.InvalidArgument.field(f"{f}.from_port", "ports must satisfy 0 <= from_port <= to_port <= 65535")
+            raise errors.InvalidArgument.field(f"{f}.from_port",
+                                               "ports must satisfy 0 <= from_port <= to_port <= 65535")
         try:
             ipaddress.ip_network(r.cidr or "0.0.0.0/0")
         except ValueError as err:

@@ -22,7 +22,7 @@ ALLOWED = {
 }
 
 
-def status_name(status: common.VmStatus.ValueType) -> str:
+def status_name(status: common.VmStatus) -> str:
     return common.VmStatus.Name(status).title().replace("_", "")
 
 
@@ -85,7 +85,7 @@ async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
 
 async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: str) -> tuple[list[pb.Vm], str]:
     """A page of records with their status from one cloud listing."""
-    vms, next_token = await res.list(conn.record.name, VM, page_size, token)
+    vms, next_token = await res.page(conn.record.name, VM, page_size, token)
     if vms:
         handler: VmHandler = res.handler(conn, VM)
         seen = {v.iid.csp_id: v for v in await handler.list_vms()}

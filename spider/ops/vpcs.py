@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 
 from cbapi.common.v1 import common_pb2 as common
@@ -76,10 +77,8 @@ async def remove_subnet(res: Resources, conn: OpenConnection, req: pb.RemoveSubn
     if subnet is None:
         raise errors.NotFound(f"subnet {req.name!r} not found in VPC {req.vpc!r}")
     handler: VpcHandler = res.handler(conn, VPC)
-    try:
+    with contextlib.suppress(errors.NotFound):  # already gone is what we want
         await handler.remove_subnet(vpc.iid.csp_id, subnet.iid.csp_id)
-    except errors.NotFound:
-        pass
 
     def drop(rec: pb.Vpc) -> pb.Vpc:
         keep = [s for s in rec.subnets if s.iid.name != req.name]

@@ -41,7 +41,7 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
             requests = [pb.CreateVmRequest(connection=conn.name, request_id=uuid.uuid4().hex,
                                            vm=pb.Vm(iid=common.IID(name=f"vm-{i:03d}"), image=image, spec=spec))
                         for i in range(VMS)]
-            calls = [asyncio.create_task(stub.CreateVm(r)) for r in requests]
+            calls = [asyncio.ensure_future(stub.CreateVm(r)) for r in requests]
             await asyncio.sleep(0.5)  # creates are in flight: some recorded, some in the cloud, some done
             spider.proc.kill()
             outcomes = await asyncio.gather(*calls, return_exceptions=True)

@@ -62,7 +62,7 @@ async def test_pages_cover_every_record_once(etcd: servers.Server) -> None:
     await store.put(prefix.rstrip("/") + "x/outside", KV(key="no"))
     seen, after = [], ""
     while True:
-        page = await store.list(prefix, KV, limit=7, start_after=after)
+        page = await store.page(prefix, KV, limit=7, start_after=after)
         seen += [i.value.key for i in page.items]
         if not page.next_key:
             break

@@ -74,13 +74,13 @@ class TwinClient:
         result: tw.Resource = await self.call(f"CreateResource:{kind}", self.stub.CreateResource, req, kind, name)
         return result
 
-    async def get(self, kind: tw.Kind.ValueType, csp_id: str) -> tw.Resource:
+    async def get(self, kind: tw.Kind, csp_id: str) -> tw.Resource:
         req = tw.GetResourceRequest(provider=self.provider, region=self.region, kind=kind, id=csp_id)
         result: tw.Resource = await self.call(f"GetResource:{tw.Kind.Name(kind)}", self.stub.GetResource, req,
                                               tw.Kind.Name(kind), csp_id)
         return result
 
-    async def list(self, kind: tw.Kind.ValueType) -> list[tw.Resource]:
+    async def list(self, kind: tw.Kind) -> list[tw.Resource]:
         out: list[tw.Resource] = []
         token = ""
         while True:
@@ -93,7 +93,7 @@ class TwinClient:
             if not token:
                 return out
 
-    async def delete(self, kind: tw.Kind.ValueType, csp_id: str) -> tw.Resource:
+    async def delete(self, kind: tw.Kind, csp_id: str) -> tw.Resource:
         req = tw.DeleteResourceRequest(provider=self.provider, region=self.region, kind=kind, id=csp_id)
         result: tw.Resource = await self.call(f"DeleteResource:{tw.Kind.Name(kind)}", self.stub.DeleteResource,
                                               req, tw.Kind.Name(kind), csp_id)

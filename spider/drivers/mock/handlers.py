@@ -212,7 +212,7 @@ class TwinVms(base.VmHandler):
     async def list_vms(self) -> list[pb.Vm]:
         return [self._out(r) for r in await self.twin.list(tw.VM)]
 
-    async def get_vm_status(self, csp_id: str) -> common.VmStatus.ValueType:
+    async def get_vm_status(self, csp_id: str) -> common.VmStatus:
         return (await self.get_vm(csp_id)).status
 
     async def _act(self, csp_id: str, action: str) -> None:

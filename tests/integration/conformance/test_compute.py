@@ -9,7 +9,7 @@ import grpc
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
-from tests.helpers import expect_error, wait_vm_status
+from tests.helpers import expect_error, until_ok, wait_disk_status, wait_vm_status
 from tests.integration.conformance.conftest import need
 from tests.integration.conformance.targets import Target
 from tests.integration.conformance.test_network import vpc_request
@@ -76,8 +76,9 @@ async def test_vm_lifecycle_and_wrong_state(stub: spider_pb2_grpc.SpiderStub, ta
     await stub.DeleteVm(pb.DeleteResourceRequest(connection=c, name=vm))
     assert made.iid.csp_id not in await target.cloud_vm_ids()
     await expect_error(grpc.StatusCode.NOT_FOUND, stub.GetVmStatus(pb.GetResourceRequest(connection=c, name=vm)))
+    # The cloud frees what the VM used once it is terminated, a moment after the delete.
     for delete, name in ((stub.DeleteKeyPair, kp), (stub.DeleteSecurityGroup, sg), (stub.DeleteVpc, vpc)):
-        await delete(pb.DeleteResourceRequest(connection=c, name=name))
+        await until_ok(lambda d=delete, n=name: d(pb.DeleteResourceRequest(connection=c, name=n)))
 
 
 async def test_vm_create_is_idempotent_by_request_id(stub: spider_pb2_grpc.SpiderStub, target: Target) -> None:
@@ -118,6 +119,7 @@ async def test_disk_lifecycle(stub: spider_pb2_grpc.SpiderStub, target: Target) 
     assert made.iid.csp_id and made.size_gib == 10
     await expect_error(grpc.StatusCode.INVALID_ARGUMENT, stub.CreateDisk(pb.CreateDiskRequest(
         connection=c, disk=pb.Disk(iid=common.IID(name=_name("disk")), size_gib=0))), "disk.size_gib")
+    await wait_disk_status(stub, c, disk, "available")
     attached = await stub.AttachDisk(pb.AttachDiskRequest(connection=c, name=disk, vm=vm))
     assert attached.attached_vm == vm and attached.status == "attached"
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
