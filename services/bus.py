@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import nats
+from nats import errors as nats_errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError, TimeoutError
 
 from services import errors
 
@@ -19,11 +19,14 @@ log = logging.getLogger("bus")
 class Bus:
     """One NATS connection per process; reconnects forever and buffers while away."""
 
-    def __init__(self, url: str, name: str, user: str = "", password: str = "") -> None:
+    def __init__(self, url: str, name: str, user: str = "", password: str = "",
+                 first_connect_s: float = 5.0) -> None:
         self.url = url
         self.name = name
         self._user = user
         self._password = password
+        # Once connected, reconnecting never gives up; the first connect does, with a clear error.
+        self._first_connect_s = first_connect_s
         self._nc: Client | None = None
 
     async def connect(self) -> None:
@@ -36,15 +39,19 @@ class Bus:
         async def on_error(err: Exception) -> None:
             log.warning("nats error", extra={"error": str(err)})
 
+        nc = Client()
         try:
-            self._nc = await nats.connect(
+            await asyncio.wait_for(nc.connect(
                 self.url, name=self.name, user=self._user or None, password=self._password or None,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,  # type: ignore[arg-type]
                 disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error,
                 allow_reconnect=True, pending_size=64 * 1024 * 1024,
-            )
-        except (NoServersError, OSError) as err:
-            raise errors.Unavailable(f"the bus (NATS at {self.url}) is unavailable: {err}") from err
+            ), timeout=self._first_connect_s)
+        except (nats_errors.NoServersError, OSError, TimeoutError) as err:
+            await nc.close()
+            raise errors.Unavailable(f"the bus (NATS at {self.url}) is unavailable: "
+                                     f"no answer within {self._first_connect_s:g}s") from err
+        self._nc = nc
 
     @property
     def nc(self) -> Client:
@@ -59,7 +66,7 @@ class Bus:
     async def publish(self, subject: str, data: bytes) -> None:
         try:
             await self.nc.publish(subject, data)
-        except ConnectionClosedError as err:
+        except nats_errors.ConnectionClosedError as err:
             raise errors.Unavailable(f"the bus is closed: {err}") from err
 
     async def subscribe(self, subject: str, handler: Callable[[Msg], Awaitable[None]], queue: str = "") -> Subscription:
@@ -68,8 +75,8 @@ class Bus:
     async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
         try:
             msg = await self.nc.request(subject, data, timeout=timeout)
-        except NoRespondersError as err:
+        except nats_errors.NoRespondersError as err:
             raise errors.Unavailable(f"nobody answers on {subject}") from err
-        except TimeoutError as err:
+        except nats_errors.TimeoutError as err:
             raise errors.DeadlineExceeded(f"no answer on {subject} within {timeout:g}s") from err
         return bytes(msg.data)

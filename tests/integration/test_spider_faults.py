@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import pytest
 
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
@@ -24,7 +25,8 @@ async def _pending(store: Store) -> int:
     return sum(1 for v in vms if v.value.meta.phase != common.PHASE_READY)
 
 
-async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kill_after", [0.2, 0.5, 0.9])
+async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: Path, kill_after: float) -> None:
     etcd = await servers.start_etcd(tmp_path / "etcd")
     twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1",
                                          CB_CLOUDTWIN_CREATE_LATENCY="0.6", CB_CLOUDTWIN_LATENCY_SIGMA="0.5")
@@ -42,7 +44,7 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
                                            vm=pb.Vm(iid=common.IID(name=f"vm-{i:03d}"), image=image, spec=spec))
                         for i in range(VMS)]
             calls = [asyncio.ensure_future(stub.CreateVm(r)) for r in requests]
-            await asyncio.sleep(0.5)  # creates are in flight: some recorded, some in the cloud, some done
+            await asyncio.sleep(kill_after)  # creates in flight: some recorded, some in the cloud, some done
             spider.proc.kill()
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         interrupted = sum(1 for o in outcomes if isinstance(o, Exception))
