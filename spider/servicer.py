@@ -3,6 +3,7 @@ the shared resource lifecycle, or the kind's own operations."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -219,6 +220,13 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def RebootVm(self, request: pb.VmActionRequest, context: Ctx) -> pb.VmStatusResponse:
         return await vms.act(self.res, await self._conn(request.connection), require(request.name, "name"), "reboot")
+
+    async def WatchVm(self, request: pb.WatchVmRequest, context: Ctx) -> AsyncIterator[pb.Vm]:
+        """Stream the VM whenever its status changes; ends when the VM is gone."""
+        conn = await self._conn(request.connection)
+        interval = max(request.interval_seconds or 1.0, 0.2)
+        async for vm in vms.watch(self.res, conn, require(request.name, "name"), interval):
+            yield vm
 
     # -------------------------------------------------------------- disks
 

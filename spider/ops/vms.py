@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
@@ -96,6 +97,21 @@ async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: 
             elif vm.meta.phase == common.PHASE_READY:
                 vm.status = common.NOT_EXIST
     return vms, next_token
+
+
+async def watch(res: Resources, conn: OpenConnection, name: str, interval: float) -> AsyncIterator[pb.Vm]:
+    """The VM now, then again whenever its status or addresses change; ends when it is gone."""
+    last: tuple[int, str, str] | None = None
+    while True:
+        try:
+            vm = await get(res, conn, name)
+        except errors.NotFound:
+            return
+        seen = (vm.status, vm.private_ip, common.Phase.Name(vm.meta.phase))
+        if seen != last:
+            last = seen
+            yield vm
+        await asyncio.sleep(interval)
 
 
 async def status(res: Resources, conn: OpenConnection, name: str) -> pb.VmStatusResponse:

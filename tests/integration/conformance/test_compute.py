@@ -166,3 +166,18 @@ async def test_call_log_records_cloud_calls(stub: spider_pb2_grpc.SpiderStub, ta
     assert all(e.elapsed_seconds >= 0 for e in log.entries)
     stats = await stub.GetCallStats(pb.GetCallStatsRequest(connection=target.connection))
     assert stats.stats and all(s.calls >= 1 and s.p99_seconds >= s.p50_seconds for s in stats.stats)
+
+
+async def test_watch_vm_streams_status_changes(stub: spider_pb2_grpc.SpiderStub, target: Target) -> None:
+    need(target, "vm")
+    c, vm = target.connection, _name("vm")
+    await stub.CreateVm(vm_request(target, vm))
+    seen = []
+    async for snapshot in stub.WatchVm(pb.WatchVmRequest(connection=c, name=vm, interval_seconds=0.2)):
+        seen.append(snapshot.status)
+        if snapshot.status == common.RUNNING:
+            break
+    assert seen[-1] == common.RUNNING and len(seen) == len(set(seen))  # one message per change
+    await stub.DeleteVm(pb.DeleteResourceRequest(connection=c, name=vm))
+    ended = [s async for s in stub.WatchVm(pb.WatchVmRequest(connection=c, name=vm))]
+    assert ended == []
