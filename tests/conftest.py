@@ -38,6 +38,13 @@ async def cloudtwin(run_dir: Path) -> AsyncIterator[servers.Server]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def moto(run_dir: Path) -> AsyncIterator[servers.Server]:
+    server = await servers.start_moto(run_dir / "moto")
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def spider(run_dir: Path, etcd: servers.Server, cloudtwin: servers.Server) -> AsyncIterator[servers.Server]:
     server = await servers.start_spider(run_dir / "spider-shared", etcd)
     yield server

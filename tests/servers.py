@@ -45,6 +45,16 @@ async def restart(server: Server, grpc_health: bool = True) -> None:
         await procs.start_tcp(server.proc, server.port)
 
 
+async def start_moto(run_dir: Path) -> Server:
+    """moto's AWS emulation as a server on loopback (the aws driver's test cloud)."""
+    port = procs.free_port()
+    env = {"MOTO_ENABLE_AMI_VALIDATION": "true", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    proc = procs.Proc("moto", [procs.binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                      run_dir / "logs" / "moto.log", env=env)
+    await procs.start_tcp(proc, port)
+    return Server(proc, port, env)
+
+
 async def start_cloudtwin(run_dir: Path, **env: str) -> Server:
     port = procs.free_port()
     full = {"CB_CLOUDTWIN_PORT": str(port), "CB_CLOUDTWIN_HOST": "127.0.0.1", **env}

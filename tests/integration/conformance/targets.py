@@ -6,9 +6,13 @@ in the cloud without going through spider.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
+import boto3
 import grpc
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
@@ -62,6 +66,46 @@ class MockTarget(Target):
                 tw.CreateResourceRequest(provider=self.provider, region=self.region, name=name,
                                          vpc=tw.VpcProps(cidr="10.9.0.0/16")), metadata=self._md())
         return made.id
+
+
+@dataclass
+class AwsTarget(Target):
+    endpoint: str = ""
+    region: str = ""
+
+    def _ec2(self) -> Any:
+        return boto3.client("ec2", region_name=self.region, endpoint_url=self.endpoint,
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    async def cloud_vm_ids(self) -> set[str]:
+        def read() -> set[str]:
+            live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+            reply = self._ec2().describe_instances(Filters=live)
+            return {i["InstanceId"] for r in reply["Reservations"] for i in r["Instances"]}
+
+        return await asyncio.to_thread(read)
+
+    async def cloud_make_vpc(self, name: str) -> str:
+        def make() -> str:
+            return str(self._ec2().create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"])
+
+        return await asyncio.to_thread(make)
+
+
+async def aws_target(stub: spider_pb2_grpc.SpiderStub, moto: servers.Server, region: str = "us-east-1") -> AwsTarget:
+    tag = uuid.uuid4().hex[:8]
+    await stub.CreateCredential(pb.CreateCredentialRequest(credential=pb.Credential(
+        name=f"aws-{tag}", driver="aws", values={"access_key": "testing", "secret_key": "testing"})))
+    await stub.CreateRegion(pb.CreateRegionRequest(region=pb.Region(
+        name=f"aws-{tag}", driver="aws", region=region, settings={"endpoint": f"http://{moto.address}"})))
+    await stub.CreateConnection(pb.CreateConnectionRequest(connection=pb.Connection(
+        name=f"aws-{tag}", driver="aws", credential=f"aws-{tag}", region=f"aws-{tag}")))
+    images = (await stub.ListImages(pb.ListImagesRequest(connection=f"aws-{tag}", filter="ubuntu",
+                                                         page_size=1000))).images
+    image = next(i for i in images if i.architecture == "x86_64")
+    drivers = await stub.ListDrivers(pb.ListDriversRequest())
+    caps = next(d.capabilities for d in drivers.drivers if d.name == "aws")
+    return AwsTarget("aws", f"aws-{tag}", image.name, "t3.micro", caps, f"http://{moto.address}", region)
 
 
 async def mock_target(stub: spider_pb2_grpc.SpiderStub, twin: servers.Server) -> MockTarget:
