@@ -44,6 +44,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/spider.py
+	$(PY) bench/drivers.py
 
 clean:
 	rm -rf $(VENV) cbapi .run

@@ -18,7 +18,6 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -26,11 +25,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
-from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
-from cbapi.common.v1 import common_pb2 as common
+from bench.stack import Stack
 from cbapi.spider.v1 import spider_pb2 as pb
-from cbapi.spider.v1 import spider_pb2_grpc
 from services.launcher import processes as procs
 
 
@@ -55,75 +51,6 @@ async def closed_loop(call: Callable[[], Awaitable[object]], workers: int, secon
     elapsed = time.perf_counter() - start
     return {"calls": len(latencies), "rps": round(len(latencies) / elapsed, 1),
             "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3), "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3)}
-
-
-class Stack:
-    """etcd + CloudTwin + spider in a scratch directory."""
-
-    def __init__(self, root: Path, twin_env: dict[str, str]) -> None:
-        self.root = root
-        self.twin_env = twin_env
-        self.procs: list[procs.Proc] = []
-
-    async def __aenter__(self) -> Stack:
-        self.etcd_port, self.twin_port, self.spider_port = procs.free_port(), procs.free_port(), procs.free_port()
-        etcd = procs.etcd(self.root, self.etcd_port)
-        self.procs.append(etcd)
-        await procs.start_tcp(etcd, self.etcd_port)
-        twin = procs.python_service("cloudtwin", "spider.cloudtwin.server", self.root,
-                                    {"CB_CLOUDTWIN_PORT": str(self.twin_port), **self.twin_env})
-        self.procs.append(twin)
-        await procs.start_grpc(twin, self.twin_port)
-        spider = procs.python_service("spider", "spider.server", self.root, {
-            "CB_SPIDER_PORT": str(self.spider_port), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{self.etcd_port}",
-            "CB_SECRET_KEY_FILE": str(self.root / "secret.key"), "CB_LOG_LEVEL": "WARNING",
-            "CB_SPIDER_CALL_LOG_FILE": str(self.root / "calls.jsonl")})
-        self.procs.append(spider)
-        await procs.start_grpc(spider, self.spider_port)
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.spider_port}")
-        self.stub = spider_pb2_grpc.SpiderStub(self.channel)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.channel.close()
-        for p in reversed(self.procs):
-            p.stop()
-
-    async def connections(self, count: int, limits: pb.ConnectionLimits | None = None) -> list[tuple[str, str, str]]:
-        """`count` connections on distinct twin regions: (name, image, spec)."""
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.twin_port}") as ch:
-            providers = (await tw_grpc.CloudTwinStub(ch).ListProviders(tw.ListProvidersRequest())).providers
-        regions = [(p.name, r) for p in providers for r in p.regions][:count]
-        if len(regions) < count:
-            raise SystemExit(f"the twin has only {len(regions)} regions")
-        out = []
-        for i, (provider, region) in enumerate(regions):
-            tag = f"b{i}-{uuid.uuid4().hex[:4]}"
-            await self.stub.CreateCredential(pb.CreateCredentialRequest(credential=pb.Credential(
-                name=tag, driver="mock", values={"access_key": tag, "secret_key": "bench"})))
-            await self.stub.CreateRegion(pb.CreateRegionRequest(region=pb.Region(
-                name=tag, driver="mock", region=region,
-                settings={"endpoint": f"127.0.0.1:{self.twin_port}", "provider": provider})))
-            await self.stub.CreateConnection(pb.CreateConnectionRequest(connection=pb.Connection(
-                name=tag, driver="mock", credential=tag, region=tag, limits=limits)))
-            spec = (await self.stub.ListSpecs(pb.ListSpecsRequest(connection=tag))).specs[0].name
-            image = (await self.stub.ListImages(pb.ListImagesRequest(connection=tag))).images[0].name
-            out.append((tag, image, spec))
-        return out
-
-    async def create_vms(self, conns: list[tuple[str, str, str]], total: int, concurrency: int) -> float:
-        """Create `total` VMs spread over `conns`; returns the wall time."""
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            name, image, spec = conns[i % len(conns)]
-            async with gate:
-                await self.stub.CreateVm(pb.CreateVmRequest(connection=name, request_id=uuid.uuid4().hex, vm=pb.Vm(
-                    iid=common.IID(name=f"vm-{i:05d}"), image=image, spec=spec)))
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        return time.perf_counter() - t0
 
 
 async def bench_status(root: Path, workers: int, seconds: float) -> dict[str, object]:

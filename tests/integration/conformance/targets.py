@@ -40,6 +40,10 @@ class Target(ABC):
     async def cloud_make_vpc(self, name: str) -> str:
         """Make a VPC directly in the cloud (as another tool would); returns its cloud ID."""
 
+    @abstractmethod
+    async def cloud_inventory(self) -> set[str]:
+        """IDs of every live resource of every kind in the cloud region, read directly."""
+
 
 @dataclass
 class MockTarget(Target):
@@ -58,6 +62,17 @@ class MockTarget(Target):
                 tw.ListResourcesRequest(provider=self.provider, region=self.region, kind=tw.VM, page_size=1000),
                 metadata=self._md())
         return {r.id for r in reply.resources if r.state not in ("terminating", "terminated")}
+
+    async def cloud_inventory(self) -> set[str]:
+        assert self.twin is not None
+        out: set[str] = set()
+        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+            twin = tw_grpc.CloudTwinStub(ch)
+            for kind in (tw.VPC, tw.SUBNET, tw.SECURITY_GROUP, tw.KEY_PAIR, tw.VM, tw.DISK):
+                reply = await twin.ListResources(tw.ListResourcesRequest(
+                    provider=self.provider, region=self.region, kind=kind, page_size=1000), metadata=self._md())
+                out |= {r.id for r in reply.resources if r.state not in ("terminating", "terminated", "deleting")}
+        return out
 
     async def cloud_make_vpc(self, name: str) -> str:
         assert self.twin is not None
@@ -82,6 +97,20 @@ class AwsTarget(Target):
             live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
             reply = self._ec2().describe_instances(Filters=live)
             return {i["InstanceId"] for r in reply["Reservations"] for i in r["Instances"]}
+
+        return await asyncio.to_thread(read)
+
+    async def cloud_inventory(self) -> set[str]:
+        def read() -> set[str]:
+            ec2 = self._ec2()
+            live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+            ids = {i["InstanceId"] for r in ec2.describe_instances(Filters=live)["Reservations"] for i in r["Instances"]}
+            ids |= {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+            ids |= {s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]}
+            ids |= {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]}
+            ids |= {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]}
+            ids |= {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"] if v["State"] != "deleting"}
+            return ids
 
         return await asyncio.to_thread(read)
 
