@@ -1,0 +1,255 @@
+"""The Starlette app: public routes (health, readiness, OpenAPI, docs) and the transcoded API.
+
+Every API request goes: request ID → authentication → rate limit per client → route → request
+message → gRPC call → JSON (or Server-Sent Events). Whatever fails on the way answers with the
+`google.rpc.Status` body; nothing a client sends can make it a 500.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services import logs
+from services.gateway import docs, openapi, sse
+from services.gateway.auth import Authenticator
+from services.gateway.backends import Backends
+from services.gateway.descriptors import Comments
+from services.gateway.errors import GatewayError, bad_request
+from services.gateway.ratelimit import RateLimiter, retry_after
+from services.gateway.routes import NoRoute
+from services.gateway.settings import GatewaySettings
+from services.gateway.transcode import BadInput, build_request, dumps, response_value
+
+log = logging.getLogger("gateway")
+access = logging.getLogger("gateway.access")
+
+REQUEST_ID = "x-request-id"
+MAX_BODY = 4 * 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass
+class Gateway:
+    """What the app serves with: the backends and their routes, keys, limits and settings."""
+
+    settings: GatewaySettings
+    backends: Backends
+    authenticator: Authenticator
+    limiter: RateLimiter
+    comments: Comments = field(default_factory=Comments)
+    _openapi: tuple[int, bytes] = (-1, b"")
+
+    def openapi_json(self) -> bytes:
+        """The document for the current route table (rebuilt only when the table changed)."""
+        version = self.backends.version
+        if self._openapi[0] != version:
+            doc = openapi.document(self.backends.table, self.comments, extra_paths=_PUBLIC_PATHS)
+            self._openapi = (version, dumps(doc))
+        return self._openapi[1]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(err: GatewayError) -> Response:
+    headers = dict(err.headers)
+    return json_response(err.body(), err.http_status, headers)
+
+
+# ---------------------------------------------------------------- middleware
+
+
+class RequestContext:
+    """Request IDs (`X-Request-Id` in and out; gRPC metadata `x-request-id` by the channel's
+    interceptor) and one JSON access-log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = ""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        status = 500
+        size = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if access.isEnabledFor(logging.INFO):
+                client = scope.get("client") or ("", 0)
+                access.info("http", extra={
+                    "method": scope["method"], "path": scope["path"], "status": status, "bytes": size,
+                    "ms": round((time.perf_counter() - start) * 1e3, 2), "remote": client[0],
+                    "client": scope["state"].get("client", ""),
+                })
+            logs.request_id.reset(token)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def _remote(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"the body is larger than {MAX_BODY} bytes",
+                           http_status=413)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"the body is larger than {MAX_BODY} bytes",
+                               http_status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of every transcoded route."""
+
+    async def handle(request: Request) -> Response:
+        client = await gw.authenticator.authenticate(request.headers.get("authorization", ""), _remote(request))
+        request.state.client = client
+        wait = gw.limiter.check(client)
+        if wait > 0:
+            raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit of client {client!r} exceeded",
+                               headers={"Retry-After": retry_after(wait)})
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        try:
+            route, bound = gw.backends.table.find(request.method, raw_path.decode("latin-1").split("?")[0])
+        except NoRoute as exc:
+            if exc.allowed:
+                raise GatewayError(grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not allowed here",
+                                   headers={"Allow": ", ".join(exc.allowed)}, http_status=405) from None
+            raise GatewayError(grpc.StatusCode.NOT_FOUND, f"no route for {request.method} {request.url.path}") from None
+        body = await _read_body(request)
+        try:
+            message = build_request(route, bound, request.query_params.multi_items(), body)
+        except BadInput as exc:
+            raise bad_request(str(exc), exc.violations) from None
+        metadata = (("x-cb-client", client),)
+        if route.rpc.server_streaming:
+            stream = await gw.backends.open_stream(route, message, metadata)
+            messages, first = await sse.first_message(stream)
+            return sse.response(route, stream, messages, first, gw.settings.sse_keepalive_seconds)
+        reply = await gw.backends.call(route, message, metadata)
+        return json_response(response_value(route, reply))
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handle(request)
+        except GatewayError as err:
+            return error_response(err)
+        except Exception:  # a bug of ours: say so without detail, log it in full
+            log.exception("unexpected error", extra={"path": request.url.path})
+            return error_response(GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error"))
+
+    return endpoint
+
+
+def public_routes(gw: Gateway) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        health = await gw.backends.health()
+        ready = any(health.values()) and len(gw.backends.table) > 0
+        body = {"ready": ready, "routes": len(gw.backends.table), "backends": {
+            name: {"address": gw.backends.backends[name].address, "serving": ok,
+                   "api": (s.source if (s := gw.backends.backends[name].schema) else "none")}
+            for name, ok in health.items()}}
+        return json_response(body, 200 if ready else 503)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(gw.openapi_json(), media_type="application/json")
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *docs.routes("cb-suite API"),
+    ]
+
+
+_READY_SCHEMA = {"type": "object", "properties": {
+    "ready": {"type": "boolean"}, "routes": {"type": "integer"},
+    "backends": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "address": {"type": "string"}, "serving": {"type": "boolean"}, "api": {"type": "string"}}}}}}
+_PUBLIC_PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": {"operationId": "Gateway_Healthz", "tags": ["Gateway"], "security": [],
+                         "summary": "The gateway process is up",
+                         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                             "type": "object", "properties": {"status": {"type": "string"}}}}}}}}},
+    "/readyz": {"get": {"operationId": "Gateway_Readyz", "tags": ["Gateway"], "security": [],
+                        "summary": "At least one backend serves; each backend's state",
+                        "responses": {
+                            "200": {"description": "Ready", "content": {"application/json": {"schema": _READY_SCHEMA}}},
+                            "503": {"description": "No backend serves",
+                                    "content": {"application/json": {"schema": _READY_SCHEMA}}}}}},
+}
+
+
+def create_app(gw: Gateway, lifespan: Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]] | None
+               = None) -> Starlette:
+    """The ASGI app. Request IDs and the access log wrap everything, CORS (when configured) inside."""
+    middleware = [Middleware(RequestContext)]
+    origins = gw.settings.cors_origin_list()
+    if origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate"], max_age=600))
+    api = api_endpoint(gw)
+    routes = [*public_routes(gw),
+              Route("/{path:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+
+
+@contextlib.asynccontextmanager
+async def running(gw: Gateway) -> AsyncIterator[Gateway]:
+    """Backends loaded and refreshing for the life of the block."""
+    await gw.backends.start()
+    try:
+        yield gw
+    finally:
+        await gw.backends.close()
