@@ -135,6 +135,9 @@ class Resources:
             return rec, found.mod_revision
         if rec.meta.phase == common.PHASE_DELETING:
             raise errors.FailedPrecondition(f"{what} is being deleted")
+        if rec.meta.owner and await self.store.get(keys.instance(rec.meta.owner), common.KeyValue) is not None:
+            # The first attempt is still running somewhere: two cloud calls at once would race.
+            raise errors.Aborted(f"{what} is still being created by the first request; retry shortly")
         rec.meta.owner = self.identity
         return rec, await self.store.update(key, rec, found.mod_revision)
 
