@@ -388,7 +388,7 @@ def build_request(route: Route, bound: dict[str, str], query: Sequence[tuple[str
     msg: Message = rpc.input_class()
     if route.body:
         raw = body.strip()
-        data = parse_json(raw) if raw else {}
+        data = parse_json(raw, "body" if route.body == "*" else route.body) if raw else {}
         if route.body == "*":
             parse_object(data, msg)
         else:
