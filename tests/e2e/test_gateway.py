@@ -56,7 +56,7 @@ class Library:
     async def start(self) -> None:
         pool = library_pool()
         service = pool.FindServiceByName(SERVICE)
-        cls = {m.name: message_factory.GetMessageClass(m) for m in (
+        cls: dict[str, Any] = {m.name: message_factory.GetMessageClass(m) for m in (
             pool.FindMessageTypeByName(f"test.library.v1.{n}") for n in (
                 "Book", "ListBooksResponse", "Everything"))}
         empty = message_factory.GetMessageClass(pool.FindMessageTypeByName("google.protobuf.Empty"))
@@ -280,8 +280,13 @@ async def test_spider_scenario_over_http(http: httpx.AsyncClient, cloudtwin: ser
     deadline = time.monotonic() + 30
     for path in (f"{base}/keypairs/key", f"{base}/security-groups/web", f"{base}/vpcs/net", f"/spider/v1/connections/{conn}",
                  f"/spider/v1/regions/{reg}", f"/spider/v1/credentials/{cred}"):
-        while (response := await http.delete(path)).status_code == 409 and time.monotonic() < deadline:
-            await asyncio.sleep(0.3)  # the cloud still holds a dependency of a VM that is terminating
+        response = await http.delete(path)
+        # The cloud may still hold a dependency of the VM that is terminating: 409 until it lets go.
+        for _ in range(100):
+            if response.status_code != 409 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+            response = await http.delete(path)
         assert response.status_code == 200, f"DELETE {path}: {response.text}"
 
 
