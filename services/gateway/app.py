@@ -18,11 +18,12 @@ from typing import Any
 
 import grpc
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import logs
@@ -239,10 +240,21 @@ def create_app(gw: Gateway, lifespan: Callable[[Starlette], contextlib.AbstractA
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
             expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate"], max_age=600))
-    api = api_endpoint(gw)
-    routes = [*public_routes(gw),
-              Route("/{path:path}", api, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])]
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app = Starlette(routes=public_routes(gw), middleware=middleware, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_exception})
+    # Every path that is not a public route is the API's: the router's fallback, not a pattern,
+    # so no path (a newline in it, say) can miss the transcoder and get a plain-text 404.
+    app.router.default = request_response(api_endpoint(gw))
+    return app
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (a wrong method on a public route) in the same body as all others."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED}.get(status, grpc.StatusCode.UNKNOWN)
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    return error_response(GatewayError(code, str(getattr(exc, "detail", "")) or code.name, headers=headers,
+                                       http_status=status))
 
 
 @contextlib.asynccontextmanager
