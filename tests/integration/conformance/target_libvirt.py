@@ -58,12 +58,18 @@ class Libvirtd:
 
     proc: procs.Proc
     socket: Path
+    port: int
     # test:///default lives while one connection to it is open: this one, for the daemon's life.
     keeper: Any = None
 
     @property
     def test_uri(self) -> str:
         return f"test+unix:///default?socket={self.socket}"
+
+    @property
+    def tcp_uri(self) -> str:
+        """The same fake host reached over TCP, as a remote host is (no auth, loopback only)."""
+        return f"test+tcp://127.0.0.1:{self.port}/default"
 
     @property
     def nwfilter_uri(self) -> str:
@@ -76,11 +82,12 @@ class Libvirtd:
         self.proc.stop()
 
 
-def _config(run_dir: Path) -> Path:
+def _config(run_dir: Path, port: int) -> Path:
     conf = run_dir / "libvirtd.conf"
     conf.write_text("\n".join([
         f'unix_sock_dir = "{run_dir}"', 'unix_sock_rw_perms = "0700"', 'auth_unix_rw = "none"',
-        'auth_unix_ro = "none"', "listen_tls = 0", "listen_tcp = 0", "",
+        'auth_unix_ro = "none"', "listen_tls = 0", "listen_tcp = 1", 'listen_addr = "127.0.0.1"',
+        f'tcp_port = "{port}"', 'auth_tcp = "none"', "",
     ]))
     return conf
 
@@ -95,13 +102,13 @@ def _modules(run_dir: Path) -> Path:
     return mods
 
 
-def _argv(run_dir: Path) -> list[str]:
+def _argv(run_dir: Path, port: int) -> list[str]:
     """libvirtd in its own mount namespace, with private /run/libvirt and /etc/libvirt."""
     binary = shutil.which("libvirtd", path="/usr/sbin:/usr/bin") or "libvirtd"
     state, conf = run_dir / "run", run_dir / "etc"
     state.mkdir(exist_ok=True)
     conf.mkdir(exist_ok=True)
-    daemon = [binary, "--config", str(_config(run_dir)), "--pid-file", str(run_dir / "libvirtd.pid")]
+    daemon = [binary, "--listen", "--config", str(_config(run_dir, port)), "--pid-file", str(run_dir / "libvirtd.pid")]
     script = (f"mkdir -p /run/libvirt /etc/libvirt && mount --bind {shlex.quote(str(state))} /run/libvirt && "
               f"mount --bind {shlex.quote(str(conf))} /etc/libvirt && exec {shlex.join(daemon)}")
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
@@ -119,9 +126,10 @@ def _reachable(uri: str) -> bool:
 
 async def start_libvirtd(run_dir: Path) -> Libvirtd:
     run_dir.mkdir(parents=True, exist_ok=True)
-    proc = procs.Proc("libvirtd", _argv(run_dir), run_dir / "libvirtd.log",
+    port = procs.free_port()
+    proc = procs.Proc("libvirtd", _argv(run_dir, port), run_dir / "libvirtd.log",
                       env={"LIBVIRT_DRIVER_DIR": str(_modules(run_dir))})
-    daemon = Libvirtd(proc, run_dir / "libvirt-sock")
+    daemon = Libvirtd(proc, run_dir / "libvirt-sock", port)
     proc.start()
 
     async def up() -> bool:
