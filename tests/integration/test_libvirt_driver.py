@@ -35,6 +35,8 @@ URI = "test:///default"
 def libvirt_mod() -> Iterator[object]:
     import libvirt
 
+    import spider.drivers.libvirt.connect  # noqa: F401  (imported here, so the timings below leave imports out)
+
     # test:///default lives as long as one connection to it is open: hold one for the module.
     conn = libvirt.open(URI)
     T.ensure_images(URI)
