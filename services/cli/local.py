@@ -1,4 +1,4 @@
-"""cbctl: the command-line client. For now the local suite: up, down, status."""
+"""The local suite: `cbctl up`, `cbctl down`, `cbctl status`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.rpc.client import is_serving
-
-app = typer.Typer(help="Drive the multi-cloud suite.", no_args_is_help=True)
 console = Console()
 
 
@@ -24,13 +22,11 @@ def _run_dir() -> Path:
     return Path(os.environ.get("CB_RUN_DIR", ".run")).resolve()
 
 
-@app.command()
 def up() -> None:
     """Start the whole suite on loopback in the foreground (Ctrl-C stops it)."""
     os.execv(sys.executable, [sys.executable, "-m", "services.launcher"])
 
 
-@app.command()
 def down(timeout: float = 30.0) -> None:
     """Stop the suite that `cbctl up` / `make run` started from this directory."""
     pid_file = _run_dir() / "launcher.pid"
@@ -50,9 +46,10 @@ def down(timeout: float = 30.0) -> None:
     console.print("Stopped." if not pid_file.exists() else f"Still stopping; check pid {pid}.")
 
 
-@app.command()
 def status() -> None:
     """Show what the local suite runs and whether each part is healthy."""
+    from services.rpc.client import is_serving  # grpc only for this command: cbctl starts faster
+
     suite_file = _run_dir() / "suite.json"
     if not suite_file.exists():
         console.print("The suite is not running here. Start it with `make run` or `cbctl up`.")
@@ -61,12 +58,22 @@ def status() -> None:
     table = Table("service", "address", "pid", "health")
     for name, info in suite.items():
         address = info["address"]
-        if "://" in address:
+        if address.startswith("http://"):
+            health = "SERVING" if _http_healthy(address) else "NOT SERVING"
+        elif "://" in address:
             health = "running" if _alive(info["pid"]) else "stopped"
         else:
             health = "SERVING" if asyncio.run(is_serving(address)) else "NOT SERVING"
         table.add_row(name, address, str(info["pid"]), health)
     console.print(table)
+
+
+def _http_healthy(base_url: str) -> bool:
+    """An HTTP server of ours (the gateway) answers /healthz."""
+    try:
+        return httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -76,6 +83,3 @@ def _alive(pid: int) -> bool:
         return False
     return True
 
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,43 @@
+"""cbctl, the command-line client of the suite (console script `cbctl` → `services.cli:app`).
+
+Resource commands talk to the REST gateway over HTTP (`commands`, `client`); `up`, `down` and
+`status` drive the local suite (`local`). Configuration: `config`; kinds as data: `kinds`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from services.cli import commands, local
+
+app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def main(
+    gateway: Annotated[str, typer.Option("--gateway", help="Gateway URL (else CB_GATEWAY_URL, the config "
+                                                                       "file, http://127.0.0.1:8000).")] = "",
+    api_key: Annotated[str, typer.Option("--api-key", help="API key (else CB_API_KEY, the config file, "
+                                                           ".run/admin.key).")] = "",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="On error, show the details.")] = False,
+) -> None:
+    commands.GLOBALS.gateway = gateway
+    commands.GLOBALS.api_key = api_key
+    commands.GLOBALS.verbose = verbose
+
+
+app.command()(commands.get)
+app.command()(commands.describe)
+app.command()(commands.create)
+app.command()(commands.apply)
+app.command()(commands.delete)
+for _verb in ("suspend", "resume", "reboot"):
+    app.command(name=_verb)(commands.verb_command(_verb))
+app.command()(local.up)
+app.command()(local.down)
+app.command()(local.status)
+
+__all__ = ["app"]
