@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -43,7 +44,7 @@ class Cbctl:
         out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
         return Result(proc.returncode or 0, out.decode(), err.decode())
 
-    async def ok(self, *args: str, **kw: str) -> Result:
+    async def ok(self, *args: str, **kw: Any) -> Result:
         result = await self(*args, **kw)
         assert result.code == 0, f"cbctl {' '.join(args)} failed:\n{result.out}\n{result.err}"
         return result
@@ -174,7 +175,7 @@ async def test_config_file_and_precedence(cbctl: Cbctl, gateway: Gateway) -> Non
     config = cbctl.home / ".config" / "cbctl" / "config.yaml"
     config.parent.mkdir(parents=True)
     config.write_text(yaml.safe_dump({"gateway": gateway.url, "api_key": KEY, "output": "json"}))
-    env_free = {"CB_GATEWAY_URL": "", "CB_API_KEY": ""}
+    env_free: dict[str, Any] = {"CB_GATEWAY_URL": "", "CB_API_KEY": ""}
     drivers = json.loads((await cbctl.ok("get", "drivers", **env_free)).out)
     assert any(d["name"] == "mock" for d in drivers)
     assert (await cbctl.ok("get", "drivers", "-o", "table", **env_free)).out.startswith("NAME")  # a flag wins
