@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.gateway import launch as gateway_launch
 from services.launcher import demo
 from services.launcher import processes as procs
 from services.settings import CommonSettings
@@ -58,7 +59,7 @@ def _busy_ports(ports: dict[str, int]) -> str:
         return ""
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
-            "CB_SPIDER_PORT).")
+            "CB_SPIDER_PORT, CB_GATEWAY_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
@@ -84,6 +85,11 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         "CB_SPIDER_PORT": str(ports["spider"]),
         "CB_SPIDER_CALL_LOG_FILE": str(run_dir / "logs" / "spider-calls.jsonl"),
     })
+    # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
+    backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin")}
+    gateway = gateway_launch.suite_process(run_dir, env, ports["gateway"], backends)
+    started.append(Endpoint("gateway", f"http://127.0.0.1:{ports['gateway']}", gateway))
+    await gateway_launch.start(gateway, ports["gateway"])
 
 
 def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path) -> None:
@@ -92,7 +98,10 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path)
         print(f"  {ep.name:<10} {ep.address:<28} pid {ep.proc.pid:<8} log {ep.proc.log_path}")
     print(f"\n  {len(connections)} demo connections registered in spider: {', '.join(connections)}")
     print(f"  run directory: {run_dir}")
-    print("\nTry:  grpcurl -plaintext 127.0.0.1:2048 list   (reflection is on)")
+    print(f"  {gateway_launch.key_note(run_dir)}")
+    gateway = next(ep.address for ep in started if ep.name == "gateway")
+    print(f"\nTry:  cbctl get connections        (REST API {gateway}, docs {gateway}/docs)")
+    print("      grpcurl -plaintext 127.0.0.1:2048 list   (reflection is on)")
     print("Press Ctrl-C once to stop everything.\n", flush=True)
 
 
@@ -109,6 +118,7 @@ async def main() -> int:
         "nats": _port_of(common.nats_url, 4222),
         "cloudtwin": int(os.environ.get("CB_CLOUDTWIN_PORT", "7000")),
         "spider": int(os.environ.get("CB_SPIDER_PORT", "2048")),
+        "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
     message = _busy_ports(ports)
     if message:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
@@ -35,10 +36,11 @@ def _alive(pid: int) -> bool:
 
 
 async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider")}
+    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
-           "CB_SPIDER_PORT": str(ports["spider"])}
+           "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"])}
+    env.pop("CB_ADMIN_API_KEY", None)
     out = (tmp_path / "launcher.out").open("wb")
     launcher = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -49,13 +51,23 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the suite did not come up"
             await asyncio.sleep(0.2)
         suite = json.loads((tmp_path / "suite.json").read_text())
-        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider"}
+        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "gateway"}
         assert await is_serving(f"127.0.0.1:{ports['spider']}")
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
         assert len({c.provider for c in conns}) >= 3 and len(conns) >= 6
+        # The gateway: healthy, and the generated admin key (mode 0600) opens the API.
+        key_file = tmp_path / "admin.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600 and str(key_file) in (tmp_path / "launcher.out").read_text()
+        gateway = f"http://127.0.0.1:{ports['gateway']}"
+        async with httpx.AsyncClient(base_url=gateway, timeout=10) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/spider/v1/connections")).status_code == 401
+            listed = await http.get("/spider/v1/connections", params={"pageSize": 100},
+                                    headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
+            assert listed.status_code == 200 and len(listed.json()["connections"]) == len(conns)
 
         second = subprocess.run([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=30)
