@@ -78,8 +78,7 @@ def error_response(err: GatewayError) -> Response:
 
 
 class RequestContext:
-    """Request IDs (`X-Request-Id` in and out; gRPC metadata `x-request-id` by the channel's
-    interceptor) and one JSON access-log line per request."""
+    """Request IDs (`X-Request-Id` in and out, and in the logs) and one JSON access-log line per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -95,7 +94,7 @@ class RequestContext:
                 break
         rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         token = logs.request_id.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
+        scope.setdefault("state", {})["request_id"] = rid  # the API endpoint passes it on as gRPC metadata
         start = time.perf_counter()
         status = 500
         size = 0
@@ -168,7 +167,7 @@ def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
             message = build_request(route, bound, request.query_params.multi_items(), body)
         except BadInput as exc:
             raise bad_request(str(exc), exc.violations) from None
-        metadata = (("x-cb-client", client),)
+        metadata = (("x-request-id", request.state.request_id), ("x-cb-client", client))
         if route.rpc.server_streaming:
             stream = await gw.backends.open_stream(route, message, metadata)
             messages, first = await sse.first_message(stream)
