@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -40,7 +41,9 @@ from services.gateway.transcode import BadInput, build_request, dumps, response_
 log = logging.getLogger("gateway")
 access = logging.getLogger("gateway.access")
 
-REQUEST_ID = "x-request-id"
+# Labelled by method and status only: paths carry resource names (unbounded cardinality).
+HTTP_SECONDS = Histogram("cb_gateway_request_seconds", "Gateway request latency", ["method"])
+HTTP_TOTAL = Counter("cb_gateway_requests_total", "Gateway requests answered", ["method", "status"])
 MAX_BODY = 4 * 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -111,11 +114,14 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - start
+            HTTP_SECONDS.labels(scope["method"]).observe(elapsed)
+            HTTP_TOTAL.labels(scope["method"], str(status)).inc()
             if access.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("", 0)
                 access.info("http", extra={
                     "method": scope["method"], "path": scope["path"], "status": status, "bytes": size,
-                    "ms": round((time.perf_counter() - start) * 1e3, 2), "remote": client[0],
+                    "ms": round(elapsed * 1e3, 2), "remote": client[0],
                     "client": scope["state"].get("client", ""),
                 })
             logs.request_id.reset(token)

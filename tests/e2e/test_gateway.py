@@ -175,7 +175,7 @@ async def library() -> AsyncIterator[Library]:
 async def gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
                   library: Library) -> AsyncIterator[Gateway]:
     gw = await start_gateway(tmp_path_factory.mktemp("gateway"), {"spider": spider.address, "library": library.address},
-                             CB_GATEWAY_CORS_ORIGINS=ORIGIN)
+                             CB_GATEWAY_CORS_ORIGINS=ORIGIN, CB_GATEWAY_METRICS_PORT=str(procs.free_port()))
     yield gw
     gw.proc.stop()
 
@@ -398,6 +398,15 @@ async def test_access_log_is_json_lines(gateway: Gateway, http: httpx.AsyncClien
             return
         await asyncio.sleep(0.1)
     raise AssertionError("no access-log line for the request")
+
+
+async def test_prometheus_metrics(gateway: Gateway, http: httpx.AsyncClient) -> None:
+    await http.get("/spider/v1/drivers")
+    port = gateway.proc.env["CB_GATEWAY_METRICS_PORT"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'cb_gateway_requests_total{method="GET",status="200"}' in text
+    assert "cb_gateway_request_seconds_bucket" in text
 
 
 async def test_cors(gateway: Gateway) -> None:
