@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml protos/generate.py $(PROTOS)
 # rest of the suite installs and runs, and the driver reports itself unavailable.
 libvirt-python:
 	@if ! pkg-config --exists libvirt 2>/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvirt-dev pkg-config >/dev/null; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    libvirt-dev pkg-config libvirt-daemon >/dev/null; \
 	fi
 	@if pkg-config --exists libvirt 2>/dev/null; then \
 	  $(PY) -m pip install -q 'libvirt-python>=9' || echo "libvirt-python did not build: the libvirt driver will be unavailable"; \

@@ -182,7 +182,9 @@ class Registry:
         if force:
             await self.store.delete_prefix(keys.resources(name))
         await self.store.delete(keys.connection(name))
-        self._open.pop(name, None)
+        closed = self._open.pop(name, None)
+        if closed is not None and closed.cloud.close is not None:
+            await closed.cloud.close()
 
     async def open(self, name: str) -> OpenConnection:
         """The open connection called `name` (cached; re-read after OPEN_TTL_S)."""
@@ -200,6 +202,8 @@ class Registry:
                 return cached
             opened = await self._connect(record, drivers.get(record.driver), await self.get_region(record.region))
             self._open[name] = opened
+            if cached is not None and cached.cloud.close is not None:
+                await cached.cloud.close()  # the replaced one's threads and sockets go with it
             return opened
 
     async def _connect(self, conn: pb.Connection, driver: Driver, region: pb.Region) -> OpenConnection:

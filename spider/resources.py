@@ -11,6 +11,7 @@ adopts it, or drops the record when the cloud has nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -101,7 +102,13 @@ class Resources:
         """Record the intent, make the resource, complete the record.
 
         Returns (record, what the cloud returned). A retry with the same
-        request_id returns the first result, or finishes an interrupted create."""
+        request_id returns the first result, or finishes an interrupted create.
+        Once started, a create runs to its end even if the caller goes away, so
+        no intent is left owned by a live server that no longer works on it."""
+        return await asyncio.shield(self._create(conn, kind, desired, request_id, make))
+
+    async def _create(self, conn: OpenConnection, kind: Kind[R], desired: R, request_id: str,
+                      make: Make[R]) -> tuple[R, R]:
         cname = conn.record.name
         name = check_name(desired.iid.name, f"{kind.message.DESCRIPTOR.name.lower()}.iid.name")
         key = keys.resource(cname, kind.collection, name)

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
 
 
@@ -49,6 +50,19 @@ async def spider(run_dir: Path, etcd: servers.Server, cloudtwin: servers.Server)
     server = await servers.start_spider(run_dir / "spider-shared", etcd)
     yield server
     server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def tumblebug(run_dir: Path, etcd: servers.Server, spider: servers.Server) -> AsyncIterator[servers.Server]:
+    server = await servers.start_tumblebug(run_dir / "tumblebug-shared", etcd, spider)
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def tb(tumblebug: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    async with grpc.aio.insecure_channel(tumblebug.address) as ch:
+        yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -107,4 +107,9 @@ async def serve(app: App, server_settings: ServerSettings, common: CommonSetting
 def run(app_factory: Callable[[], App], server_settings: ServerSettings, common: CommonSettings) -> None:
     """Console-script entry: logs, then serve the app on a fresh event loop."""
     logs.setup(common.log_level)
-    asyncio.run(serve(app_factory(), server_settings, common))
+
+    async def main() -> None:
+        # The app is built inside the loop: gRPC channels bind to the loop they are made in.
+        await serve(app_factory(), server_settings, common)
+
+    asyncio.run(main())

@@ -2,5 +2,6 @@
 
 from services.store.election import Election
 from services.store.etcd import Lease, Page, Store, Versioned, WatchEvent
+from services.store.informer import Entry, Informer
 
-__all__ = ["Election", "Lease", "Page", "Store", "Versioned", "WatchEvent"]
+__all__ = ["Election", "Entry", "Informer", "Lease", "Page", "Store", "Versioned", "WatchEvent"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -186,6 +186,51 @@ class Store:
                 return out
             after = got.next_key
 
+    async def children(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
+        """One page of the records directly under `prefix` (keys with no further '/'),
+        jumping over each child's own subtree instead of reading it."""
+        await self._ready()
+        p = prefix.encode()
+        end = _range_end(p)
+        start = (start_after.encode() + b"\0") if start_after else p
+        items: list[Versioned[M]] = []
+        while len(items) < limit:
+            req = rpc.RangeRequest(key=start, range_end=end, limit=limit - len(items))
+            resp = await self._call(self._kv().Range(req, timeout=self.timeout))
+            assert isinstance(resp, rpc.RangeResponse)
+            if not resp.kvs:
+                return Page(items, "")
+            for kv in resp.kvs:
+                rest = kv.key[len(p):]
+                if b"/" in rest:
+                    # A grandchild: skip the whole subtree of that child in one jump.
+                    start = _range_end(p + rest.split(b"/", 1)[0] + b"/")
+                    break
+                items.append(Versioned(kv.key.decode(), _decode(cls, kv.value, kv.key.decode()), kv.mod_revision))
+                start = kv.key + b"\0"
+            else:
+                if not resp.more:
+                    return Page(items, "")
+        return Page(items, items[-1].key if items else "")
+
+    async def snapshot(self, prefix: str, size: int = 1000) -> tuple[list[tuple[str, bytes, int]], int]:
+        """Every (key, raw value, mod_revision) under `prefix` as of one revision, and that revision
+        (so a watch from revision + 1 misses nothing and repeats nothing)."""
+        await self._ready()
+        p = prefix.encode()
+        end = _range_end(p)
+        start, revision = p, 0
+        out: list[tuple[str, bytes, int]] = []
+        while True:
+            req = rpc.RangeRequest(key=start, range_end=end, limit=size, revision=revision)
+            resp = await self._call(self._kv().Range(req, timeout=self.timeout))
+            assert isinstance(resp, rpc.RangeResponse)
+            revision = revision or int(resp.header.revision)
+            out.extend((kv.key.decode(), bytes(kv.value), kv.mod_revision) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return out, revision
+            start = resp.kvs[-1].key + b"\0"
+
     async def count(self, prefix: str) -> int:
         await self._ready()
         p = prefix.encode()
@@ -219,6 +264,20 @@ class Store:
         resp = await self._txn([cmp], [_put_op(key, value, lease)])
         if not resp.succeeded:
             raise errors.Aborted(f"{key} was changed concurrently; retry")
+        return int(resp.header.revision)
+
+    async def commit(self, creates: Sequence[tuple[str, Message]], updates: Sequence[tuple[str, Message, int]]) -> int:
+        """New records and guarded updates in one transaction: all of it or none (Aborted).
+
+        Each update is (key, value, mod_revision it was read at). etcd allows ~128 operations."""
+        compare = [rpc.Compare(key=k.encode(), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+                   for k, _ in creates]
+        compare += [rpc.Compare(key=k.encode(), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL, mod_revision=rev)
+                    for k, _, rev in updates]
+        ops = [_put_op(k, v, None) for k, v in creates] + [_put_op(k, v, None) for k, v, _ in updates]
+        resp = await self._txn(compare, ops)
+        if not resp.succeeded:
+            raise errors.Aborted("records changed or appeared concurrently; retry")
         return int(resp.header.revision)
 
     async def put(self, key: str, value: Message, lease: Lease | None = None) -> int:

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from cbapi.spider.v1 import spider_pb2_grpc
 from tests import servers
+from tests.integration.conformance.target_libvirt import Libvirtd, libvirt_target, libvirtd_missing, start_libvirtd
 from tests.integration.conformance.targets import Target, aws_target, mock_target
 
-DRIVERS = ["mock", "aws"]
+DRIVERS = ["mock", "aws", "libvirt"]
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def libvirtd(run_dir: Path) -> AsyncIterator[Libvirtd | None]:
+    if libvirtd_missing():
+        yield None
+        return
+    daemon = await start_libvirtd(run_dir / "libvirtd")
+    yield daemon
+    daemon.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session", params=DRIVERS)
-async def target(request: pytest.FixtureRequest, stub: spider_pb2_grpc.SpiderStub,
-                 cloudtwin: servers.Server, moto: servers.Server) -> AsyncIterator[Target]:
+async def target(request: pytest.FixtureRequest, stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server,
+                 moto: servers.Server, libvirtd: Libvirtd | None, tmp_path: Path) -> AsyncIterator[Target]:
     if request.param == "mock":
         yield await mock_target(stub, cloudtwin)
     elif request.param == "aws":
         yield await aws_target(stub, moto)
+    elif request.param == "libvirt":
+        if libvirtd is None:
+            pytest.skip(libvirtd_missing())
+        yield await libvirt_target(stub, libvirtd, tmp_path)
 
 
 def need(target: Target, *capabilities: str) -> None:

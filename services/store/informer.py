@@ -1,0 +1,93 @@
+"""An informer: an in-memory copy of everything under a prefix, kept current by a watch.
+
+A reconciler reads its world from here instead of listing etcd on every pass,
+and learns of each change as it happens (the pattern of Kubernetes' informers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from services import errors
+from services.store.etcd import Store
+
+log = logging.getLogger("informer")
+
+
+@dataclass
+class Entry:
+    value: Message
+    mod_revision: int
+
+
+class Informer:
+    """Cache of `prefix`; `decode(key, raw)` picks the message type by key (None: ignore the key)."""
+
+    def __init__(self, store: Store, prefix: str, decode: Callable[[str, bytes], Message | None],
+                 on_change: Callable[[str], None]) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.decode = decode
+        self.on_change = on_change
+        self.cache: dict[str, Entry] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.synced = asyncio.Event()
+
+    async def start(self) -> None:
+        """Fill the cache (retrying while the store is away), then follow the watch."""
+        while True:
+            try:
+                items, revision = await self.store.snapshot(self.prefix)
+                break
+            except errors.Unavailable:
+                await asyncio.sleep(0.5)
+        for key, raw, rev in items:
+            self._apply(key, raw, rev)
+        self.synced.set()
+        self._task = asyncio.create_task(self._follow(revision + 1))
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            try:
+                async for ev in self.store.watch(self.prefix, revision):
+                    revision = ev.revision + 1
+                    self._apply(ev.key, ev.value, ev.revision)
+                    self.on_change(ev.key)
+            except errors.Aborted:
+                # Fell behind compaction: start over from a fresh snapshot.
+                log.warning("informer resync", extra={"prefix": self.prefix})
+                items, revision = await self.store.snapshot(self.prefix)
+                fresh = {k for k, _, _ in items}
+                for key in [k for k in self.cache if k not in fresh]:
+                    self.cache.pop(key, None)
+                    self.on_change(key)
+                for key, raw, rev in items:
+                    self._apply(key, raw, rev)
+                    self.on_change(key)
+                revision += 1
+
+    def _apply(self, key: str, raw: bytes | None, revision: int) -> None:
+        if raw is None:
+            self.cache.pop(key, None)
+            return
+        value = self.decode(key, raw)
+        if value is not None:
+            self.cache[key] = Entry(value, revision)
+
+    def under(self, prefix: str) -> Iterator[tuple[str, Entry]]:
+        """Cached entries whose key starts with `prefix`."""
+        for key, entry in list(self.cache.items()):
+            if key.startswith(prefix):
+                yield key, entry
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

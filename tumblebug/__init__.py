@@ -1,0 +1,1 @@
+"""Tumblebug: multi-cloud infrastructure services (MCIS) over spider."""

@@ -1,0 +1,115 @@
+"""The catalog: specs and images of every spider connection, refreshed in the background.
+
+IDs are `{connection}+{name}`, so one ID says where a VM would go and what it would be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TypeVar
+
+from cbapi.spider.v1 import spider_pb2 as spb
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services import errors
+from tumblebug.spider_client import Spider
+
+log = logging.getLogger("tumblebug.catalog")
+
+T = TypeVar("T")
+
+
+def _page(items: list[T], size: int, token: str) -> tuple[list[T], str]:
+    if size < 0:
+        raise errors.InvalidArgument.field("page_size", "must not be negative")
+    try:
+        start = int(token) if token else 0
+    except ValueError as err:
+        raise errors.InvalidArgument.field("page_token", "is not a token this server issued") from err
+    end = start + min(size or 100, 1000)
+    return items[start:end], (str(end) if end < len(items) else "")
+
+
+class Catalog:
+    """All connections' specs and images, at most `refresh_s` old."""
+
+    def __init__(self, spider: Spider, refresh_s: float) -> None:
+        self.spider = spider
+        self.refresh_s = refresh_s
+        self._specs: list[pb.CatalogSpec] = []
+        self._images: list[pb.CatalogImage] = []
+        self._loaded = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _fresh(self) -> None:
+        if time.monotonic() - self._loaded < self.refresh_s:
+            return
+        async with self._lock:
+            if time.monotonic() - self._loaded < self.refresh_s:
+                return
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read every connection's catalog again (connections that fail are skipped and logged)."""
+        call, stub = self.spider.call, self.spider.stub
+        conns: list[spb.Connection] = []
+        token = ""
+        while True:
+            page = await call(stub.ListConnections, spb.ListConnectionsRequest(page_size=1000, page_token=token))
+            conns.extend(page.connections)
+            token = page.next_page_token
+            if not token:
+                break
+        results = await asyncio.gather(*(self._one(c) for c in conns), return_exceptions=True)
+        specs: list[pb.CatalogSpec] = []
+        images: list[pb.CatalogImage] = []
+        for conn, result in zip(conns, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("catalog of a connection unavailable", extra={"connection": conn.name,
+                                                                          "error": str(result)})
+                continue
+            specs.extend(result[0])
+            images.extend(result[1])
+        self._specs, self._images, self._loaded = specs, images, time.monotonic()
+
+    async def _one(self, conn: spb.Connection) -> tuple[list[pb.CatalogSpec], list[pb.CatalogImage]]:
+        call, stub = self.spider.call, self.spider.stub
+        specs = (await call(stub.ListSpecs, spb.ListSpecsRequest(connection=conn.name, page_size=1000))).specs
+        images = (await call(stub.ListImages, spb.ListImagesRequest(connection=conn.name, page_size=1000))).images
+        zones = (await call(stub.ListRegionZones, spb.ListRegionZonesRequest(connection=conn.name))).region_zones
+        where = next((z.location for z in zones if z.region == conn.cloud_region), None)
+        return ([pb.CatalogSpec(id=f"{conn.name}+{s.name}", connection=conn.name, provider=conn.provider,
+                                region=conn.cloud_region, name=s.name, vcpu=s.vcpu, memory_gib=s.memory_gib,
+                                price_per_hour=s.price_per_hour, architecture=s.architecture, gpu_count=s.gpu_count,
+                                location=where) for s in specs],
+                [pb.CatalogImage(id=f"{conn.name}+{i.name}", connection=conn.name, name=i.name, os=i.os,
+                                 architecture=i.architecture) for i in images])
+
+    async def specs(self, q: pb.ListCatalogSpecsRequest) -> tuple[list[pb.CatalogSpec], str]:
+        await self._fresh()
+        chosen = [s for s in self._specs
+                  if (not q.vcpu_min or s.vcpu >= q.vcpu_min) and (not q.vcpu_max or s.vcpu <= q.vcpu_max)
+                  and (not q.memory_gib_min or s.memory_gib >= q.memory_gib_min)
+                  and (not q.memory_gib_max or s.memory_gib <= q.memory_gib_max)
+                  and (not q.price_max or 0 < s.price_per_hour <= q.price_max)
+                  and (not q.provider or s.provider == q.provider) and (not q.region or s.region == q.region)
+                  and (not q.architecture or s.architecture == q.architecture)
+                  and (not q.connection or s.connection == q.connection)]
+        return _page(chosen, q.page_size, q.page_token)
+
+    async def images(self, q: pb.ListCatalogImagesRequest) -> tuple[list[pb.CatalogImage], str]:
+        await self._fresh()
+        chosen = [i for i in self._images
+                  if (not q.connection or i.connection == q.connection)
+                  and (not q.architecture or i.architecture == q.architecture)
+                  and (not q.os or q.os.lower() in i.os.lower())]
+        return _page(chosen, q.page_size, q.page_token)
+
+    async def refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except errors.DomainError as err:
+                log.warning("catalog refresh failed", extra={"error": err.message})
+            await asyncio.sleep(self.refresh_s)

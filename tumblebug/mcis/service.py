@@ -1,0 +1,342 @@
+"""The MCIS API: it checks a request and writes the desired state; the reconciler acts on it.
+
+Every write is to the MCIS record (one compare-and-swap), so a request is cheap
+however many VMs it touches: verbs queue as intents, sizes change in the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as spb
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services import errors
+from services.names import check_name
+from services.store import Store
+from tumblebug import keys
+from tumblebug.mcis import status
+from tumblebug.namespaces import Namespaces, now, page_size
+from tumblebug.resources import Resources
+from tumblebug.spider_client import Spider
+
+MAX_SUBGROUP = 10_000
+
+
+def _subgroup_field(i: int, field: str) -> str:
+    return f"mcis.subgroups[{i}].{field}"
+
+
+class McisService:
+    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, resources: Resources) -> None:
+        self.store = store
+        self.spider = spider
+        self.namespaces = namespaces
+        self.resources = resources
+
+    # ----------------------------------------------------------------- reads
+
+    async def get(self, ns: str, name: str, with_vms: bool = False) -> pb.Mcis:
+        found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        mcis = found.value
+        if with_vms:
+            mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
+        return mcis
+
+    async def page(self, ns: str, size: int, token: str) -> tuple[list[pb.Mcis], str]:
+        await self.namespaces.get(ns)
+        page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, page_size(size), token)
+        return [i.value for i in page.items], page.next_key
+
+    async def list_vms(self, ns: str, mcis: str, size: int, token: str) -> tuple[list[pb.McisVm], str]:
+        await self.get(ns, mcis)
+        page = await self.store.page(keys.vms(ns, mcis), pb.McisVm, page_size(size), token)
+        return [i.value for i in page.items], page.next_key
+
+    async def get_vm(self, ns: str, mcis: str, name: str) -> pb.McisVm:
+        found = await self.store.must_get(keys.vm(ns, mcis, name), pb.McisVm, f"VM {name!r} in MCIS {mcis!r}")
+        return found.value
+
+    # ---------------------------------------------------------------- create
+
+    async def _check_subgroup(self, ns: str, sg: pb.Subgroup, i: int) -> None:
+        """Validate an explicit subgroup and fill in the cloud names of its spec and image."""
+        check_name(sg.name, _subgroup_field(i, "name"))
+        if not 1 <= sg.size <= MAX_SUBGROUP:
+            raise errors.InvalidArgument.field(_subgroup_field(i, "size"), f"must be 1..{MAX_SUBGROUP}")
+        if not sg.connection:
+            raise errors.InvalidArgument.field(_subgroup_field(i, "connection"), "is required")
+        if not sg.csp_spec:
+            if not sg.spec:
+                raise errors.InvalidArgument.field(_subgroup_field(i, "spec"), "is required")
+            spec = await self.resources.ready(ns, "specs", sg.spec, _subgroup_field(i, "spec"))
+            sg.csp_spec = spec.spec_ref.csp_spec
+        if not sg.csp_image:
+            if not sg.image:
+                raise errors.InvalidArgument.field(_subgroup_field(i, "image"), "is required")
+            image = await self.resources.ready(ns, "images", sg.image, _subgroup_field(i, "image"))
+            sg.csp_image = image.image_ref.csp_image
+        named = [("vnets", sg.vnet, "vnet"), ("ssh-keys", sg.ssh_key, "ssh_key"),
+                 *(("security-groups", g, f"security_groups[{j}]") for j, g in enumerate(sg.security_groups))]
+        for collection, name, field in named:
+            if name:
+                res = await self.resources.ready(ns, collection, name, _subgroup_field(i, field))
+                if res.connection != sg.connection:
+                    raise errors.InvalidArgument.field(
+                        _subgroup_field(i, field), f"{name!r} is on connection {res.connection!r}, "
+                                                   f"the subgroup on {sg.connection!r}")
+
+    async def create(self, ns: str, mcis: pb.Mcis, request_id: str) -> pb.Mcis:
+        """Record the desired MCIS (status Creating) and return; the reconciler makes the VMs."""
+        await self.namespaces.get(ns)
+        check_name(mcis.name, "mcis.name")
+        if not mcis.subgroups:
+            raise errors.InvalidArgument.field("mcis.subgroups", "at least one subgroup is required")
+        names = [sg.name for sg in mcis.subgroups]
+        if len(set(names)) != len(names):
+            raise errors.InvalidArgument.field("mcis.subgroups", "subgroup names must be unique")
+        for i, sg in enumerate(mcis.subgroups):
+            await self._check_subgroup(ns, sg, i)
+        record = pb.Mcis(name=mcis.name, description=mcis.description, subgroups=mcis.subgroups,
+                         policy=mcis.policy or pb.POLICY_CONTINUE, status="Creating",
+                         target_status=common.RUNNING, target_action=pb.ACTION_CREATE, create_time=now(),
+                         update_time=now(), request_id=request_id or uuid.uuid4().hex, generation=1, policy_op=1,
+                         install_agent=mcis.install_agent)
+        try:
+            await self.store.create(keys.mcis(ns, mcis.name), record)
+        except errors.AlreadyExists:
+            existing = await self.get(ns, mcis.name)
+            if request_id and existing.request_id == request_id:
+                return existing
+            raise errors.AlreadyExists(f"MCIS {mcis.name!r} already exists in namespace {ns!r}") from None
+        return record
+
+    async def dynamic_subgroup(self, ns: str, d: pb.DynamicSubgroup, i: int) -> pb.Subgroup:
+        """An explicit subgroup from catalog IDs, on the connection's default network and key."""
+        field = f"subgroups[{i}]"
+        check_name(d.name, f"{field}.name")
+        connection, _, spec = d.spec_id.partition("+")
+        if not connection or not spec:
+            raise errors.InvalidArgument.field(f"{field}.spec_id", "must be `{connection}+{spec}`")
+        image_conn, sep, image = d.image_id.partition("+")
+        if not sep:
+            image, image_conn = d.image_id, connection
+        if not image:
+            raise errors.InvalidArgument.field(f"{field}.image_id", "is required")
+        if image_conn != connection:
+            raise errors.InvalidArgument.field(f"{field}.image_id", f"is on connection {image_conn!r}, "
+                                                                    f"the spec on {connection!r}")
+        if not 1 <= d.size <= MAX_SUBGROUP:
+            raise errors.InvalidArgument.field(f"{field}.size", f"must be 1..{MAX_SUBGROUP}")
+        try:
+            await self.spider.call(self.spider.stub.GetSpec, spb.GetSpecRequest(connection=connection, name=spec))
+        except errors.NotFound as err:
+            raise errors.NotFound(f"{field}.spec_id: {err.message}") from err
+        vnet, sg, key = await self.resources.ensure_defaults(ns, connection)
+        return pb.Subgroup(name=d.name, connection=connection, csp_spec=spec, csp_image=image, vnet=vnet,
+                           subnet="default", security_groups=[sg], ssh_key=key, size=d.size,
+                           root_disk_gib=d.root_disk_gib)
+
+    async def create_dynamic(self, req: pb.CreateMcisDynamicRequest) -> pb.Mcis:
+        await self.namespaces.get(req.namespace)
+        check_name(req.name, "name")
+        if not req.subgroups:
+            raise errors.InvalidArgument.field("subgroups", "at least one subgroup is required")
+        # Each connection's defaults once, even when several subgroups share it.
+        groups = [await self.dynamic_subgroup(req.namespace, d, i) for i, d in enumerate(req.subgroups)]
+        mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy,
+                       install_agent=req.install_agent)
+        return await self.create(req.namespace, mcis, req.request_id)
+
+    # --------------------------------------------------------------- changes
+
+    async def _change(self, ns: str, name: str, change: object) -> pb.Mcis:
+        def apply(rec: pb.Mcis) -> pb.Mcis:
+            if rec.deleting:
+                raise errors.FailedPrecondition(f"MCIS {name!r} is being deleted")
+            change(rec)  # type: ignore[operator]
+            rec.generation += 1
+            rec.update_time.CopyFrom(now())
+            return rec
+
+        return await self.store.modify(keys.mcis(ns, name), pb.Mcis, apply, f"MCIS {name!r} in namespace {ns!r}")
+
+    async def act(self, req: pb.McisActionRequest, action: pb.Action) -> pb.Mcis:
+        """Queue a verb for the VMs in scope, after checking they are in a state that allows it."""
+        mcis = await self.get(req.namespace, req.name)
+        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)]
+        scope = [v for v in vms if not v.removing and (not req.subgroup or v.subgroup == req.subgroup)
+                 and (not req.vm or v.name == req.vm)]
+        if req.subgroup and not any(sg.name == req.subgroup for sg in mcis.subgroups):
+            raise errors.NotFound(f"subgroup {req.subgroup!r} not found in MCIS {req.name!r}")
+        if req.vm and not scope:
+            raise errors.NotFound(f"VM {req.vm!r} not found in MCIS {req.name!r}")
+        need, target = status.VERBS[action]
+        verb = pb.Action.Name(action).removeprefix("ACTION_").lower()
+        wrong = [v for v in scope if v.status not in need]
+        if not scope or (wrong and not req.force) or len(wrong) == len(scope):
+            shown = ", ".join(f"{v.name} is {status.word(v.status)}" for v in wrong[:5]) or "no VMs in scope"
+            raise errors.FailedPrecondition(
+                f"cannot {verb} MCIS {req.name!r}: {shown}{' …' if len(wrong) > 5 else ''} "
+                f"(needs {' or '.join(status.word(s) for s in need)}; pass force to {verb} the others)")
+
+        def queue(rec: pb.Mcis) -> None:
+            rec.intents.append(pb.McisIntent(id=rec.generation + 1, action=action, subgroup=req.subgroup,
+                                             vm=req.vm, force=req.force))
+            rec.target_action = action
+            rec.target_status = target
+            if action == pb.ACTION_REFINE:
+                failed = [v for v in scope if v.status == common.FAILED]
+                for sg in rec.subgroups:
+                    sg.size -= sum(1 for v in failed if v.subgroup == sg.name)
+
+        return await self._change(req.namespace, req.name, queue)
+
+    async def scale(self, req: pb.ScaleSubgroupRequest) -> pb.Mcis:
+        if not 0 <= req.size <= MAX_SUBGROUP:
+            raise errors.InvalidArgument.field("size", f"must be 0..{MAX_SUBGROUP}")
+        mcis = await self.get(req.namespace, req.mcis)
+        if not any(sg.name == req.subgroup for sg in mcis.subgroups):
+            raise errors.NotFound(f"subgroup {req.subgroup!r} not found in MCIS {req.mcis!r}")
+
+        def resize(rec: pb.Mcis) -> None:
+            for sg in rec.subgroups:
+                if sg.name == req.subgroup:
+                    if req.size > sg.size:
+                        rec.policy_op = rec.generation + 1
+                        rec.target_action = pb.ACTION_CREATE
+                        rec.target_status = common.RUNNING
+                    sg.size = req.size
+
+        return await self._change(req.namespace, req.mcis, resize)
+
+    async def add_subgroup(self, req: pb.AddSubgroupRequest) -> pb.Mcis:
+        mcis = await self.get(req.namespace, req.mcis)
+        if req.HasField("dynamic"):
+            sg = await self.dynamic_subgroup(req.namespace, req.dynamic, 0)
+        else:
+            sg = pb.Subgroup()
+            sg.CopyFrom(req.subgroup)
+            await self._check_subgroup(req.namespace, sg, 0)
+        if any(g.name == sg.name for g in mcis.subgroups):
+            raise errors.AlreadyExists(f"subgroup {sg.name!r} already exists in MCIS {req.mcis!r}")
+
+        def add(rec: pb.Mcis) -> None:
+            rec.subgroups.append(sg)
+            rec.policy_op = rec.generation + 1
+            rec.target_action = pb.ACTION_CREATE
+            rec.target_status = common.RUNNING
+
+        return await self._change(req.namespace, req.mcis, add)
+
+    async def delete(self, req: pb.DeleteMcisRequest) -> pb.Mcis:
+        """Mark for deletion; the reconciler terminates the VMs, then removes the records."""
+        await self.get(req.namespace, req.name)
+        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)]
+        alive = [v for v in vms if v.status not in (common.TERMINATED, common.FAILED) and v.requested]
+        if alive and not (req.terminate or req.force):
+            raise errors.FailedPrecondition(
+                f"MCIS {req.name!r} still has {len(alive)} VMs that are not terminated; "
+                "terminate it first, or delete with terminate=true (or force=true)")
+
+        def mark(rec: pb.Mcis) -> pb.Mcis:
+            rec.deleting = True
+            rec.force_delete = req.force
+            rec.target_action = pb.ACTION_TERMINATE
+            rec.target_status = common.TERMINATED
+            rec.generation += 1
+            return rec
+
+        return await self.store.modify(keys.mcis(req.namespace, req.name), pb.Mcis, mark, f"MCIS {req.name!r}")
+
+    async def register(self, req: pb.RegisterVmsRequest) -> pb.Mcis:
+        """Adopt existing cloud VMs (through spider) as a subgroup of an MCIS."""
+        ns, name = req.namespace, req.mcis
+        check_name(req.subgroup, "subgroup")
+        if not req.vms:
+            raise errors.InvalidArgument.field("vms", "at least one VM is required")
+        if len(req.vms) > 100:
+            raise errors.InvalidArgument.field("vms", "at most 100 VMs per request")
+        found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        existing = next((sg for sg in found.value.subgroups if sg.name == req.subgroup), None)
+        if existing is not None and existing.connection != req.connection:
+            raise errors.InvalidArgument.field("connection", f"subgroup {req.subgroup!r} is on {existing.connection!r}")
+        first = max((v.value.index for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm)
+                     if v.value.subgroup == req.subgroup), default=0) + 1
+        records: list[tuple[str, pb.McisVm]] = []
+        for i, want in enumerate(req.vms):
+            vm_name = want.name or f"{req.subgroup}-{first + i}"
+            check_name(vm_name, f"vms[{i}].name")
+            spider_vm = keys.spider_name(ns, name, vm_name)
+            await self.spider.call(self.spider.stub.RegisterResource, spb.RegisterResourceRequest(
+                connection=req.connection, collection="vms", name=spider_vm, csp_id=want.csp_id))
+            seen = await self.spider.call(self.spider.stub.GetVm, spb.GetResourceRequest(
+                connection=req.connection, name=spider_vm))
+            records.append((keys.vm(ns, name, vm_name), pb.McisVm(
+                name=vm_name, subgroup=req.subgroup, connection=req.connection, status=seen.status,
+                target_status=seen.status, target_action=pb.ACTION_NONE, iid=seen.iid, public_ip=seen.public_ip,
+                private_ip=seen.private_ip, index=first + i, registered=True, requested=True,
+                create_time=now(), update_time=now())))
+        rec = found.value
+        if existing is None:
+            rec.subgroups.append(pb.Subgroup(name=req.subgroup, connection=req.connection, size=len(records)))
+        else:
+            existing.size += len(records)
+        rec.generation += 1
+        # Records and the new size in one transaction: the reconciler never sees one without the other.
+        await self.store.commit(records, [(found.key, rec, found.mod_revision)])
+        return rec
+
+    async def user_of(self, ns: str, collection: str, name: str) -> str:
+        """The MCIS (and subgroup) that uses a namespace resource, or ""."""
+        field = {"vnets": "vnet", "ssh-keys": "ssh_key", "specs": "spec", "images": "image"}.get(collection)
+        after = ""
+        while True:
+            page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, 500, after)
+            for item in page.items:
+                found = self._uses(item.value, collection, field, name)
+                if found:
+                    return found
+            if not page.next_key:
+                return ""
+            after = page.next_key
+
+    @staticmethod
+    def _uses(mcis: pb.Mcis, collection: str, field: str | None, name: str) -> str:
+        for sg in mcis.subgroups:
+            used = (name in sg.security_groups) if collection == "security-groups" else (
+                field is not None and getattr(sg, field) == name)
+            if used:
+                return f"MCIS {mcis.name!r} (subgroup {sg.name!r})"
+        return ""
+
+    # ------------------------------------------------------------ following
+
+    async def watch(self, ns: str, name: str) -> AsyncIterator[pb.Mcis]:
+        """The MCIS now, then each new version of its record; ends when it is deleted."""
+        key = keys.mcis(ns, name)
+        current = await self.store.must_get(key, pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        yield current.value
+        async for ev in self.store.watch(key, current.mod_revision + 1):
+            if ev.key != key:
+                continue
+            if ev.value is None:
+                return
+            yield pb.Mcis.FromString(ev.value)
+
+    async def wait(self, ns: str, name: str, generation: int, timeout: float) -> pb.Mcis:
+        """Until the reconciler acted on `generation` and no VM is on its way anywhere."""
+        deadline = time.monotonic() + timeout
+        last = pb.Mcis()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                async for mcis in self.watch(ns, name):
+                    last = mcis
+                    if mcis.observed_generation >= generation and mcis.target_action == pb.ACTION_NONE:
+                        return mcis
+                return last  # deleted
+        raise errors.DeadlineExceeded(f"MCIS {name!r} did not settle within {timeout:.0f}s: {last.status}")

@@ -1,0 +1,258 @@
+"""Namespace resources — vNets, security groups, SSH keys, specs, images, data disks —
+each bound to a spider connection and made through spider.
+
+The record is written (status Creating, with a request ID) before spider is
+asked, and completed after; spider's own idempotency by request ID makes asking
+again after a crash harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as spb
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services import errors
+from services.names import check_name
+from services.store import Store
+from tumblebug import keys
+from tumblebug.namespaces import Namespaces, now, page_size
+from tumblebug.spider_client import Spider
+
+# collection → the `spec` oneof field it holds
+COLLECTIONS = {"vnets": "vnet", "security-groups": "security_group", "ssh-keys": "ssh_key", "specs": "spec_ref",
+               "images": "image_ref", "data-disks": "data_disk"}
+CREATING, READY, DELETING = "Creating", "Ready", "Deleting"
+DEFAULT_CIDR, DEFAULT_SUBNET = "10.0.0.0/16", "10.0.1.0/24"
+
+
+def collection_field(collection: str) -> str:
+    found = COLLECTIONS.get(collection)
+    if found is None:
+        raise errors.InvalidArgument.field("collection", f"unknown collection {collection!r}; one of "
+                                                         f"{', '.join(COLLECTIONS)}")
+    return found
+
+
+def default_name(kind: str, connection: str) -> str:
+    """The name of a connection's default resource in a namespace."""
+    return keys.spider_name("default", kind, connection)
+
+
+class Resources:
+    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces) -> None:
+        self.store = store
+        self.spider = spider
+        self.namespaces = namespaces
+
+    async def get(self, ns: str, collection: str, name: str) -> pb.Resource:
+        collection_field(collection)
+        found = await self.store.must_get(keys.resource(ns, collection, name), pb.Resource,
+                                          f"{collection[:-1]} {name!r} in namespace {ns!r}")
+        return found.value
+
+    async def ready(self, ns: str, collection: str, name: str, field: str) -> pb.Resource:
+        found = await self.store.get(keys.resource(ns, collection, name), pb.Resource)
+        if found is None:
+            raise errors.NotFound(f"{field}: {collection[:-1]} {name!r} not found in namespace {ns!r}")
+        if found.value.status != READY:
+            raise errors.FailedPrecondition(f"{field}: {collection[:-1]} {name!r} is {found.value.status}")
+        return found.value
+
+    async def list(self, ns: str, collection: str, size: int, token: str) -> tuple[list[pb.Resource], str]:
+        collection_field(collection)
+        await self.namespaces.get(ns)
+        page = await self.store.page(keys.resources(ns, collection), pb.Resource, page_size(size), token)
+        return [i.value for i in page.items], page.next_key
+
+    async def create(self, ns: str, collection: str, resource: pb.Resource, request_id: str) -> pb.Resource:
+        """Record, make through spider, complete. The same request_id again returns the first result."""
+        field = collection_field(collection)
+        await self.namespaces.get(ns)
+        check_name(resource.name, "resource.name")
+        if not resource.connection:
+            raise errors.InvalidArgument.field("resource.connection", "the spider connection is required")
+        if resource.WhichOneof("spec") != field:
+            raise errors.InvalidArgument.field(f"resource.{field}", f"a {collection[:-1]} needs its {field} spec")
+        await self.spider.connection(resource.connection)
+        record = pb.Resource()
+        record.CopyFrom(resource)
+        record.collection = collection
+        record.status = CREATING
+        record.request_id = request_id or uuid.uuid4().hex
+        record.iid.CopyFrom(common.IID(name=keys.spider_name(ns, resource.name)))
+        record.create_time.CopyFrom(now())
+        if record.HasField("ssh_key"):
+            record.ssh_key.private_key = ""
+        key = keys.resource(ns, collection, resource.name)
+        try:
+            await self.store.create(key, record)
+        except errors.AlreadyExists:
+            existing = await self.get(ns, collection, resource.name)
+            if not request_id or existing.request_id != request_id:
+                raise errors.AlreadyExists(
+                    f"{collection[:-1]} {resource.name!r} already exists in namespace {ns!r}") from None
+            if existing.status == READY:
+                return existing
+            record = existing
+        return await self.drive(ns, record, resource)
+
+    async def drive(self, ns: str, record: pb.Resource, asked: pb.Resource | None = None) -> pb.Resource:
+        """Make the spider resource of a Creating record and store the result."""
+        key = keys.resource(ns, record.collection, record.name)
+        try:
+            made = await self._make(ns, record, asked or record)
+        except errors.DomainError as err:
+            if isinstance(err, errors.Unavailable | errors.DeadlineExceeded | errors.Aborted):
+                raise  # spider may still finish it: keep the intent; a retry or the reconciler completes it
+            await self.store.delete(key)
+            raise
+        private_key = made.ssh_key.private_key if made.HasField("ssh_key") else ""
+
+        def ready(rec: pb.Resource) -> pb.Resource:
+            rec.CopyFrom(made)
+            rec.status = READY
+            if rec.HasField("ssh_key"):
+                rec.ssh_key.private_key = ""  # returned once, never stored
+            return rec
+
+        stored = await self.store.modify(key, pb.Resource, ready, f"{record.collection[:-1]} {record.name!r}")
+        out = pb.Resource()
+        out.CopyFrom(stored)
+        if private_key:
+            out.ssh_key.private_key = private_key
+        return out
+
+    async def _make(self, ns: str, rec: pb.Resource, asked: pb.Resource) -> pb.Resource:
+        out = pb.Resource()
+        out.CopyFrom(rec)
+        conn, name, rid = rec.connection, rec.iid.name, rec.request_id
+        call = self.spider.call
+        stub = self.spider.stub
+        kind = rec.WhichOneof("spec")
+        if kind == "vnet":
+            vpc = await call(stub.CreateVpc, spb.CreateVpcRequest(connection=conn, request_id=rid, vpc=spb.Vpc(
+                iid=common.IID(name=name), ipv4_cidr=rec.vnet.ipv4_cidr,
+                subnets=[spb.Subnet(iid=common.IID(name=s.name), ipv4_cidr=s.ipv4_cidr) for s in rec.vnet.subnets])))
+            out.iid.CopyFrom(vpc.iid)
+        elif kind == "security_group":
+            vnet = await self.ready(ns, "vnets", rec.security_group.vnet, "resource.security_group.vnet")
+            rules = [spb.SecurityRule(direction=r.direction, protocol=r.protocol, from_port=r.from_port,
+                                      to_port=r.to_port, cidr=r.cidr) for r in rec.security_group.rules]
+            sg = await call(stub.CreateSecurityGroup, spb.CreateSecurityGroupRequest(
+                connection=conn, request_id=rid,
+                security_group=spb.SecurityGroup(iid=common.IID(name=name), vpc=vnet.iid.name, rules=rules)))
+            out.iid.CopyFrom(sg.iid)
+        elif kind == "ssh_key":
+            kp = await call(stub.CreateKeyPair, spb.CreateKeyPairRequest(connection=conn, request_id=rid,
+                                                                         key_pair=spb.KeyPair(
+                iid=common.IID(name=name), public_key=asked.ssh_key.public_key)))
+            out.iid.CopyFrom(kp.iid)
+            out.ssh_key.CopyFrom(pb.SshKey(public_key=kp.public_key, fingerprint=kp.fingerprint,
+                                           private_key=kp.private_key))
+        elif kind == "spec_ref":
+            spec = await call(stub.GetSpec, spb.GetSpecRequest(connection=conn, name=rec.spec_ref.csp_spec))
+            out.spec_ref.CopyFrom(pb.SpecRef(csp_spec=spec.name, vcpu=spec.vcpu, memory_gib=spec.memory_gib,
+                                             price_per_hour=spec.price_per_hour, architecture=spec.architecture))
+            out.iid.CopyFrom(common.IID(name=spec.name, csp_name=spec.name, csp_id=spec.name))
+        elif kind == "image_ref":
+            image = await call(stub.GetImage, spb.GetImageRequest(connection=conn, name=rec.image_ref.csp_image))
+            out.image_ref.CopyFrom(pb.ImageRef(csp_image=image.name, os=image.os, architecture=image.architecture))
+            out.iid.CopyFrom(common.IID(name=image.name, csp_name=image.name, csp_id=image.name))
+        elif kind == "data_disk":
+            disk = await call(stub.CreateDisk, spb.CreateDiskRequest(connection=conn, request_id=rid, disk=spb.Disk(
+                iid=common.IID(name=name), size_gib=rec.data_disk.size_gib, disk_type=rec.data_disk.disk_type)))
+            out.iid.CopyFrom(disk.iid)
+        return out
+
+    async def delete(self, ns: str, collection: str, name: str, force: bool,
+                     in_use: Callable[[str, str, str], Awaitable[str]]) -> None:
+        """Delete through spider, then forget. Refused while an MCIS uses it, unless forced."""
+        rec = await self.get(ns, collection, name)
+        user = await in_use(ns, collection, name)
+        if user and not force:
+            raise errors.FailedPrecondition(f"{collection[:-1]} {name!r} is used by {user}; delete that first")
+        await self._destroy(rec)
+        await self.store.delete(keys.resource(ns, collection, name))
+
+    async def _destroy(self, rec: pb.Resource) -> None:
+        request = spb.DeleteResourceRequest(connection=rec.connection, name=rec.iid.name)
+        rpc = {"vnet": self.spider.stub.DeleteVpc, "security_group": self.spider.stub.DeleteSecurityGroup,
+               "ssh_key": self.spider.stub.DeleteKeyPair, "data_disk": self.spider.stub.DeleteDisk}.get(
+                   rec.WhichOneof("spec") or "")
+        if rpc is None or not rec.iid.name:
+            return  # specs and images are references, nothing to delete in a cloud
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await self.spider.call(rpc, request)
+                return
+            except errors.NotFound:
+                return
+            except errors.FailedPrecondition:
+                # A VM that used it is still terminating in the cloud: give it a moment.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def resume_pending(self) -> int:
+        """Finish every resource left Creating by a tumblebug that stopped (same request IDs)."""
+        done = 0
+        for item in await self.store.list_all(keys.NS_ROOT, pb.Resource):
+            if "/res/" not in item.key or item.value.status != CREATING:
+                continue
+            ns = item.key[len(keys.NS_ROOT):].split("/", 1)[0]
+            try:
+                await self.drive(ns, item.value)
+                done += 1
+            except errors.DomainError:
+                continue
+        return done
+
+    # ---------------------------------------------------- dynamic defaults
+
+    async def ensure_defaults(self, ns: str, connection: str) -> tuple[str, str, str]:
+        """The connection's default vNet, security group and SSH key in `ns`, made exactly once
+        however many requests ask at the same moment. Returns their names."""
+        vnet = default_name("vnet", connection)
+        sg = default_name("sg", connection)
+        key = default_name("key", connection)
+        await self._ensure(ns, "vnets", pb.Resource(name=vnet, connection=connection, vnet=pb.VNet(
+            ipv4_cidr=DEFAULT_CIDR, subnets=[pb.Subnet(name="default", ipv4_cidr=DEFAULT_SUBNET)])))
+        rules = [pb.FirewallRule(direction="inbound", protocol="tcp", from_port=22, to_port=22, cidr="0.0.0.0/0"),
+                 pb.FirewallRule(direction="inbound", protocol="all", cidr="10.0.0.0/8"),
+                 pb.FirewallRule(direction="outbound", protocol="all", cidr="0.0.0.0/0")]
+        await self._ensure(ns, "security-groups", pb.Resource(
+            name=sg, connection=connection, security_group=pb.SecurityGroup(vnet=vnet, rules=rules)))
+        await self._ensure(ns, "ssh-keys", pb.Resource(name=key, connection=connection, ssh_key=pb.SshKey()))
+        return vnet, sg, key
+
+    async def _ensure(self, ns: str, collection: str, want: pb.Resource) -> None:
+        # One request ID per default resource: whoever drives it, spider makes it once.
+        request_id = f"default:{ns}:{collection}:{want.name}"
+        key = keys.resource(ns, collection, want.name)
+        deadline = time.monotonic() + 120
+        while True:
+            found = await self.store.get(key, pb.Resource)
+            if found is not None and found.value.status == READY:
+                return
+            if found is None:
+                try:
+                    await self.create(ns, collection, want, request_id)
+                    return
+                except (errors.AlreadyExists, errors.Aborted):
+                    pass  # another request is making it: wait for it below
+            elif time.monotonic() - found.value.create_time.ToSeconds() > 20:
+                # Its maker seems gone: finish it ourselves (idempotent by request ID).
+                try:
+                    await self.drive(ns, found.value)
+                    return
+                except errors.Aborted:
+                    pass
+            if time.monotonic() > deadline:
+                raise errors.DeadlineExceeded(f"default {collection[:-1]} {want.name!r} did not become ready")
+            await asyncio.sleep(0.1)

@@ -1,0 +1,75 @@
+"""The tumblebug service process (`cb-tumblebug`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.server import Binding, run
+from services.settings import CommonSettings
+from services.store import Election, Store
+from tumblebug.catalog import Catalog
+from tumblebug.mcis.reconciler import Reconciler
+from tumblebug.mcis.service import McisService
+from tumblebug.namespaces import Namespaces
+from tumblebug.resources import Resources
+from tumblebug.servicer import TumblebugServicer
+from tumblebug.settings import TumblebugSettings
+from tumblebug.spider_client import Spider
+
+log = logging.getLogger("tumblebug")
+
+SERVICE_NAME = "cbapi.tumblebug.v1.Tumblebug"
+
+
+class TumblebugApp:
+    """Tumblebug: every replica serves the API; the elected leader also runs the reconciler."""
+
+    name = "tumblebug"
+
+    def __init__(self, settings: TumblebugSettings, common: CommonSettings) -> None:
+        self.settings = settings
+        self.identity = f"tumblebug-{uuid.uuid4().hex[:12]}"
+        self.store = Store.from_endpoints(common.etcd_endpoints)
+        self.spider = Spider(settings.spider_addr)
+        namespaces = Namespaces(self.store)
+        self.resources = Resources(self.store, self.spider, namespaces)
+        self.catalog = Catalog(self.spider, settings.catalog_refresh_s)
+        mcis = McisService(self.store, self.spider, namespaces, self.resources)
+        self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog)
+        self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(SERVICE_NAME, self.servicer, tumblebug_pb2_grpc.add_TumblebugServicer_to_server)]
+
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.election.run(self._lead)))
+
+    async def _lead(self) -> None:
+        """The leader's work: finish resources a stopped replica left half made, then reconcile MCIS."""
+        log.info("leading", extra={"identity": self.identity})
+        await self.resources.resume_pending()
+        await Reconciler(self.store, self.spider, self.settings).run()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.spider.close()
+        await self.store.close()
+
+
+def main() -> None:
+    settings = TumblebugSettings()
+    common = CommonSettings()
+    run(lambda: TumblebugApp(settings, common), settings, common)
+
+
+if __name__ == "__main__":
+    main()

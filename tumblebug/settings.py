@@ -1,0 +1,25 @@
+"""Tumblebug's settings (`CB_TUMBLEBUG_…`)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from services.settings import ServerSettings
+
+
+class TumblebugSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="CB_TUMBLEBUG_", extra="ignore")
+
+    port: int = 50252
+    spider_addr: str = "127.0.0.1:2048"
+    # VM operations in flight at once, per spider connection and per cloud region.
+    max_per_connection: int = 100
+    max_per_region: int = 200
+    # How often VMs on their way somewhere are looked at, and every MCIS is looked at anyway.
+    poll_interval_s: float = 0.5
+    resync_interval_s: float = 15.0
+    # Leader lease and the reconciler's workers.
+    leader_ttl_s: int = 5
+    workers: int = 8
+    # How often the spec/image catalog of every connection is read again.
+    catalog_refresh_s: float = 60.0
