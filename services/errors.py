@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
+UPSTREAM_DOMAIN = "cloud"
 
 
 class DomainError(Exception):
@@ -27,7 +28,13 @@ class DomainError(Exception):
         self.upstream_code = upstream_code
 
     def details(self) -> list[any_pb2.Any]:
-        return []
+        """google.rpc details: the upstream's error code travels as ErrorInfo, so a caller
+        two services away still knows the cloud itself answered."""
+        if not self.upstream_code:
+            return []
+        info = any_pb2.Any()
+        info.Pack(error_details_pb2.ErrorInfo(reason=self.upstream_code, domain=UPSTREAM_DOMAIN))
+        return [info]
 
     def to_status(self) -> status_pb2.Status:
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
@@ -104,7 +111,7 @@ class InvalidArgument(DomainError):
 
     def details(self) -> list[any_pb2.Any]:
         if not self.violations:
-            return []
+            return super().details()
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
@@ -113,7 +120,7 @@ class InvalidArgument(DomainError):
         )
         packed = any_pb2.Any()
         packed.Pack(bad)
-        return [packed]
+        return [packed, *super().details()]
 
 
 _BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
@@ -139,24 +146,35 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> DomainError:
     passes through this service with its code, message and field violations intact."""
     cls = _BY_CODE.get(err.code(), Internal)
     message = err.details() or err.code().name
-    if cls is InvalidArgument:
-        violations = [FieldViolation(v.field, v.description) for v in bad_request_of(err)]
-        return InvalidArgument(message, violations)
-    return cls(message)
+    status = _status_of(err)
+    upstream = ""
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info) and info.domain == UPSTREAM_DOMAIN:
+            upstream = info.reason
+        elif detail.Unpack(bad):
+            violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    out = InvalidArgument(message, violations) if cls is InvalidArgument else cls(message)
+    out.upstream_code = upstream
+    return out
+
+
+def _status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
+    for key, value in err.trailing_metadata() or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return status_pb2.Status()
 
 
 def bad_request_of(err: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
     """The field violations carried by an INVALID_ARGUMENT error, if any."""
-    for key, value in err.trailing_metadata() or ():
-        if key == DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status.FromString(value)
-            out = []
-            for detail in status.details:
-                bad = error_details_pb2.BadRequest()
-                if detail.Unpack(bad):
-                    out.extend(bad.field_violations)
-            return out
-    return []
+    out = []
+    for detail in _status_of(err).details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            out.extend(bad.field_violations)
+    return out
 
 
 assert grpc.StatusCode.NOT_FOUND.value[0] == code_pb2.NOT_FOUND

@@ -46,6 +46,11 @@ log = logging.getLogger("tumblebug.reconciler")
 TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted)
 
 
+def transient(err: errors.DomainError) -> bool:
+    """A failure worth retrying: the VM's cloud did not answer (a cloud's own "no" is final)."""
+    return isinstance(err, TRANSIENT) and not err.upstream_code
+
+
 def _decode(key: str, raw: bytes) -> Message | None:
     parsed = keys.parse(key)
     if parsed is None:
@@ -276,11 +281,12 @@ class Reconciler:
             async with self._slot(self.conn_slots, connection, self.settings.max_per_connection), \
                     self._slot(self.region_slots, f"{provider}/{region}", self.settings.max_per_region):
                 await op()
-        except TRANSIENT as err:
-            log.info("VM operation will be retried", extra={"vm": key, "error": err.message})
-            await asyncio.sleep(0.5)
         except errors.DomainError as err:
-            log.warning("VM operation failed", extra={"vm": key, "error": err.message})
+            if transient(err):
+                log.info("VM operation will be retried", extra={"vm": key, "error": err.message})
+                await asyncio.sleep(0.5)
+            else:
+                log.warning("VM operation failed", extra={"vm": key, "error": err.message})
         finally:
             self.inflight.discard(key)
             self.enqueue(ns, name)
@@ -322,9 +328,9 @@ class Reconciler:
         try:
             made = await self.spider.call(self.spider.stub.CreateVm, spb.CreateVmRequest(
                 connection=vm.connection, vm=want, request_id=vm.request_id))
-        except TRANSIENT:
-            raise
         except errors.DomainError as err:
+            if transient(err):
+                raise
             why = err.message  # the cloud's words stay on the VM
             await self._write_vm(key, lambda v: _set(v, status=common.FAILED, target_action=pb.ACTION_NONE, error=why))
             return
@@ -382,7 +388,7 @@ class Reconciler:
                 vm = entry.value
                 if not isinstance(vm, pb.McisVm) or not vm.requested or vm.removing or key in self.inflight:
                     continue
-                if full or vm.status in status.MOVING or not vm.iid.csp_id:
+                if vm.status != common.FAILED and (full or vm.status in status.MOVING or not vm.iid.csp_id):
                     by_conn.setdefault(vm.connection, []).append((key, vm))
             if full:
                 for ns, name in {(p[0], p[1]) for k in list(self.informer.cache) if (p := keys.parse(k))}:
@@ -406,7 +412,8 @@ class Reconciler:
                 if not vm.iid.csp_id and key not in self.inflight:
                     # Asked, but spider never recorded it (we stopped before the call reached it,
                     # or spider dropped an intent the cloud never acted on): ask again, same request ID.
-                    await self._write_vm(key, lambda v: _set(v, requested=False) if not v.iid.csp_id else None)
+                    await self._write_vm(key, lambda v: _set(v, requested=False)
+                                         if not v.iid.csp_id and v.status == common.CREATING else None)
                 continue
             if cloud.meta.phase != common.PHASE_READY:
                 continue

@@ -178,6 +178,8 @@ class McisService:
         need, target = status.VERBS[action]
         verb = pb.Action.Name(action).removeprefix("ACTION_").lower()
         wrong = [v for v in scope if v.status not in need]
+        if action == pb.ACTION_REFINE:
+            wrong = [] if len(wrong) < len(scope) else wrong  # refine drops the failed and leaves the rest
         if not scope or (wrong and not req.force) or len(wrong) == len(scope):
             shown = ", ".join(f"{v.name} is {status.word(v.status)}" for v in wrong[:5]) or "no VMs in scope"
             raise errors.FailedPrecondition(
