@@ -46,6 +46,7 @@ lint: setup
 bench: setup
 	$(PY) bench/spider.py
 	$(PY) bench/drivers.py
+	$(PY) bench/tumblebug.py
 
 clean:
 	rm -rf $(VENV) cbapi .run

@@ -1,4 +1,4 @@
-"""A scratch suite for benchmarks: etcd, CloudTwin, spider (and moto) on loopback."""
+"""A scratch suite for benchmarks: etcd, CloudTwin, spider (and moto, and tumblebug) on loopback."""
 
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.launcher import processes as procs
 
 
 class Stack:
-    """etcd + CloudTwin + spider in a scratch directory."""
+    """etcd + CloudTwin + spider in a scratch directory; tumblebug too when `tumblebug_env` is given
+    (its `CB_TUMBLEBUG_…` settings; the ports and addresses are filled in here)."""
 
-    def __init__(self, root: Path, twin_env: dict[str, str], moto: bool = False) -> None:
+    def __init__(self, root: Path, twin_env: dict[str, str], moto: bool = False,
+                 tumblebug_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.twin_env = twin_env
         self.with_moto = moto
         self.moto_port = 0
+        self.tumblebug_env = tumblebug_env
+        self.tumblebug_port = 0
+        self.tumblebug: procs.Proc | None = None
+        self.tb_channel: grpc.aio.Channel | None = None
         self.procs: list[procs.Proc] = []
 
     async def __aenter__(self) -> Stack:
@@ -48,12 +55,27 @@ class Stack:
                               self.root / "moto.log", env={"MOTO_ENABLE_AMI_VALIDATION": "true"})
             self.procs.append(moto)
             await procs.start_tcp(moto, self.moto_port)
+        if self.tumblebug_env is not None:
+            self.tumblebug_port = procs.free_port()
+            self.tumblebug = procs.python_service("tumblebug", "tumblebug.server", self.root, {
+                "CB_TUMBLEBUG_PORT": str(self.tumblebug_port), "CB_TUMBLEBUG_HOST": "127.0.0.1",
+                "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{self.spider_port}",
+                "CB_ETCD_ENDPOINTS": f"127.0.0.1:{self.etcd_port}", "CB_LOG_LEVEL": "WARNING",
+                **self.tumblebug_env})
+            self.procs.append(self.tumblebug)
+            await procs.start_grpc(self.tumblebug, self.tumblebug_port)
+            # A whole 10,000-VM MCIS (GetMcis with vms) is a few MB.
+            self.tb_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.tumblebug_port}", options=[
+                ("grpc.max_receive_message_length", 256 << 20)])
+            self.tb = tumblebug_pb2_grpc.TumblebugStub(self.tb_channel)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.spider_port}")
         self.stub = spider_pb2_grpc.SpiderStub(self.channel)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()
+        if self.tb_channel is not None:
+            await self.tb_channel.close()
         for p in reversed(self.procs):
             p.stop()
 

@@ -1,0 +1,489 @@
+"""Tumblebug benchmarks; prints one JSON document.
+
+1. An MCIS of 1,000 VMs across 10 connections, CloudTwin create latency 1 s:
+   wall time from CreateMcisDynamic until every VM is Running, against the
+   1 s floor and against spider alone creating 1,000 VMs the same way
+   (same stack, same limits, its own connections, same run).
+2. Zero CloudTwin latency: VMs per second through tumblebug → spider →
+   CloudTwin, against spider alone making the same number of VMs with the
+   same number in flight.
+3. An MCIS of 10,000 VMs (made through tumblebug at zero latency): the
+   latency of reading its status (GetMcis), idle and while it was being
+   built, against a bare etcd read of the same record; and of reading it
+   whole (GetMcis with its VMs) against a bare etcd range of its VM records.
+
+Every phase reports the CPU seconds each process used (from /proc), so the
+number says where the time went. Everything runs on loopback in a temporary
+directory, every wait is bounded, and it stops by itself.
+
+Usage: python bench/tumblebug.py [--quick] [--profile DIR]
+  --profile DIR   record py-spy samples (raw, collapsed stacks) of tumblebug and
+                  spider per phase into DIR (needs py-spy in the environment)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aetcd import rpc as etcd_rpc
+from aetcd.rpc import rpc_pb2_grpc as etcd_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stack import Stack
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as spb
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from tumblebug import keys
+from tumblebug.settings import TumblebugSettings
+
+# Spider's protective per-connection gate (default 100 calls/s, burst 200, 128 at once) is lifted on
+# every connection of the run, for tumblebug's and for the spider-alone baseline alike: the question
+# is what tumblebug's machinery costs, not how the limiter paces a cloud. At 100 VMs per connection
+# the defaults would not bind anyway (100 < burst 200, 100 < 128 in flight); at 1,000 per connection
+# (phase 3) the 100/s rate would cap the build at 1,000 VMs/s over 10 connections, far above what
+# tumblebug reaches on this machine.
+LIMITS = spb.ConnectionLimits(rate_per_second=1e6, burst=100_000, max_concurrency=1024)
+TUMBLEBUG_KNOBS = ("max_per_connection", "max_per_region", "poll_interval_s", "resync_interval_s", "workers")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    connections: int
+    latency_s: float
+    per_conn_latency: int  # VMs per connection, phase 1
+    per_conn_zero: int  # phase 2
+    per_conn_big: int  # phase 3
+    read_seconds: float
+    full_reads: int
+    bound_s: float  # longest wait for one MCIS to come up (phases 1, 2)
+    big_bound_s: float  # phase 3
+
+
+FULL = Sizes(connections=10, latency_s=1.0, per_conn_latency=100, per_conn_zero=100, per_conn_big=1000,
+             read_seconds=3.0, full_reads=10, bound_s=180.0, big_bound_s=420.0)
+QUICK = Sizes(connections=2, latency_s=0.5, per_conn_latency=10, per_conn_zero=20, per_conn_big=100,
+              read_seconds=0.5, full_reads=3, bound_s=30.0, big_bound_s=30.0)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def latency_stats(latencies: list[float], elapsed: float | None = None) -> dict[str, float]:
+    out = {"calls": float(len(latencies)),
+           "p50_ms": round(percentile(latencies, 0.5) * 1e3, 3),
+           "p99_ms": round(percentile(latencies, 0.99) * 1e3, 3),
+           "max_ms": round(max(latencies, default=0.0) * 1e3, 3),
+           "mean_ms": round(sum(latencies) / max(len(latencies), 1) * 1e3, 3)}
+    if elapsed:
+        out["rps"] = round(len(latencies) / elapsed, 1)
+    return out
+
+
+async def serial(call: Callable[[], Awaitable[object]], seconds: float, at_least: int = 1) -> dict[str, float]:
+    """One caller, back to back, for `seconds` (and at least `at_least` calls): latency percentiles."""
+    await call()  # warm the channel and the server's code paths
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(latencies) < at_least:
+        t0 = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - t0)
+    return latency_stats(latencies, time.perf_counter() - start)
+
+
+def _cpu_of(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Meter:
+    """Wall time and the CPU seconds each process of the stack (and this one) used meanwhile."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.result: dict[str, Any] = {}
+
+    def _sample(self) -> dict[str, float]:
+        out = {p.name: c for p in self.stack.procs if p.alive() and (c := _cpu_of(p.pid)) is not None}
+        out["bench_client"] = time.process_time()
+        return out
+
+    def __enter__(self) -> Meter:
+        self._t0 = time.perf_counter()
+        self._before = self._sample()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._t0
+        after = self._sample()
+        used = {k: round(after[k] - self._before[k], 2) for k in after if k in self._before}
+        self.result = {"wall_s": round(wall, 2), "cpu_s": used,
+                       "cpu_s_total": round(sum(used.values()), 2),
+                       "cores_busy": round(sum(used.values()) / wall, 2) if wall else 0.0}
+
+
+class Profiler:
+    """py-spy on tumblebug and spider for one phase (only with --profile)."""
+
+    def __init__(self, out_dir: Path | None, stack: Stack, phase: str) -> None:
+        self.out_dir = out_dir
+        self.stack = stack
+        self.phase = phase
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> Profiler:
+        if self.out_dir is None:
+            return self
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        if spy is None:
+            raise SystemExit("--profile needs py-spy (pip install py-spy)")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for proc in self.stack.procs:
+            if proc.name in ("tumblebug", "spider") and proc.alive():
+                out = self.out_dir / f"{self.phase}-{proc.name}.txt"
+                self.children.append(subprocess.Popen(
+                    [spy, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw", "--nonblocking",
+                     "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for child in self.children:
+            child.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+        for child in self.children:
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+# ---------------------------------------------------------------- tumblebug
+
+
+def groups(conns: list[tuple[str, str, str]], per_conn: int, prefix: str) -> list[pb.DynamicSubgroup]:
+    return [pb.DynamicSubgroup(name=f"{prefix}{i}", spec_id=f"{name}+{spec}", image_id=image, size=per_conn)
+            for i, (name, image, spec) in enumerate(conns)]
+
+
+async def namespace(stack: Stack) -> str:
+    name = f"bench-{uuid.uuid4().hex[:6]}"
+    await stack.tb.CreateNamespace(pb.CreateNamespaceRequest(namespace=pb.Namespace(name=name)))
+    return name
+
+
+async def prepare(stack: Stack, ns: str, conns: list[tuple[str, str, str]], bound: float) -> dict[str, Any]:
+    """A one-VM-per-connection MCIS, waited for: it makes each connection's default vNet, security
+    group and key (once per namespace), so the measured MCIS that follows reuses them."""
+    t0 = time.perf_counter()
+    made = await stack.tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+        namespace=ns, name="warmup", subgroups=groups(conns, 1, "w"), request_id=uuid.uuid4().hex, wait=True),
+        timeout=bound)
+    return {"vms": len(conns), "seconds": round(time.perf_counter() - t0, 3), "status": made.status}
+
+
+@dataclass
+class Followed:
+    """How an MCIS came up, from WatchMcis, timed from the create call."""
+
+    total: int
+    accepted_s: float = 0.0
+    first_running_s: float | None = None
+    half_running_s: float | None = None
+    all_running_s: float | None = None
+    settled_s: float | None = None
+    status: str = ""
+    failed: int = 0
+    snapshots: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+        return {"vms": self.total, "create_rpc_s": r(self.accepted_s), "first_running_s": r(self.first_running_s),
+                "half_running_s": r(self.half_running_s), "all_running_s": r(self.all_running_s),
+                "settled_s": r(self.settled_s), "final_status": self.status, "failed": self.failed,
+                "watch_snapshots": self.snapshots, "completed": self.all_running_s is not None}
+
+
+async def watch(stack: Stack, ns: str, name: str) -> AsyncIterator[pb.Mcis]:
+    call = stack.tb.WatchMcis(pb.WatchMcisRequest(namespace=ns, name=name))
+    try:
+        async for mcis in call:
+            yield mcis
+    finally:
+        call.cancel()
+
+
+async def create_and_follow(stack: Stack, ns: str, name: str, subgroups: list[pb.DynamicSubgroup],
+                            bound: float) -> Followed:
+    """CreateMcisDynamic (no wait), then follow WatchMcis until all Running and settled, or `bound`."""
+    total = sum(sg.size for sg in subgroups)
+    out = Followed(total)
+    t0 = time.perf_counter()
+    await stack.tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+        namespace=ns, name=name, subgroups=subgroups, request_id=uuid.uuid4().hex), timeout=bound)
+    out.accepted_s = time.perf_counter() - t0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(bound):
+            async for mcis in watch(stack, ns, name):
+                now = time.perf_counter() - t0
+                out.snapshots += 1
+                out.status, out.failed = mcis.status, mcis.status_count.failed
+                running = mcis.status_count.running
+                if running and out.first_running_s is None:
+                    out.first_running_s = now
+                if running * 2 >= total and out.half_running_s is None:
+                    out.half_running_s = now
+                if running >= total and out.all_running_s is None:
+                    out.all_running_s = now
+                if (mcis.status_count.total >= total and mcis.target_action == pb.ACTION_NONE
+                        and mcis.observed_generation >= mcis.generation):
+                    out.settled_s = now
+                    break
+    return out
+
+
+async def sample_reads(stack: Stack, ns: str, name: str, stop: asyncio.Event, every: float = 0.2) -> list[float]:
+    """GetMcis now and then while something else is going on."""
+    latencies: list[float] = []
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
+            latencies.append(time.perf_counter() - t0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+    return latencies
+
+
+# --------------------------------------------------------------- baselines
+
+
+async def spider_direct(stack: Stack, conns: list[tuple[str, str, str]], total: int,
+                        concurrency: int) -> dict[str, Any]:
+    """Spider alone: `total` CreateVm spread over `conns`, `concurrency` at once; with zero boot
+    latency the VM is Running when CreateVm answers."""
+    gate = asyncio.Semaphore(concurrency)
+    statuses: dict[str, int] = {}
+
+    async def one(i: int) -> None:
+        name, image, spec = conns[i % len(conns)]
+        async with gate:
+            vm = await stack.stub.CreateVm(spb.CreateVmRequest(
+                connection=name, request_id=uuid.uuid4().hex,
+                vm=spb.Vm(iid=common.IID(name=f"direct-{i:05d}"), image=image, spec=spec)))
+        word = common.VmStatus.Name(vm.status)
+        statuses[word] = statuses.get(word, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(total)))
+    wall = time.perf_counter() - t0
+    return {"vms": total, "connections": len(conns), "in_flight": concurrency, "seconds": round(wall, 3),
+            "vms_per_second": round(total / wall, 1), "status_on_reply": statuses}
+
+
+class BareEtcd:
+    """The same records read straight from etcd by this process (raw bytes, no decoding)."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
+            ("grpc.max_receive_message_length", 256 << 20)])
+        self.kv = etcd_grpc.KVStub(self.channel)
+
+    async def get(self, key: str) -> int:
+        resp = await self.kv.Range(etcd_rpc.RangeRequest(key=key.encode()))
+        return len(resp.kvs[0].value) if resp.kvs else 0
+
+    async def range_all(self, prefix: str, page: int = 500) -> int:
+        """Every record under `prefix`, in pages as tumblebug reads them; returns the bytes read."""
+        p = prefix.encode()
+        end = p[:-1] + bytes([p[-1] + 1])
+        start, size = p, 0
+        while True:
+            resp = await self.kv.Range(etcd_rpc.RangeRequest(key=start, range_end=end, limit=page))
+            size += sum(len(kv.value) for kv in resp.kvs)
+            if not resp.more or not resp.kvs:
+                return size
+            start = resp.kvs[-1].key + b"\0"
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+# ------------------------------------------------------------------ phases
+
+
+def tumblebug_settings() -> dict[str, Any]:
+    fields = TumblebugSettings.model_fields
+    return {k: fields[k].default for k in TUMBLEBUG_KNOBS}
+
+
+async def phase_latency(root: Path, s: Sizes, profile: Path | None) -> dict[str, Any]:
+    twin = {"CB_CLOUDTWIN_PROVIDERS": "4", "CB_CLOUDTWIN_CREATE_LATENCY": str(s.latency_s),
+            "CB_CLOUDTWIN_BOOT_LATENCY": "0", "CB_CLOUDTWIN_ACTION_LATENCY": "0"}
+    total = s.connections * s.per_conn_latency
+    async with Stack(root / "latency", twin, tumblebug_env={}) as stack:
+        direct_conns = await stack.connections(s.connections, LIMITS)
+        tb_conns = await stack.connections(s.connections, LIMITS)
+        with Meter(stack) as m_direct:
+            direct = await spider_direct(stack, direct_conns, total, total)
+        ns = await namespace(stack)
+        with Meter(stack) as m_cold:
+            cold = await prepare(stack, ns, tb_conns, s.bound_s)
+        with Profiler(profile, stack, "latency"), Meter(stack) as m_tb:
+            followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_latency, "g"),
+                                               s.bound_s)
+    tb = followed.as_dict()
+    wall = followed.all_running_s
+    return {
+        "vms": total, "connections": s.connections,
+        "cloudtwin": {"create_latency_s": s.latency_s, "boot_latency_s": 0, "action_latency_s": 0},
+        "floor_s": s.latency_s,
+        "tumblebug": {**tb, "ratio_to_floor": round(wall / s.latency_s, 2) if wall else None,
+                      "ratio_to_spider_direct": round(wall / direct["seconds"], 2) if wall else None,
+                      "process_cpu": m_tb.result},
+        "spider_direct": {**direct, "ratio_to_floor": round(direct["seconds"] / s.latency_s, 2),
+                          "process_cpu": m_direct.result},
+        "cold_first_mcis": {**cold, "note": "1 VM per connection in a new namespace, waited for: includes "
+                                            "making each connection's default vNet, security group and SSH key",
+                            "process_cpu": m_cold.result},
+        "serial_would_take_s": total * s.latency_s,
+    }
+
+
+async def phase_zero(root: Path, s: Sizes, profile: Path | None) -> dict[str, Any]:
+    twin = {"CB_CLOUDTWIN_PROVIDERS": "4", "CB_CLOUDTWIN_CREATE_LATENCY": "0",
+            "CB_CLOUDTWIN_BOOT_LATENCY": "0", "CB_CLOUDTWIN_ACTION_LATENCY": "0"}
+    total = s.connections * s.per_conn_zero
+    big_total = s.connections * s.per_conn_big
+    in_flight = min(total, s.connections * int(tumblebug_settings()["max_per_connection"]))
+    async with Stack(root / "zero", twin, tumblebug_env={}) as stack:
+        direct_conns = await stack.connections(s.connections, LIMITS)
+        tb_conns = await stack.connections(s.connections, LIMITS)
+        with Meter(stack) as m_direct:
+            direct = await spider_direct(stack, direct_conns, total, in_flight)
+        ns = await namespace(stack)
+        await prepare(stack, ns, tb_conns, s.bound_s)
+        with Profiler(profile, stack, "zero"), Meter(stack) as m_tb:
+            followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_zero, "g"), s.bound_s)
+        zero = _throughput(followed, direct, m_tb, m_direct, in_flight)
+
+        # Phase 3: a big MCIS, timed as it comes up (with status reads meanwhile), then read at rest.
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
+        with Profiler(profile, stack, "big"), Meter(stack) as m_big:
+            built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
+        stop.set()
+        during = await sampler
+        big = await _reads(stack, ns, "big", s, profile)
+        big["build"] = {**built.as_dict(), "vms_per_second": round(big_total / built.all_running_s, 1)
+                        if built.all_running_s else None, "process_cpu": m_big.result}
+        big["get_mcis_while_building"] = latency_stats(during)
+    return {"create_zero_latency": zero, "status_read_big_mcis": big}
+
+
+def _throughput(followed: Followed, direct: dict[str, Any], m_tb: Meter, m_direct: Meter,
+                in_flight: int) -> dict[str, Any]:
+    wall = followed.all_running_s
+    rate = round(followed.total / wall, 1) if wall else None
+    return {"vms": followed.total,
+            "tumblebug": {**followed.as_dict(), "vms_per_second": rate, "process_cpu": m_tb.result},
+            "spider_direct": {**direct, "process_cpu": m_direct.result},
+            "ratio_to_spider_direct": round(rate / direct["vms_per_second"], 3) if rate else None,
+            "note": f"spider alone gets the same number of VMs in flight as tumblebug allows ({in_flight}: "
+                    "max_per_connection per connection)"}
+
+
+async def _sample_when_created(stack: Stack, ns: str, name: str, stop: asyncio.Event) -> list[float]:
+    """GetMcis latencies while the MCIS is being built (from when it exists)."""
+    while not stop.is_set():
+        try:
+            await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    return await sample_reads(stack, ns, name, stop)
+
+
+async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | None) -> dict[str, Any]:
+    etcd = BareEtcd(stack.etcd_port)
+    try:
+        head = await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name))
+        with Profiler(profile, stack, "reads"):
+            summary = await serial(lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name)),
+                                   s.read_seconds)
+            bare = await serial(lambda: etcd.get(keys.mcis(ns, name)), s.read_seconds)
+            full_reply: list[int] = []
+
+            async def full() -> None:
+                m = await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name, vms=True), timeout=120)
+                full_reply.append(m.ByteSize())
+
+            whole = await serial(full, 0, s.full_reads)
+            bare_all = await serial(lambda: etcd.range_all(keys.vms(ns, name)), 0, s.full_reads)
+        record_bytes = await etcd.get(keys.mcis(ns, name))
+        vm_bytes = await etcd.range_all(keys.vms(ns, name))
+    finally:
+        await etcd.close()
+    return {
+        "vms": head.status_count.total, "status": head.status,
+        "get_mcis": summary, "bare_etcd_get": bare,
+        "p50_ratio_to_bare_etcd": round(summary["p50_ms"] / max(bare["p50_ms"], 1e-9), 2),
+        "mcis_record_bytes": record_bytes,
+        "get_mcis_with_vms": {**whole, "reply_bytes": full_reply[-1] if full_reply else 0},
+        "bare_etcd_range_vms": {**bare_all, "bytes": vm_bytes, "page_size": 500},
+        "with_vms_p50_ratio_to_bare_etcd": round(whole["p50_ms"] / max(bare_all["p50_ms"], 1e-9), 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--profile", type=Path, help="write py-spy samples of each phase into this directory")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
+        root = Path(tmp)
+        latency = await phase_latency(root, sizes, args.profile)
+        zero = await phase_zero(root, sizes, args.profile)
+    out = {
+        "benchmark": "tumblebug", "quick": args.quick, "cpus": os.cpu_count(),
+        "tumblebug_settings": tumblebug_settings(),
+        "spider_connection_limits": {
+            "rate_per_second": LIMITS.rate_per_second, "burst": LIMITS.burst,
+            "max_concurrency": LIMITS.max_concurrency,
+            "why": "lifted on every connection (tumblebug's and the spider-alone baseline's): this measures "
+                   "the software, not spider's protective pacing; the defaults (100/s, burst 200, 128 at "
+                   "once) would not bind phases 1-2 (100 VMs per connection) either"},
+        "create_with_latency": latency, **zero,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
