@@ -298,7 +298,7 @@ class Resources:
                 done += 1
             except errors.Aborted:
                 continue  # somebody else touched it; the next pass sees the new state
-            log.info("recovered intent", extra={"connection": cname, "kind": kind.collection, "name": rec.iid.name,
+            log.info("recovered intent", extra={"connection": cname, "kind": kind.collection, "resource": rec.iid.name,
                                                 "phase": common.Phase.Name(rec.meta.phase)})
         return done
 

@@ -202,15 +202,15 @@ class Resources:
     async def resume_pending(self) -> int:
         """Finish every resource left Creating by a tumblebug that stopped (same request IDs)."""
         done = 0
-        for item in await self.store.list_all(keys.NS_ROOT, pb.Resource):
-            if "/res/" not in item.key or item.value.status != CREATING:
-                continue
-            ns = item.key[len(keys.NS_ROOT):].split("/", 1)[0]
-            try:
-                await self.drive(ns, item.value)
-                done += 1
-            except errors.DomainError:
-                continue
+        for ns in await self.store.list_all(keys.namespace(), pb.Namespace):
+            for item in await self.store.list_all(keys.resources(ns.value.name), pb.Resource):
+                if item.value.status != CREATING:
+                    continue
+                try:
+                    await self.drive(ns.value.name, item.value)
+                    done += 1
+                except errors.DomainError:
+                    continue
         return done
 
     # ---------------------------------------------------- dynamic defaults

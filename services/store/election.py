@@ -70,7 +70,12 @@ class Election:
             for t in (task, lost):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
-        log.warning("leadership ended", extra={"key": self.key, "identity": self.identity})
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        log.warning("leadership ended", extra={"key": self.key, "identity": self.identity,
+                                               "error": repr(failure) if failure else ""},
+                    exc_info=failure)
+        if failure is not None:
+            await asyncio.sleep(1.0)  # a leader that keeps failing must not spin
 
     async def _wait_vacant(self, lease: Lease) -> None:
         """Sleep until the leader key goes away (or a short poll period passes)."""
