@@ -1,0 +1,1 @@
+"""Dragonfly: monitoring of every VM through its cb-agent (collectors, storage, queries, health)."""

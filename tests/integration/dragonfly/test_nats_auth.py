@@ -1,0 +1,99 @@
+"""NATS in operator mode: services and agents connect with their own JWT credentials;
+an agent can neither publish as another VM nor read another agent's requests."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats as nats_py
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from dragonfly.subjects import VmId
+from services import natsauth
+from tests.integration.dragonfly.conftest import Nats
+
+
+async def connect(server: Nats, creds: natsauth.Creds, errors: list[str] | None = None,
+                  inbox: str = "_INBOX") -> Client:
+    async def on_error(err: Exception) -> None:
+        if errors is not None:
+            errors.append(str(err))
+
+    return await nats_py.connect(server.url, error_cb=on_error, allow_reconnect=False, inbox_prefix=inbox,
+                                 **creds.client_options())
+
+
+def agent_creds(server: Nats, vm: VmId) -> natsauth.Creds:
+    return server.signer.issue(vm.key, vm.permissions())
+
+
+async def test_anonymous_and_foreign_credentials_are_refused(nats: Nats) -> None:
+    with pytest.raises(Exception, match="Authorization"):
+        await nats_py.connect(nats.url, allow_reconnect=False, max_reconnect_attempts=0)
+    stranger = natsauth.Authority.create().signer.issue("x", natsauth.Permissions(unrestricted=True))
+    with pytest.raises(Exception, match="Authorization"):
+        await connect(nats, stranger)
+
+
+async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
+    a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
+    service = await connect(nats, nats.service_creds)
+    seen: list[str] = []
+
+    async def on_metric(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    await service.subscribe("cb.metrics.>", cb=on_metric)
+    await service.flush()
+    errors: list[str] = []
+    agent = await connect(nats, agent_creds(nats, a), errors, a.inbox_prefix)
+    await agent.publish(a.metrics, b"mine")
+    await agent.publish(b.metrics, b"forged")
+    await agent.publish("cb.metrics.other.m1.vm-a", b"forged")
+    await agent.flush()
+    await asyncio.sleep(0.3)
+    assert seen == [a.metrics]
+    assert sum("permissions violation for publish" in e.lower() for e in errors) == 2, errors
+    await agent.close()
+    await service.close()
+
+
+async def test_an_agent_cannot_read_another_agents_commands(nats: Nats) -> None:
+    a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
+    service = await connect(nats, nats.service_creds)
+    errors: list[str] = []
+    spy = await connect(nats, agent_creds(nats, a), errors, a.inbox_prefix)
+    stolen: list[bytes] = []
+
+    async def steal(msg: Msg) -> None:
+        stolen.append(msg.data)
+
+    for subject in (b.request("cmd"), "cb.agent.>", ">", "_INBOX.>"):
+        await spy.subscribe(subject, cb=steal)
+    await spy.flush()
+    await asyncio.sleep(0.2)
+    owner = await connect(nats, agent_creds(nats, b), inbox=b.inbox_prefix)
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"done:" + msg.data)
+
+    await owner.subscribe(b.requests, cb=answer)
+    await owner.flush()
+    reply = await service.request(b.request("cmd"), b"secret", timeout=2)
+    assert reply.data == b"done:secret"
+    await asyncio.sleep(0.2)
+    assert stolen == []
+    assert sum("permissions violation for subscription" in e.lower() for e in errors) == 4, errors
+    for client in (spy, owner, service):
+        await client.close()
+
+
+def test_nkeys_round_trip() -> None:
+    key = natsauth.KeyPair.generate(natsauth.USER)
+    again = natsauth.KeyPair.from_seed(key.seed)
+    assert key.public_key.startswith("U") and key.seed.startswith("SU")
+    assert again.public_key == key.public_key and again.prefix == natsauth.USER
+    with pytest.raises(ValueError):
+        natsauth.KeyPair.from_seed(key.seed[:-2] + ("AA" if key.seed[-2:] != "AA" else "BB"))
