@@ -280,7 +280,8 @@ class McisService:
                 connection=req.connection, name=spider_vm))
             records.append((keys.vm(ns, name, vm_name), pb.McisVm(
                 name=vm_name, subgroup=req.subgroup, connection=req.connection, status=seen.status,
-                target_status=seen.status, target_action=pb.ACTION_NONE, iid=seen.iid, public_ip=seen.public_ip,
+                target_status=common.SUSPENDED if seen.status in (common.SUSPENDED, common.SUSPENDING)
+                else common.RUNNING, target_action=pb.ACTION_NONE, iid=seen.iid, public_ip=seen.public_ip,
                 private_ip=seen.private_ip, index=first + i, registered=True, requested=True,
                 create_time=now(), update_time=now())))
         rec = found.value
