@@ -20,7 +20,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,7 @@ class Creds:
         KeyPair.from_seed(blocks[1])  # fails early on a damaged seed
         return cls(blocks[0], blocks[1])
 
-    def client_options(self) -> dict[str, Callable[..., Any]]:
+    def client_options(self) -> dict[str, Any]:
         """nats-py `connect` options that present this credential."""
         key = KeyPair.from_seed(self.seed)
 

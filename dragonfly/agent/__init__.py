@@ -1,0 +1,1 @@
+"""cb-agent: one program for real VMs and CloudTwin VMs (metrics, on-demand reads, commands)."""

@@ -1,0 +1,223 @@
+"""The agent: registers, sends a metric batch every interval, answers reads and commands.
+
+Batches are sent as NATS requests that a collector answers once it has stored
+them, so a batch leaves the backlog only when it is safe: while NATS or every
+collector is away, batches wait in the bounded backlog and go oldest first when
+someone answers again. Heartbeats are plain publishes that every dragonfly replica hears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+import uuid
+from typing import Any
+
+from nats import errors as nats_errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from dragonfly.agent.backlog import Backlog
+from dragonfly.agent.commands import Runner
+from dragonfly.agent.config import AgentConfig
+from dragonfly.agent.sources import Source
+
+log = logging.getLogger("cb-agent")
+
+VERSION = "0.1.0"
+# How long a collector may take to acknowledge a batch.
+ACK_TIMEOUT_S = 2.0
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class Agent:
+    """One VM's agent over its own NATS connection and credential."""
+
+    def __init__(self, config: AgentConfig, source: Source, runner: Runner, kind: str = "host") -> None:
+        self.config = config
+        self.source = source
+        self.runner = runner
+        self.kind = kind
+        self.vm = config.vm
+        self.interval_s = config.interval_s
+        self.backlog = Backlog(config.backlog_max)
+        self.boot = uuid.uuid4().hex[:12]
+        self.seq = 0
+        self.sent = 0
+        self.registered = False
+        self.nc: Client | None = None
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- life -----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: connect (retrying), sample every interval, send what is due."""
+        workers = [asyncio.create_task(self._connect_forever(stop)), asyncio.create_task(self._sample_forever(stop)),
+                   asyncio.create_task(self._send_forever(stop))]
+        try:
+            await stop.wait()
+        finally:
+            for task in [*workers, *self._tasks]:
+                task.cancel()
+            for task in [*workers, *self._tasks]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+
+    async def _connect_forever(self, stop: asyncio.Event) -> None:
+        """The first connection may take long (NATS not up yet); nats-py then reconnects by itself."""
+        delay = 0.5
+        while not stop.is_set():
+            nc = Client()
+            try:
+                await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
+                                 inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
+                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                                 error_cb=self._on_error, reconnected_cb=self._on_reconnect,
+                                 **self.config.creds.client_options())
+            except (nats_errors.Error, OSError, TimeoutError) as err:
+                log.info("nats not reachable yet", extra={"vm": self.vm.key, "error": str(err)})
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.nc = nc
+            await nc.subscribe(self.vm.requests, cb=self._on_request)
+            await nc.subscribe(self.vm.mcis_config, cb=self._on_config)
+            self._wake.set()
+            return
+
+    async def _on_error(self, err: Exception) -> None:
+        log.warning("nats error", extra={"vm": self.vm.key, "error": str(err)})
+
+    async def _on_reconnect(self) -> None:
+        self._wake.set()
+
+    async def _sample_forever(self, stop: asyncio.Event) -> None:
+        next_at = time.monotonic()
+        while not stop.is_set():
+            self._sample_once()
+            next_at += self.interval_s
+            # After a long stall, start again from now instead of catching up in a burst.
+            next_at = max(next_at, time.monotonic())
+            await asyncio.sleep(next_at - time.monotonic())
+
+    def _sample_once(self) -> None:
+        self.seq += 1
+        batch = {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "time": time.time(),
+                 "interval_s": self.interval_s, "groups": self.source.sample()}
+        self.backlog.push(dumps(batch))
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    # -- sending --------------------------------------------------------------
+
+    async def _send_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            if not self.connected:
+                continue
+            await self._heartbeat()
+            if not self.registered:
+                await self._register()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Send the backlog oldest first; stop at the first batch nobody acknowledges."""
+        while (item := self.backlog.peek()) is not None and self.nc is not None:
+            try:
+                await self.nc.request(self.vm.metrics, item, timeout=ACK_TIMEOUT_S)
+            except (nats_errors.Error, OSError, TimeoutError):
+                # No collector or no connection: wait for the next tick or the reconnect.
+                return
+            self.backlog.pop()
+            self.sent += 1
+
+    async def _heartbeat(self) -> None:
+        assert self.nc is not None
+        beat = {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "time": time.time(),
+                "interval_s": self.interval_s, "backlog": len(self.backlog), "dropped": self.backlog.dropped,
+                "kind": self.kind}
+        with contextlib.suppress(nats_errors.Error, OSError):
+            await self.nc.publish(self.vm.heartbeat, dumps(beat))
+
+    async def _register(self) -> None:
+        """Say who we are; dragonfly answers with the MCIS's interval."""
+        assert self.nc is not None
+        twin = self.config.twin
+        info = {"vm": self.vm.key, "boot": self.boot, "kind": self.kind, "version": VERSION,
+                "hostname": socket.gethostname() if twin is None else self.vm.vm,
+                "ip": twin.ip if twin else "", "interval_s": self.interval_s,
+                "vcpu": twin.vcpu if twin else 0, "memory_bytes": twin.memory_bytes if twin else 0}
+        try:
+            reply = await self.nc.request(self.vm.register, dumps(info), timeout=ACK_TIMEOUT_S)
+        except (nats_errors.Error, OSError, TimeoutError):
+            return
+        self.registered = True
+        self._apply(reply.data)
+
+    # -- answering --------------------------------------------------------------
+
+    async def _on_config(self, msg: Msg) -> None:
+        self._apply(msg.data)
+
+    def _apply(self, data: bytes) -> None:
+        try:
+            interval = float(json.loads(data or b"{}").get("interval_s", 0))
+        except (ValueError, AttributeError):
+            return
+        if 0.1 <= interval <= 3600 and interval != self.interval_s:
+            log.info("interval changed", extra={"vm": self.vm.key, "interval_s": interval})
+            self.interval_s = interval
+
+    async def _on_request(self, msg: Msg) -> None:
+        verb = msg.subject.rsplit(".", 1)[-1]
+        if verb == "metrics":
+            await self._respond(msg, {"vm": self.vm.key, "time": time.time(), "groups": self.source.sample()})
+        elif verb == "cmd":
+            # Commands run beside each other: the subscription must not wait for one to end.
+            task = asyncio.create_task(self._command(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif verb == "status":
+            await self._respond(msg, {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "sent": self.sent,
+                                      "backlog": len(self.backlog), "dropped": self.backlog.dropped,
+                                      "interval_s": self.interval_s})
+        else:
+            await self._respond(msg, {"error": f"unknown request {verb!r}"})
+
+    async def _command(self, msg: Msg) -> None:
+        try:
+            req = json.loads(msg.data)
+            command = str(req["command"])
+            timeout = min(float(req.get("timeout_s") or 60.0), self.config.command_timeout_max_s)
+            limit = min(int(req.get("output_limit_bytes") or self.config.output_limit_bytes),
+                        self.config.output_limit_bytes)
+        except (ValueError, KeyError, TypeError) as err:
+            await self._respond(msg, {"error": f"bad command request: {err}"})
+            return
+        result = await self.runner.run(command, max(0.01, timeout), max(0, limit))
+        await self._respond(msg, result.to_dict())
+
+    async def _respond(self, msg: Msg, body: dict[str, Any]) -> None:
+        if not msg.reply:
+            return
+        with contextlib.suppress(nats_errors.Error, OSError):
+            await msg.respond(dumps(body))
+
+

@@ -1,0 +1,92 @@
+"""The agent's configuration, read from its VM's user-data (YAML or JSON).
+
+    cb_agent:
+      ns: demo
+      mcis: web
+      vm: web-1
+      nats_url: nats://10.0.0.5:4222
+      creds: |              # the VM's own NATS credential (.creds text)
+        -----BEGIN NATS USER JWT-----
+        …
+      interval_s: 5         # optional; dragonfly may change it per MCIS
+
+A CloudTwin guest gets a `twin` section from the emulator (its IP, spec and sandbox).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from dragonfly.subjects import VmId
+from services.natsauth import Creds
+
+SECTION = "cb_agent"
+
+
+@dataclass(frozen=True)
+class TwinSpec:
+    """What a CloudTwin guest is: its address, its size and its sandbox directory."""
+
+    ip: str
+    vcpu: int
+    memory_bytes: int
+    disk_bytes: int
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs to run."""
+
+    vm: VmId
+    nats_url: str
+    creds: Creds
+    interval_s: float = 5.0
+    # Metric batches kept while nobody can take them; beyond, the oldest are dropped (and counted).
+    backlog_max: int = 1000
+    # Limits of `cmd` requests: a request may ask for less, never for more.
+    command_timeout_max_s: float = 600.0
+    output_limit_bytes: int = 1024 * 1024
+    twin: TwinSpec | None = None
+
+
+def is_agent_user_data(text: str) -> bool:
+    """Whether a VM's user-data asks for an agent (cheap: no credential check)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get(SECTION), dict)
+
+
+def parse(text: str, twin: TwinSpec | None = None) -> AgentConfig:
+    """The agent's configuration from user-data; ValueError names what is wrong."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"user-data is neither YAML nor JSON: {err}") from err
+    section = doc.get(SECTION) if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        raise ValueError(f"user-data has no {SECTION!r} section")
+    return from_section(section, twin)
+
+
+def from_section(section: dict[str, Any], twin: TwinSpec | None = None) -> AgentConfig:
+    missing = [k for k in ("ns", "mcis", "vm", "nats_url", "creds") if not section.get(k)]
+    if missing:
+        raise ValueError(f"user-data {SECTION} lacks {', '.join(missing)}")
+    interval = float(section.get("interval_s", 5.0))
+    if not 0.1 <= interval <= 3600:
+        raise ValueError("interval_s must be between 0.1 and 3600")
+    return AgentConfig(vm=VmId(str(section["ns"]), str(section["mcis"]), str(section["vm"])),
+                       nats_url=str(section["nats_url"]), creds=Creds.parse(str(section["creds"])),
+                       interval_s=interval, backlog_max=int(section.get("backlog_max", 1000)), twin=twin)
+
+
+def render(vm: VmId, nats_url: str, creds_text: str, interval_s: float = 5.0) -> str:
+    """User-data that starts an agent for `vm` (what dragonfly hands out with a credential)."""
+    return yaml.safe_dump({SECTION: {"ns": vm.ns, "mcis": vm.mcis, "vm": vm.vm, "nats_url": nats_url,
+                                     "creds": creds_text, "interval_s": interval_s}}, sort_keys=False)
