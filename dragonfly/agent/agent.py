@@ -82,7 +82,8 @@ class Agent:
             try:
                 await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
                                  inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
-                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                                 connect_timeout=2,
                                  error_cb=self._on_error, reconnected_cb=self._on_reconnect,
                                  **self.config.creds.client_options())
             except (nats_errors.Error, OSError, TimeoutError) as err:
@@ -102,6 +103,8 @@ class Agent:
         log.warning("nats error", extra={"vm": self.vm.key, "error": str(err)})
 
     async def _on_reconnect(self) -> None:
+        # Register again: dragonfly may have changed the interval while we were away.
+        self.registered = False
         self._wake.set()
 
     async def _sample_forever(self, stop: asyncio.Event) -> None:

@@ -80,8 +80,8 @@ class Runner:
             proc = await asyncio.create_subprocess_shell(
                 command, cwd=self.cwd, env=self.env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        except OSError as err:
-            return CommandResult(-1, "", "", False, False, False, 0.0, error=f"cannot start: {err}")
+        except OSError as exc:
+            return CommandResult(-1, "", "", False, False, False, 0.0, error=f"cannot start: {exc}")
         self.pgids.add(proc.pid)  # the session leader's PID is the group's ID
         out, err = _Capped(limit_bytes), _Capped(limit_bytes)
         assert proc.stdout is not None and proc.stderr is not None

@@ -1,15 +1,20 @@
-"""Session servers for dragonfly's tests: NATS in operator mode (JWT auth), and its credentials."""
+"""Session servers for dragonfly's tests: NATS in operator mode (JWT auth) with its credentials,
+a dragonfly replica, and cb-agent processes."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest_asyncio
 
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services import natsauth
 from services.launcher import processes as procs
+from tests import servers
 
 
 @dataclass
@@ -50,3 +55,39 @@ async def nats(run_dir: Path) -> AsyncIterator[Nats]:
     server = await start_nats(run_dir / "nats-shared")
     yield server
     server.proc.stop()
+
+
+async def start_dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats, **env: str) -> servers.Server:
+    """A dragonfly replica with the suite's service credential and the agent signing key."""
+    port = procs.free_port()
+    full = {
+        "CB_DRAGONFLY_PORT": str(port), "CB_DRAGONFLY_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
+        "CB_NATS_URL": nats.url, "CB_NATS_CREDS_FILE": str(nats.files.service_creds),
+        "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(nats.files.signer), "CB_GRACE_SECONDS": "1",
+        "CB_DRAGONFLY_DEFAULT_INTERVAL_S": "1", **env,
+    }
+    proc = procs.python_service(f"dragonfly-{port}", "dragonfly.server", run_dir, full)
+    await procs.start_grpc(proc, port)
+    return servers.Server(proc, port, full)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats) -> AsyncIterator[servers.Server]:
+    server = await start_dragonfly(run_dir / "dragonfly-shared", etcd, nats)
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def df(dragonfly: servers.Server) -> AsyncIterator[dragonfly_pb2_grpc.DragonflyStub]:
+    async with grpc.aio.insecure_channel(dragonfly.address) as ch:
+        yield dragonfly_pb2_grpc.DragonflyStub(ch)
+
+
+def start_agent(run_dir: Path, name: str, user_data: str) -> procs.Proc:
+    """cb-agent as a real process, from its user-data file."""
+    path = run_dir / "agents" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(user_data)
+    return procs.Proc(f"agent-{name}", [sys.executable, "-m", "dragonfly.agent", "--user-data", str(path)],
+                      run_dir / "logs" / f"agent-{name}.log", env={"CB_LOG_LEVEL": "WARNING"}).start()

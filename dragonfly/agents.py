@@ -1,0 +1,127 @@
+"""Agents: registrations (kept in etcd), heartbeats (heard by every replica), health,
+and each MCIS's monitoring settings (the interval), announced to its agents."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+
+from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
+from dragonfly import keys
+from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config, vm_of
+from services import errors
+from services.bus import Bus
+from services.store import Store
+
+log = logging.getLogger("dragonfly.agents")
+
+# Silent for longer than this many intervals = unhealthy (so it shows within 3 intervals).
+UNHEALTHY_AFTER_INTERVALS = 2.5
+
+
+@dataclass
+class Beat:
+    """The latest heartbeat of one agent, as this replica heard it."""
+
+    at: float  # time.monotonic() when heard
+    wall: float
+    interval_s: float
+    seq: int
+    backlog: int
+    dropped: int
+    boot: str
+
+
+def stamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+class Agents:
+    """What dragonfly knows about agents."""
+
+    def __init__(self, store: Store, bus: Bus, default_interval_s: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.default_interval_s = default_interval_s
+        self.beats: dict[str, Beat] = {}
+
+    async def start(self) -> None:
+        await self.bus.subscribe(HEARTBEAT_ALL, self._on_heartbeat)
+        # One replica records each registration.
+        await self.bus.subscribe(REGISTER_ALL, self._on_register, queue="dragonfly-registry")
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            vm = vm_of(msg.subject)
+            beat = json.loads(msg.data)
+            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), float(beat["interval_s"]),
+                                      int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
+                                      str(beat.get("boot", "")))
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("malformed heartbeat", extra={"subject": msg.subject, "error": str(err)})
+
+    async def _on_register(self, msg: Msg) -> None:
+        try:
+            vm = vm_of(msg.subject)
+            info = json.loads(msg.data)
+            record = pb.Agent(ns=vm.ns, mcis=vm.mcis, vm=vm.vm, kind=str(info.get("kind", "")),
+                              version=str(info.get("version", "")), hostname=str(info.get("hostname", "")),
+                              ip=str(info.get("ip", "")), boot=str(info.get("boot", "")),
+                              registered_time=stamp(time.time()), interval_s=float(info.get("interval_s", 0)))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning("malformed registration", extra={"subject": msg.subject, "error": str(err)})
+            return
+        try:
+            await self.store.put(keys.agent(vm), record)
+            interval = await self.interval(vm.ns, vm.mcis)
+        except errors.Unavailable as err:
+            # No answer: the agent registers again at its next interval.
+            log.warning("registration not recorded", extra={"vm": vm.key, "error": err.message})
+            return
+        if msg.reply:
+            await msg.respond(json.dumps({"interval_s": interval}).encode())
+
+    # -- health ---------------------------------------------------------------
+
+    def with_health(self, record: pb.Agent) -> pb.Agent:
+        out = pb.Agent()
+        out.CopyFrom(record)
+        beat = self.beats.get(f"{record.ns}.{record.mcis}.{record.vm}")
+        if beat is None:
+            out.health = pb.UNHEALTHY
+            return out
+        silent = time.monotonic() - beat.at
+        out.health = pb.HEALTHY if silent <= UNHEALTHY_AFTER_INTERVALS * beat.interval_s else pb.UNHEALTHY
+        out.last_heartbeat_time.CopyFrom(stamp(time.time() - silent))
+        out.interval_s, out.seq, out.backlog, out.dropped = beat.interval_s, beat.seq, beat.backlog, beat.dropped
+        if beat.boot:
+            out.boot = beat.boot
+        return out
+
+    async def get(self, vm: VmId) -> pb.Agent:
+        found = await self.store.must_get(keys.agent(vm), pb.Agent, f"agent of VM {vm.key}")
+        return self.with_health(found.value)
+
+    async def page(self, ns: str, mcis: str, size: int, after: str) -> tuple[list[pb.Agent], str]:
+        page = await self.store.page(keys.agents(ns, mcis), pb.Agent, size, after)
+        return [self.with_health(v.value) for v in page.items], page.next_key
+
+    # -- settings -------------------------------------------------------------
+
+    async def interval(self, ns: str, mcis: str) -> float:
+        found = await self.store.get(keys.mcis_config(ns, mcis), pb.MonitoringConfig)
+        return found.value.interval_s if found is not None and found.value.interval_s else self.default_interval_s
+
+    async def set_interval(self, ns: str, mcis: str, interval_s: float) -> pb.MonitoringConfig:
+        config = pb.MonitoringConfig(interval_s=interval_s)
+        await self.store.put(keys.mcis_config(ns, mcis), config)
+        # Agents hear it at once; an agent that was away reads it when it registers again.
+        await self.bus.publish(mcis_config(ns, mcis), json.dumps({"interval_s": interval_s}).encode())
+        return config

@@ -1,0 +1,124 @@
+"""Collectors: every replica joins one NATS queue group on `cb.metrics.>`, so each batch
+reaches one replica; batches are written to storage in groups and each is acknowledged
+only once written, so an agent keeps what was not stored and sends it again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from dragonfly.agent.sources import GROUPS
+from dragonfly.storage import Backend, Sample
+from dragonfly.subjects import METRICS_ALL, vm_of
+from services.bus import Bus
+
+log = logging.getLogger("dragonfly.collector")
+
+
+@dataclass
+class Counts:
+    batches: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+
+
+def samples_of(subject: str, data: bytes) -> tuple[str, str, int, list[Sample]]:
+    """(vm key, boot, seq, samples) of one batch; the subject, which the server vouches for,
+    names the VM, never the payload."""
+    vm = vm_of(subject).key
+    batch = json.loads(data)
+    t = float(batch["time"])
+    groups = batch["groups"]
+    samples = [Sample(vm, g, t, {k: float(v) for k, v in groups[g].items()}) for g in GROUPS if g in groups]
+    return vm, str(batch.get("boot", "")), int(batch["seq"]), samples
+
+
+class Collector:
+    """One replica's share of the metric stream."""
+
+    def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float) -> None:
+        self.bus = bus
+        self.backend = backend
+        self.queue = queue
+        self.batch_samples = batch_samples
+        self.flush_s = flush_s
+        self.counts = Counts()
+        # Newest (boot, seq) stored per VM: a batch sent again after a lost acknowledgement is not stored twice.
+        self._last: dict[str, tuple[str, int]] = {}
+        self._pending: list[tuple[Msg, list[Sample]]] = []
+        self._pending_samples = 0
+        self._due = asyncio.Event()
+        self._sub: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.bus.subscribe(METRICS_ALL, self._on_batch, queue=self.queue)
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._flush()
+
+    async def _on_batch(self, msg: Msg) -> None:
+        try:
+            vm, boot, seq, samples = samples_of(msg.subject, msg.data)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            self.counts.malformed += 1
+            log.warning("malformed metric batch", extra={"subject": msg.subject, "error": str(err)})
+            await self._ack(msg, {"error": f"malformed batch: {err}"})
+            return
+        last = self._last.get(vm)
+        if last is not None and last[0] == boot and seq <= last[1]:
+            self.counts.duplicates += 1
+            await self._ack(msg, {"ok": True, "duplicate": True})
+            return
+        self._last[vm] = (boot, seq)
+        self._pending.append((msg, samples))
+        self._pending_samples += len(samples)
+        if self._pending_samples >= self.batch_samples:
+            self._due.set()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.flush_s)
+            self._due.clear()
+            try:
+                await self._flush()
+            except Exception:  # a failing backend must not stop collection; nothing is acknowledged
+                log.exception("storage write failed")
+                await asyncio.sleep(1.0)
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_samples = self._pending, [], 0
+        try:
+            await self.backend.write([s for _, batch in pending for s in batch])
+        except Exception:
+            # Unacknowledged: the agents keep these batches and send them again; forget their seqs.
+            for msg, _ in pending:
+                self._last.pop(vm_of(msg.subject).key, None)
+            raise
+        self.counts.batches += len(pending)
+        self.counts.samples += sum(len(b) for _, b in pending)
+        for msg, _ in pending:
+            await self._ack(msg, {"ok": True})
+
+    async def _ack(self, msg: Msg, body: dict[str, object]) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(body).encode())

@@ -1,0 +1,77 @@
+"""The dragonfly service process (`cb-dragonfly`)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
+from dragonfly.agents import Agents
+from dragonfly.bus import CredentialedBus
+from dragonfly.collector import Collector
+from dragonfly.servicer import DragonflyServicer
+from dragonfly.settings import DragonflySettings
+from dragonfly.storage.memory import MemoryBackend
+from services.natsauth import Creds, NatsAuthSettings, Signer
+from services.rpc.server import Binding, run
+from services.settings import CommonSettings
+from services.store import Store
+
+log = logging.getLogger("dragonfly")
+
+SERVICE_NAME = "cbapi.dragonfly.v1.Dragonfly"
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise SystemExit(f"dragonfly cannot read {what} {path}: {err}") from err
+
+
+class DragonflyApp:
+    """Every replica collects its share of metrics, hears every heartbeat and serves the API."""
+
+    name = "dragonfly"
+
+    def __init__(self, settings: DragonflySettings, common: CommonSettings, auth: NatsAuthSettings) -> None:
+        if settings.storage != "memory":
+            raise SystemExit(f"dragonfly: unknown storage {settings.storage!r} (memory)")
+        if not auth.creds_file:
+            raise SystemExit("dragonfly needs a NATS credential: set CB_NATS_CREDS_FILE")
+        self.identity = f"dragonfly-{uuid.uuid4().hex[:12]}"
+        self.store = Store.from_endpoints(common.etcd_endpoints)
+        self.bus = CredentialedBus(common.nats_url, self.identity, Creds.parse(_read(auth.creds_file, "credential")))
+        self.backend = MemoryBackend(settings.raw_points)
+        self.agents = Agents(self.store, self.bus, settings.default_interval_s)
+        self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,
+                                   settings.flush_s)
+        signer = Signer.load(_read(settings.agent_signer_file, "signing key")) if settings.agent_signer_file else None
+        self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, signer,
+                                          settings.agent_nats_url or common.nats_url)
+
+    def bindings(self) -> list[Binding]:
+        return [Binding(SERVICE_NAME, self.servicer, dragonfly_pb2_grpc.add_DragonflyServicer_to_server)]
+
+    async def start(self) -> None:
+        await self.bus.connect()
+        await self.agents.start()
+        await self.collector.start()
+        log.info("collecting", extra={"identity": self.identity})
+
+    async def stop(self) -> None:
+        await self.collector.stop()
+        await self.bus.close()
+        await self.backend.close()
+        await self.store.close()
+
+
+def main() -> None:
+    settings = DragonflySettings()
+    common = CommonSettings()
+    run(lambda: DragonflyApp(settings, common, NatsAuthSettings()), settings, common)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The gRPC API of dragonfly (`cbapi.dragonfly.v1.Dragonfly`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import grpc
+
+from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
+from dragonfly.agent.config import render
+from dragonfly.agent.sources import GROUPS
+from dragonfly.agents import Agents, stamp
+from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
+from dragonfly.subjects import VmId
+from services import errors
+from services.bus import Bus
+from services.natsauth import Signer, decode_claims, format_creds
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+_UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_PAGE = 1000
+# Extra time a command request waits beyond the command's own timeout (the trip and the kill).
+COMMAND_SLACK_S = 5.0
+
+
+def vm_id(ns: str, mcis: str, vm: str) -> VmId:
+    try:
+        return VmId(ns, mcis, vm)
+    except ValueError as err:
+        field = str(err).split(" ", 1)[0]
+        raise errors.InvalidArgument.field(field, str(err)) from err
+
+
+def check_name(field: str, value: str) -> None:
+    vm_id(value if field == "ns" else "a", value if field == "mcis" else "a", "a")
+
+
+def duration_s(text: str) -> float:
+    m = _DURATION.match(text or "10m")
+    if not m:
+        raise errors.InvalidArgument.field("duration", f"{text!r} is not like 30s, 10m, 6h or 2d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def build_query(prefix: str, group: str, period: str, aggregate: str, duration: str) -> Query:
+    if group not in GROUPS:
+        raise errors.InvalidArgument.field("group", f"{group!r} is not one of {', '.join(GROUPS)}")
+    if period and period not in PERIODS:
+        raise errors.InvalidArgument.field("period", "m, h or d (or empty for every stored point)")
+    aggregate = aggregate or "avg"
+    if aggregate not in AGGREGATES:
+        raise errors.InvalidArgument.field("aggregate", f"one of {', '.join(AGGREGATES)}")
+    now = time.time()
+    return Query(prefix, group, now - duration_s(duration), now, PERIODS.get(period, 0.0), aggregate)
+
+
+def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
+    out = pb.QueryMetricsResponse()
+    for r in results:
+        series = out.series.add(vm=r.vm, group=r.group)
+        for t, values in r.points:
+            series.points.add(time=stamp(t), values=values)
+    return out
+
+
+class DragonflyServicer(pb_grpc.DragonflyServicer):
+    """Agents, metrics and commands of every VM that has an agent."""
+
+    def __init__(self, agents: Agents, backend: Backend, bus: Bus, signer: Signer | None, agent_nats_url: str) -> None:
+        self.agents = agents
+        self.backend = backend
+        self.bus = bus
+        self.signer = signer
+        self.agent_nats_url = agent_nats_url
+
+    async def IssueAgentCredential(self, request: pb.IssueAgentCredentialRequest,
+                                   context: grpc.aio.ServicerContext) -> pb.AgentCredential:
+        """Mint a credential that lets one VM's agent speak only as that VM."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        if self.signer is None:
+            raise errors.FailedPrecondition("dragonfly has no agent signing key (CB_DRAGONFLY_AGENT_SIGNER_FILE)")
+        creds = self.signer.issue(vm.key, vm.permissions())
+        text = format_creds(creds.jwt, creds.seed)
+        interval = await self.agents.interval(vm.ns, vm.mcis)
+        return pb.AgentCredential(creds=text, user_data=render(vm, self.agent_nats_url, text, interval),
+                                  user=str(decode_claims(creds.jwt)["sub"]))
+
+    async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
+        """Registered agents of a namespace or MCIS, with health from their heartbeats."""
+        check_name("ns", request.ns)
+        if request.mcis:
+            check_name("mcis", request.mcis)
+        if request.page_size < 0:
+            raise errors.InvalidArgument.field("page_size", "must be >= 0")
+        agents, next_key = await self.agents.page(request.ns, request.mcis, min(request.page_size or 100, MAX_PAGE),
+                                                  request.page_token)
+        return pb.ListAgentsResponse(agents=agents, next_page_token=next_key)
+
+    async def GetAgent(self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext) -> pb.Agent:
+        """One agent; NOT_FOUND until it has registered."""
+        return await self.agents.get(vm_id(request.ns, request.mcis, request.vm))
+
+    async def QueryVmMetrics(self, request: pb.QueryVmMetricsRequest,
+                             context: grpc.aio.ServicerContext) -> pb.QueryMetricsResponse:
+        """Stored metrics of one VM."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        q = build_query(vm.key, request.group, request.period, request.aggregate, request.duration)
+        return to_series(await self.backend.query(q))
+
+    async def QueryMcisMetrics(self, request: pb.QueryMcisMetricsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.QueryMetricsResponse:
+        """Stored metrics of every VM of an MCIS, one series each."""
+        vm = vm_id(request.ns, request.mcis, "a")
+        q = build_query(f"{vm.ns}.{vm.mcis}.", request.group, request.period, request.aggregate, request.duration)
+        return to_series(await self.backend.query(q))
+
+    async def ReadVmMetrics(self, request: pb.ReadVmMetricsRequest, context: grpc.aio.ServicerContext) -> pb.LiveMetrics:
+        """Metrics read from the agent now."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        body = await self._ask(vm, "metrics", {}, 5.0)
+        out = pb.LiveMetrics(time=stamp(float(body.get("time", time.time()))))
+        for group, values in dict(body.get("groups", {})).items():
+            out.groups[group].values.update({k: float(v) for k, v in values.items()})
+        return out
+
+    async def RunCommand(self, request: pb.RunCommandRequest, context: grpc.aio.ServicerContext) -> pb.CommandResult:
+        """Run a command through the VM's agent; a timeout is reported in the result, not as an error."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        if not request.command.strip():
+            raise errors.InvalidArgument.field("command", "required")
+        if request.timeout_s < 0 or request.output_limit_bytes < 0:
+            raise errors.InvalidArgument.field("timeout_s" if request.timeout_s < 0 else "output_limit_bytes",
+                                               "must be >= 0")
+        timeout = request.timeout_s or 60.0
+        body = await self._ask(vm, "cmd", {"command": request.command, "timeout_s": timeout,
+                                           "output_limit_bytes": request.output_limit_bytes}, timeout + COMMAND_SLACK_S)
+        if "exit_code" not in body:
+            raise errors.InvalidArgument(f"the agent refused the command: {body.get('error', body)}")
+        return pb.CommandResult(**{k: body[k] for k in ("exit_code", "stdout", "stderr", "timed_out", "stdout_truncated",
+                                                        "stderr_truncated", "duration_s", "error")})
+
+    async def _ask(self, vm: VmId, verb: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        try:
+            data = await self.bus.request(vm.request(verb), json.dumps(body).encode(), timeout=timeout)
+        except errors.Unavailable as err:
+            raise errors.Unavailable(f"the agent of VM {vm.key} is not connected") from err
+        except errors.DeadlineExceeded as err:
+            raise errors.DeadlineExceeded(f"the agent of VM {vm.key} did not answer within {timeout:g}s") from err
+        answer: dict[str, Any] = json.loads(data)
+        return answer
+
+    async def GetMonitoringConfig(self, request: pb.GetMonitoringConfigRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.MonitoringConfig:
+        """The MCIS's settings (defaults until someone changes them)."""
+        vm = vm_id(request.ns, request.mcis, "a")
+        return pb.MonitoringConfig(interval_s=await self.agents.interval(vm.ns, vm.mcis))
+
+    async def UpdateMonitoringConfig(self, request: pb.UpdateMonitoringConfigRequest,
+                                     context: grpc.aio.ServicerContext) -> pb.MonitoringConfig:
+        """Set the MCIS's interval; its agents change at once."""
+        vm = vm_id(request.ns, request.mcis, "a")
+        interval = request.config.interval_s
+        if not 0.1 <= interval <= 3600:
+            raise errors.InvalidArgument.field("config.interval_s", "between 0.1 and 3600 seconds")
+        return await self.agents.set_interval(vm.ns, vm.mcis, interval)

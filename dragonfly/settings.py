@@ -1,0 +1,32 @@
+"""Settings of the dragonfly service (environment variables `CB_DRAGONFLY_…`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.settings import ServerSettings
+
+
+class DragonflySettings(ServerSettings):
+    """Where dragonfly listens, how it stores, and how agents are judged."""
+
+    model_config = SettingsConfigDict(env_prefix="CB_DRAGONFLY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 9999
+    # `memory` (embedded, bounded, per process).
+    storage: str = "memory"
+    # Raw points kept per VM and group by the memory backend (roll-ups keep a day of minutes, a month of hours).
+    raw_points: int = Field(default=3600, ge=10)
+    # The account signing key that mints agents' credentials (written by the launcher, mode 0600).
+    agent_signer_file: str = ""
+    # The NATS URL agents are told to use; empty = CB_NATS_URL.
+    agent_nats_url: str = ""
+    # Interval of an MCIS nobody configured.
+    default_interval_s: float = Field(default=5.0, ge=0.1, le=3600)
+    # Collectors of every replica share the metric stream in this NATS queue group.
+    collector_queue: str = "dragonfly-collectors"
+    # A collector writes to storage when this many samples wait, or after flush_s.
+    batch_samples: int = Field(default=2000, ge=1)
+    flush_s: float = Field(default=0.05, gt=0)
