@@ -14,6 +14,7 @@ from services.settings import CommonSettings
 
 from .catalog import Catalog
 from .cloud import TwinCloud
+from .guests import Guests
 from .knobs import KnobTable, parse_entries
 from .persistence import Housekeeper, StateFile
 from .servicer import CloudTwinServicer
@@ -51,6 +52,7 @@ class CloudTwinApp:
         self.file = StateFile(Path(settings.state_file)) if settings.state_file else None
         self.keeper = Housekeeper(self.store, self.file, self.cloud.snapshot)
         self.servicer = CloudTwinServicer(self.cloud)
+        self.guests = Guests(self.store, catalog, settings.guest_dir, settings.guest_shards) if settings.guests else None
 
     def bindings(self) -> Sequence[Binding]:
         return [Binding(SERVICE_NAME, self.servicer, pb_grpc.add_CloudTwinServicer_to_server)]
@@ -63,12 +65,17 @@ class CloudTwinApp:
                 self.cloud.restore(state)
                 log.info("state loaded", extra={"path": str(self.file.path), "resources": len(state.resources)})
         self.keeper.start()
+        if self.guests is not None:
+            # After a restart, the running VMs loaded above get their agents back.
+            self.guests.start()
         log.info("cloudtwin ready", extra={"seed": self.settings.seed,
                                            "providers": len(self.cloud.catalog.providers),
                                            "regions": self.cloud.catalog.region_count()})
 
     async def stop(self) -> None:
-        """Stop housekeeping and save the state one last time."""
+        """Halt the guests, stop housekeeping and save the state one last time."""
+        if self.guests is not None:
+            await self.guests.stop()
         await self.keeper.stop()
 
 

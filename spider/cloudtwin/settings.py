@@ -47,3 +47,10 @@ class CloudTwinSettings(ServerSettings):
     #               "knobs": {"create_latency": {"median_s": 2}, "failure_rate": 0.1}}].
     # An empty provider or region means every one.
     knobs_json: str = ""
+
+    # Guests: a running VM whose user-data has a `cb_agent` section runs a cb-agent.
+    guests: bool = True
+    # Helper processes the agents are spread over.
+    guest_shards: int = Field(default=1, ge=1, le=64)
+    # Sandbox directories of the VMs (and the helpers' logs); "" = a temporary directory.
+    guest_dir: str = ""

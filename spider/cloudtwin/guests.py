@@ -1,0 +1,171 @@
+"""Guests: the cb-agent inside every running twin VM whose user-data asks for one.
+
+A VM gets an agent while it is `running` and loses it when it stops, reboots or
+terminates; after an emulator restart the running VMs' agents boot again from
+the saved state. The agents live in a few helper processes
+(`python -m dragonfly.agent.guests`, the shards), each VM always in the same
+shard, so the emulator's own event loop stays free for the cloud API. A shard
+that dies is started again and gets its guests back. Each VM has a sandbox
+directory where its commands run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
+
+from . import lifecycle
+from .catalog import Catalog
+from .store import Record, Store
+
+log = logging.getLogger("cloudtwin.guests")
+
+AGENT_SECTION = "cb_agent"
+GIB = 1 << 30
+
+
+def wants_agent(user_data: str) -> bool:
+    """Whether user-data asks for an agent (a `cb_agent` mapping at the top)."""
+    if AGENT_SECTION not in user_data:
+        return False
+    try:
+        doc = yaml.safe_load(user_data)
+    except yaml.YAMLError:
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get(AGENT_SECTION), dict)
+
+
+@dataclass
+class Shard:
+    """One helper process and the guests it runs."""
+
+    index: int
+    log_path: Path
+    proc: asyncio.subprocess.Process | None = None
+    guests: set[str] = field(default_factory=set)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "dragonfly.agent.guests", stdin=asyncio.subprocess.PIPE, stdout=out,
+                stderr=asyncio.subprocess.STDOUT)
+        self.guests.clear()
+
+    async def send(self, order: dict[str, object]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(order).encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Close its stdin: it halts its guests and exits; killed if it does not."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+class Guests:
+    """Keeps the set of running agents equal to the set of running VMs that ask for one."""
+
+    def __init__(self, store: Store, catalog: Catalog, directory: str, shards: int, interval_s: float = 0.5) -> None:
+        self.store = store
+        self.catalog = catalog
+        self._own_dir = not directory
+        self.root = Path(directory or tempfile.mkdtemp(prefix="cloudtwin-guests-"))
+        self.shards = [Shard(i, self.root / "logs" / f"guests-{i}.log") for i in range(max(1, shards))]
+        self.interval_s = interval_s
+        # VM ID → whether its user-data asks for an agent (user-data never changes).
+        self._wants: dict[str, bool] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cloudtwin-guests")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(s.stop() for s in self.shards))
+        if self._own_dir:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def running(self) -> set[str]:
+        return set().union(*(s.guests for s in self.shards))
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("guest sync failed")
+            await asyncio.sleep(self.interval_s)
+
+    def _wanted(self) -> dict[str, Record]:
+        now = self.store.clock()
+        out = {}
+        for rec in self.store.all_records():
+            if rec.kind != pb.VM or not self.store.advance(rec, now) or rec.state != lifecycle.RUNNING:
+                continue
+            wants = self._wants.get(rec.id)
+            if wants is None:
+                wants = self._wants[rec.id] = wants_agent(rec.res.vm.user_data)
+            if wants:
+                out[rec.id] = rec
+        return out
+
+    def _shard(self, vm_id: str) -> Shard:
+        return self.shards[zlib.crc32(vm_id.encode()) % len(self.shards)]
+
+    async def sync(self) -> None:
+        """Boot the agents of newly running VMs, halt those of VMs no longer running."""
+        for shard in self.shards:
+            if shard.proc is not None and not shard.alive():
+                log.warning("guest shard exited; starting it again", extra={"shard": shard.index})
+                await shard.start()  # forgets its guests: they boot again below
+        wanted = self._wanted()
+        for shard in self.shards:
+            for vm_id in list(shard.guests - wanted.keys()):
+                await shard.send({"op": "halt", "id": vm_id})
+                shard.guests.discard(vm_id)
+        for vm_id, rec in wanted.items():
+            shard = self._shard(vm_id)
+            if vm_id in shard.guests:
+                continue
+            if shard.proc is None:
+                await shard.start()  # helpers start with their first guest
+            await shard.send({"op": "boot", "id": vm_id, "user_data": rec.res.vm.user_data, "twin": self._twin(rec)})
+            shard.guests.add(vm_id)
+        known = {r.id for r in self.store.all_records()}
+        for vm_id in self._wants.keys() - known:
+            del self._wants[vm_id]
+
+    def _twin(self, rec: Record) -> dict[str, object]:
+        vm = rec.res.vm
+        try:
+            memory_gib = self.catalog.region(rec.res.provider, rec.res.region).specs[vm.spec].memory_gib
+        except (KeyError, LookupError):
+            memory_gib = 2.0 * max(1, vm.vcpu)
+        return {"ip": vm.private_ip, "vcpu": max(1, vm.vcpu), "memory_bytes": int(memory_gib * GIB),
+                "disk_bytes": max(1, vm.root_disk_gib) * GIB, "sandbox": str(self.root / "vms" / rec.id)}
