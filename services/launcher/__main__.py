@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services import natsauth
 from services.gateway import launch as gateway_launch
 from services.launcher import demo
 from services.launcher import processes as procs
@@ -73,7 +74,10 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     etcd = procs.etcd(run_dir, ports["etcd"])
     started.append(Endpoint("etcd", f"http://127.0.0.1:{ports['etcd']}", etcd))
     await procs.start_tcp(etcd, ports["etcd"])
-    nats = procs.nats(run_dir, ports["nats"])
+    # NATS admits only JWT users: services share one credential, each agent gets its own from dragonfly.
+    auth = natsauth.write_suite_auth(run_dir / "nats-auth")
+    env["CB_NATS_CREDS_FILE"] = str(auth.service_creds)
+    nats = procs.nats(run_dir, ports["nats"], auth.server_config)
     started.append(Endpoint("nats", f"nats://127.0.0.1:{ports['nats']}", nats))
     await procs.start_tcp(nats, ports["nats"])
     await grpc_service("cloudtwin", "spider.cloudtwin.server", {
@@ -84,6 +88,9 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     await grpc_service("spider", "spider.server", {
         "CB_SPIDER_PORT": str(ports["spider"]),
         "CB_SPIDER_CALL_LOG_FILE": str(run_dir / "logs" / "spider-calls.jsonl"),
+    })
+    await grpc_service("dragonfly", "dragonfly.server", {
+        "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer),
     })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
     backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin")}
@@ -118,6 +125,7 @@ async def main() -> int:
         "nats": _port_of(common.nats_url, 4222),
         "cloudtwin": int(os.environ.get("CB_CLOUDTWIN_PORT", "7000")),
         "spider": int(os.environ.get("CB_SPIDER_PORT", "2048")),
+        "dragonfly": int(os.environ.get("CB_DRAGONFLY_PORT", "9999")),
         "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
     message = _busy_ports(ports)

@@ -36,10 +36,11 @@ def _alive(pid: int) -> bool:
 
 
 async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway")}
+    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
-           "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"])}
+           "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"]),
+           "CB_DRAGONFLY_PORT": str(ports["dragonfly"])}
     env.pop("CB_ADMIN_API_KEY", None)
     out = (tmp_path / "launcher.out").open("wb")
     launcher = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=out,
@@ -51,9 +52,10 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the suite did not come up"
             await asyncio.sleep(0.2)
         suite = json.loads((tmp_path / "suite.json").read_text())
-        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "gateway"}
+        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "gateway"}
         assert await is_serving(f"127.0.0.1:{ports['spider']}")
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
+        assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
