@@ -10,20 +10,34 @@ from dataclasses import dataclass, field
 
 from dragonfly.storage import Query, Result, Sample
 
-# A cell of a roll-up: [min, max, sum, count, last] per field.
+# A cell of a roll-up: [min, max, sum, count, last, time of last] per field.
 Cell = dict[str, list[float]]
 
 
-def _merge(cell: Cell, values: dict[str, float]) -> None:
+def _merge(cell: Cell, t: float, values: dict[str, float]) -> None:
     for name, v in values.items():
         agg = cell.get(name)
         if agg is None:
-            cell[name] = [v, v, v, 1.0, v]
+            cell[name] = [v, v, v, 1.0, v, t]
         else:
             agg[0], agg[1] = min(agg[0], v), max(agg[1], v)
             agg[2] += v
             agg[3] += 1.0
-            agg[4] = v
+            if t >= agg[5]:  # points may arrive out of order (a backlog): last is the newest in time
+                agg[4], agg[5] = v, t
+
+
+def _combine(into: Cell, cell: Cell) -> None:
+    for name, agg in cell.items():
+        mine = into.get(name)
+        if mine is None:
+            into[name] = list(agg)
+            continue
+        mine[0], mine[1] = min(mine[0], agg[0]), max(mine[1], agg[1])
+        mine[2] += agg[2]
+        mine[3] += agg[3]
+        if agg[5] >= mine[5]:
+            mine[4], mine[5] = agg[4], agg[5]
 
 
 def _finish(cell: Cell, aggregate: str) -> dict[str, float]:
@@ -49,7 +63,7 @@ class Rollup:
                 return  # older than everything kept
             self.starts.insert(i, start)
             self.cells.insert(i, {})
-        _merge(self.cells[i], values)
+        _merge(self.cells[i], t, values)
         if len(self.starts) > self.limit:
             del self.starts[0], self.cells[0]
 
@@ -61,6 +75,8 @@ class SeriesData:
     values: list[dict[str, float]] = field(default_factory=list)
     minutes: Rollup = field(default_factory=lambda: Rollup(60.0, 1440))
     hours: Rollup = field(default_factory=lambda: Rollup(3600.0, 720))
+    # Whether older raw points were ever let go (then only the roll-ups reach further back).
+    trimmed: bool = False
 
     def add(self, t: float, values: dict[str, float]) -> None:
         i = bisect.bisect_right(self.times, t)
@@ -70,32 +86,26 @@ class SeriesData:
         if len(self.times) > self.raw_limit + max(16, self.raw_limit // 10):
             cut = len(self.times) - self.raw_limit
             del self.times[:cut], self.values[:cut]
+            self.trimmed = True
         self.minutes.add(t, values)
         self.hours.add(t, values)
 
     def read(self, q: Query) -> list[tuple[float, dict[str, float]]]:
         lo, hi = bisect.bisect_left(self.times, q.start), bisect.bisect_right(self.times, q.end)
-        raw_covers = bool(self.times) and self.times[0] <= q.start
+        raw_covers = not self.trimmed or self.times[0] <= q.start
         if q.step_s <= 0:
             return list(zip(self.times[lo:hi], self.values[lo:hi], strict=True))
         if raw_covers or q.step_s < 60:
             buckets: dict[float, Cell] = {}
             for t, v in zip(self.times[lo:hi], self.values[lo:hi], strict=True):
-                _merge(buckets.setdefault(t - t % q.step_s, {}), v)
+                _merge(buckets.setdefault(t - t % q.step_s, {}), t, v)
             return [(start, _finish(cell, q.aggregate)) for start, cell in sorted(buckets.items())]
         # Older than the raw ring: combine the roll-up that fits the step.
         rollup = self.minutes if q.step_s < 3600 else self.hours
         combined: dict[float, Cell] = {}
         for start, cell in zip(rollup.starts, rollup.cells, strict=True):
             if q.start - rollup.width_s < start <= q.end:
-                target = combined.setdefault(start - start % q.step_s, {})
-                for name, agg in cell.items():
-                    mine = target.get(name)
-                    if mine is None:
-                        target[name] = list(agg)
-                    else:
-                        mine[0], mine[1], mine[2], mine[3], mine[4] = (
-                            min(mine[0], agg[0]), max(mine[1], agg[1]), mine[2] + agg[2], mine[3] + agg[3], agg[4])
+                _combine(combined.setdefault(start - start % q.step_s, {}), cell)
         return [(start, _finish(cell, q.aggregate)) for start, cell in sorted(combined.items())]
 
 
