@@ -8,11 +8,11 @@ from pathlib import Path
 
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from dragonfly.agents import Agents
-from dragonfly.bus import CredentialedBus
 from dragonfly.collector import Collector
 from dragonfly.servicer import DragonflyServicer
 from dragonfly.settings import DragonflySettings
 from dragonfly.storage.memory import MemoryBackend
+from services.bus import Bus
 from services.natsauth import Creds, NatsAuthSettings, Signer
 from services.rpc.server import Binding, run
 from services.settings import CommonSettings
@@ -42,7 +42,8 @@ class DragonflyApp:
             raise SystemExit("dragonfly needs a NATS credential: set CB_NATS_CREDS_FILE")
         self.identity = f"dragonfly-{uuid.uuid4().hex[:12]}"
         self.store = Store.from_endpoints(common.etcd_endpoints)
-        self.bus = CredentialedBus(common.nats_url, self.identity, Creds.parse(_read(auth.creds_file, "credential")))
+        creds = Creds.parse(_read(auth.creds_file, "credential"))
+        self.bus = Bus(common.nats_url, self.identity, creds.client_options())
         self.backend = MemoryBackend(settings.raw_points)
         self.agents = Agents(self.store, self.bus, settings.default_interval_s)
         self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from nats import errors as nats_errors
 from nats.aio.client import Client
@@ -19,12 +20,12 @@ log = logging.getLogger("bus")
 class Bus:
     """One NATS connection per process; reconnects forever and buffers while away."""
 
-    def __init__(self, url: str, name: str, user: str = "", password: str = "",
+    def __init__(self, url: str, name: str, options: Mapping[str, Any] | None = None,
                  first_connect_s: float = 5.0) -> None:
         self.url = url
         self.name = name
-        self._user = user
-        self._password = password
+        # How this process proves who it is (e.g. a user JWT and its signature, see services.natsauth).
+        self._options = dict(options or {})
         # Once connected, reconnecting never gives up; the first connect does, with a clear error.
         self._first_connect_s = first_connect_s
         self._nc: Client | None = None
@@ -42,7 +43,7 @@ class Bus:
         nc = Client()
         try:
             await asyncio.wait_for(nc.connect(
-                self.url, name=self.name, user=self._user or None, password=self._password or None,
+                self.url, name=self.name, **self._options,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,  # type: ignore[arg-type]
                 disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error,
                 allow_reconnect=True, pending_size=64 * 1024 * 1024,
