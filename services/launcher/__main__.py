@@ -1,9 +1,10 @@
 """`python -m services.launcher`: the whole suite on loopback until Ctrl-C.
 
 Starts etcd and NATS (JetStream) with their data under one run directory, then
-CloudTwin and the services, waits for each to be healthy, registers the demo
-clouds, prints where everything listens, and on one Ctrl-C stops every process
-it started, by PID, in reverse order.
+CloudTwin, spider, tumblebug and the gateway, waits for each to be healthy,
+registers the demo clouds and the demo namespace, prints where everything
+listens, and on one Ctrl-C stops every process it started, by PID, in reverse
+order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
 
 from services import natsauth
 from services.gateway import launch as gateway_launch
@@ -60,7 +63,7 @@ def _busy_ports(ports: dict[str, int]) -> str:
         return ""
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
-            "CB_SPIDER_PORT, CB_GATEWAY_PORT).")
+            "CB_SPIDER_PORT, CB_TUMBLEBUG_PORT, CB_GATEWAY_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
@@ -92,6 +95,10 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     await grpc_service("dragonfly", "dragonfly.server", {
         "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer),
     })
+    await grpc_service("tumblebug", "tumblebug.server", {
+        "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
+        "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{ports['spider']}",
+    })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
     backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin")}
     gateway = gateway_launch.suite_process(run_dir, env, ports["gateway"], backends)
@@ -99,16 +106,20 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     await gateway_launch.start(gateway, ports["gateway"])
 
 
-def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path) -> None:
+def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path, example: str) -> None:
     print("\nThe suite is running on loopback:\n")
     for ep in started:
         print(f"  {ep.name:<10} {ep.address:<28} pid {ep.proc.pid:<8} log {ep.proc.log_path}")
     print(f"\n  {len(connections)} demo connections registered in spider: {', '.join(connections)}")
+    print(f"  tumblebug namespace: {demo.NAMESPACE} (cbctl's default here)")
     print(f"  run directory: {run_dir}")
     print(f"  {gateway_launch.key_note(run_dir)}")
     gateway = next(ep.address for ep in started if ep.name == "gateway")
     print(f"\nTry:  cbctl get connections        (REST API {gateway}, docs {gateway}/docs)")
-    print("      grpcurl -plaintext 127.0.0.1:2048 list   (reflection is on)")
+    if example:
+        print(f"      {example}")
+    spider = next(ep.address for ep in started if ep.name == "spider")
+    print(f"      grpcurl -plaintext {spider} list   (reflection is on)")
     print("Press Ctrl-C once to stop everything.\n", flush=True)
 
 
@@ -126,6 +137,7 @@ async def main() -> int:
         "cloudtwin": int(os.environ.get("CB_CLOUDTWIN_PORT", "7000")),
         "spider": int(os.environ.get("CB_SPIDER_PORT", "2048")),
         "dragonfly": int(os.environ.get("CB_DRAGONFLY_PORT", "9999")),
+        "tumblebug": int(os.environ.get("CB_TUMBLEBUG_PORT", "50252")),
         "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
     message = _busy_ports(ports)
@@ -157,9 +169,13 @@ async def main() -> int:
             return 130
         starting.result()
         connections = await demo.register(f"127.0.0.1:{ports['spider']}", f"127.0.0.1:{ports['cloudtwin']}")
+        tumblebug = f"127.0.0.1:{ports['tumblebug']}"
+        # cbctl's default namespace when run from here (as it finds admin.key here).
+        (run_dir / "namespace").write_text(await demo.namespace(tumblebug) + "\n")
+        example = await demo.mcis_example(tumblebug, connections)
         (run_dir / "suite.json").write_text(json.dumps(
             {ep.name: {"address": ep.address, "pid": ep.proc.pid} for ep in started}, indent=2))
-        _print_table(started, connections, run_dir)
+        _print_table(started, connections, run_dir, example)
         print(f"Ready in {time.monotonic() - t0:.1f}s.", flush=True)
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -173,12 +189,16 @@ async def main() -> int:
     except (RuntimeError, TimeoutError, OSError) as err:
         print(f"The suite could not start: {err}", file=sys.stderr)
         code = 1
+    except grpc.aio.AioRpcError as err:
+        print(f"The suite could not set up its demo: {err.code().name}: {err.details()}", file=sys.stderr)
+        code = 1
     finally:
         print("Stopping …", flush=True)
         for ep in reversed(started):
             ep.proc.stop()
         pid_file.unlink(missing_ok=True)
         (run_dir / "suite.json").unlink(missing_ok=True)
+        (run_dir / "namespace").unlink(missing_ok=True)
         print("Stopped; nothing left running.", flush=True)
     return code
 

@@ -1,4 +1,5 @@
-"""The demo clouds: CloudTwin providers and regions registered as spider connections."""
+"""The demo clouds: CloudTwin providers and regions registered as spider connections, and a
+tumblebug namespace to start in."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2 as tb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+
+NAMESPACE = "demo"
 
 
 async def _create(call: object, request: object) -> None:
@@ -40,3 +45,36 @@ async def register(spider_addr: str, twin_addr: str, providers: int = 3, regions
                     name=name, driver="mock", credential=cred, region=name)))
                 names.append(name)
     return names
+
+
+async def namespace(tumblebug_addr: str, name: str = NAMESPACE) -> str:
+    """The demo namespace, made if missing (safe to run again)."""
+    async with grpc.aio.insecure_channel(tumblebug_addr) as ch:
+        await _create(tumblebug_pb2_grpc.TumblebugStub(ch).CreateNamespace, tb.CreateNamespaceRequest(
+            namespace=tb.Namespace(name=name, description="Made by the local suite to start in")))
+    return name
+
+
+async def mcis_example(tumblebug_addr: str, connections: list[str], groups: int = 2) -> str:
+    """A `cbctl create mcis` line over the cheapest x86_64 spec of `groups` demo connections on
+    different providers, with real catalog IDs; "" when the catalog has none."""
+    picks: list[tuple[tb.CatalogSpec, tb.CatalogImage]] = []
+    async with grpc.aio.insecure_channel(tumblebug_addr) as ch:
+        stub = tumblebug_pb2_grpc.TumblebugStub(ch)
+        providers: set[str] = set()
+        for conn in connections:
+            specs = (await stub.ListCatalogSpecs(tb.ListCatalogSpecsRequest(
+                connection=conn, architecture="x86_64", page_size=1000))).specs
+            images = (await stub.ListCatalogImages(tb.ListCatalogImagesRequest(
+                connection=conn, architecture="x86_64", page_size=1))).images
+            if not specs or not images or specs[0].provider in providers:
+                continue
+            providers.add(specs[0].provider)
+            picks.append((min(specs, key=lambda s: s.price_per_hour), images[0]))
+            if len(picks) == groups:
+                break
+    if not picks:
+        return ""
+    subgroups = ", ".join(f"{{name: g{i + 1}, specId: {spec.id}, imageId: {image.id}, size: 2}}"
+                          for i, (spec, image) in enumerate(picks))
+    return f"cbctl create mcis hello -n {NAMESPACE} --set 'subgroups=[{subgroups}]' --wait"

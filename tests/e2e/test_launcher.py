@@ -1,11 +1,13 @@
-"""`make run`'s launcher: starts everything healthy, registers demo clouds, refuses a
-second copy, and leaves nothing behind after one Ctrl-C."""
+"""`make run`'s launcher: starts everything healthy, registers demo clouds and the demo namespace,
+prints an MCIS example that works as printed, refuses a second copy, and leaves nothing behind
+after one Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,11 +38,12 @@ def _alive(pid: int) -> bool:
 
 
 async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly")}
+    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly", "tumblebug")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
            "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"]),
-           "CB_DRAGONFLY_PORT": str(ports["dragonfly"])}
+           "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
+           "CB_CLOUDTWIN_BOOT_LATENCY": "0.2"}
     env.pop("CB_ADMIN_API_KEY", None)
     out = (tmp_path / "launcher.out").open("wb")
     launcher = subprocess.Popen([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env, stdout=out,
@@ -52,10 +55,11 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the suite did not come up"
             await asyncio.sleep(0.2)
         suite = json.loads((tmp_path / "suite.json").read_text())
-        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "gateway"}
+        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "gateway"}
         assert await is_serving(f"127.0.0.1:{ports['spider']}")
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
+        assert await is_serving(f"127.0.0.1:{ports['tumblebug']}")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
@@ -70,6 +74,24 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             listed = await http.get("/spider/v1/connections", params={"pageSize": 100},
                                     headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
             assert listed.status_code == 200 and len(listed.json()["connections"]) == len(conns)
+            # Tumblebug behind the gateway, with the demo namespace made at launch.
+            namespaces = await http.get("/tumblebug/v1/namespaces",
+                                        headers={"Authorization": f"Bearer {key_file.read_text().strip()}"})
+            assert namespaces.status_code == 200
+            assert [n["name"] for n in namespaces.json()["namespaces"]] == ["demo"]
+        assert (tmp_path / "namespace").read_text().strip() == "demo"
+
+        # The printed example works as printed (cbctl finds the key and the namespace in the run dir).
+        example = next(line.strip() for line in (tmp_path / "launcher.out").read_text().splitlines()
+                       if "cbctl create mcis" in line)
+        argv = shlex.split(example)
+        assert argv[:4] == ["cbctl", "create", "mcis", "hello"] and "--wait" in argv
+        cbctl_env = {k: v for k, v in env.items() if k not in ("CB_API_KEY", "CB_NAMESPACE", "CBCTL_CONFIG")}
+        made = subprocess.run([sys.executable, "-m", "services.cli", *argv[1:], "--timeout", "40"], cwd=ROOT,
+                              env={**cbctl_env, "CB_GATEWAY_URL": gateway, "HOME": str(tmp_path)},
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        assert made.stdout.strip() == "mcis/hello created" and "Running:4 (R:4/4)" in made.stderr
 
         second = subprocess.run([sys.executable, "-m", "services.launcher"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=30)
