@@ -34,8 +34,9 @@ app.command()(commands.describe)
 app.command()(commands.create)
 app.command()(commands.apply)
 app.command()(commands.delete)
-for _verb in ("suspend", "resume", "reboot"):
+for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
     app.command(name=_verb)(commands.verb_command(_verb))
+app.command()(commands.scale)
 app.command()(local.up)
 app.command()(local.down)
 app.command()(local.status)

@@ -1,4 +1,4 @@
-"""cbctl's resource commands: get, describe, create, delete, apply, and custom verbs."""
+"""cbctl's resource commands: get, describe, create, delete, apply, custom verbs, and scale."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from rich.console import Console
 from services.cli import output
 from services.cli.client import ApiError, Client
 from services.cli.config import Config, ConfigError, check_output, load
-from services.cli.kinds import Kind, find, get_path, set_path
-from services.cli.progress import Target, wait_all, wait_gone
+from services.cli.kinds import Kind, find, get_path, prefer, set_path, where
+from services.cli.mcis import number
+from services.cli.progress import McisTarget, Target, Waitable, wait_all, wait_gone
 
 console = Console()
 err_console = Console(stderr=True)
@@ -54,6 +55,11 @@ class Session:
     client: Client
     scope: dict[str, str]
     output: str
+    # Scope flags given on this command line (they decide between spider's and tumblebug's kinds).
+    given: frozenset[str] = frozenset()
+
+    def kind(self, word: str) -> Kind:
+        return find(word, prefer("namespace" in self.given, "connection" in self.given))
 
 
 def run(verbose: bool, body: Callable[[], None]) -> None:
@@ -73,23 +79,25 @@ def session(connection: str = "", namespace: str = "", output_format: str = "") 
                                namespace=namespace, output=output_format)
     check_output(config.output)
     scope = {"connection": config.connection, "namespace": config.namespace}
-    return Session(config, Client(config), scope, config.output)
+    given = frozenset(k for k, v in (("connection", connection), ("namespace", namespace)) if v)
+    return Session(config, Client(config), scope, config.output, given)
 
 
-def list_all(client: Client, kind: Kind, scope: dict[str, str]) -> list[dict[str, Any]]:
-    """Every item of a collection, following page tokens."""
+def list_all(client: Client, kind: Kind, scope: dict[str, str], query: dict[str, str] | None = None,
+             limit: int = 0, path: str = "", list_field: str = "") -> list[dict[str, Any]]:
+    """Every item of a collection (at most `limit` when set), following page tokens."""
     items: list[dict[str, Any]] = []
     token = ""
     for _ in range(10_000):
-        params: dict[str, Any] = {"pageSize": PAGE_SIZE} if kind.paged else {}
+        params: dict[str, Any] = {**(query or {}), **({"pageSize": PAGE_SIZE} if kind.paged else {})}
         if token:
             params["pageToken"] = token
-        page = client.call("GET", kind.collection_path(scope), params=params)
-        items += page.get(kind.list_field, [])
+        page = client.call("GET", path or kind.collection_path(scope), params=params)
+        items += page.get(list_field or kind.list_field, [])
         token = page.get("nextPageToken", "")
-        if not token:
+        if not token or (limit and len(items) >= limit):
             break
-    return items
+    return items[:limit] if limit else items
 
 
 def get_one(client: Client, kind: Kind, scope: dict[str, str], name: str) -> dict[str, Any]:
@@ -105,17 +113,49 @@ def get_one(client: Client, kind: Kind, scope: dict[str, str], name: str) -> dic
 # ---------------------------------------------------------------- get, describe
 
 
-def get(kind: Annotated[str, typer.Argument(help="What to get: vm, vpc, connection, …")],
+def _sorted(kind: Kind, items: list[dict[str, Any]], sort_by: str) -> list[dict[str, Any]]:
+    """Items ordered by a column (its header or the start of it, any case: `price` is PRICE/H) or a
+    JSON path; missing values last."""
+    word = sort_by.strip().lower()
+    exact = [p for h, p in kind.columns if h.lower() == word]
+    prefixed = [p for h, p in kind.columns if h.lower().startswith(word)]
+    path = (exact or (prefixed if len(prefixed) == 1 else [sort_by]))[0].partition("|")[0]
+
+    def key(item: dict[str, Any]) -> tuple[int, float, str]:
+        value = get_path(item, path)
+        if value is None or value == "":
+            return (2, 0.0, "")
+        try:
+            return (0, float(value), "")  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return (1, 0.0, str(value))
+
+    return sorted(items, key=key)
+
+
+def get(kind: Annotated[str, typer.Argument(help="What to get: mcis, vnet, catalogspecs, vm, connection, …")],
         name: Annotated[str, typer.Argument(help="One resource; all of them when left out.")] = "",
         connection: Connection = "", namespace: Namespace = "", output_format: Output = "",
+        where_: Annotated[list[str] | None, typer.Option(
+            "--where", help="Filter a list: 'vcpu>=2', 'price<=0.05', 'provider=aws' (repeat or join with ,).")] = None,
+        sort_by: Annotated[str, typer.Option("--sort-by", help="Order by a column (PRICE/H) or a JSON path.")] = "",
+        limit: Annotated[int, typer.Option("--limit", help="At most this many (after sorting).")] = 0,
         verbose: Verbose = False) -> None:
     """List resources of a kind, or show one."""
 
     def body() -> None:
         s = session(connection, namespace, output_format)
-        k = find(kind)
+        k = s.kind(kind)
+        query = where(k, where_ or [])
         with s.client:
-            items = [get_one(s.client, k, s.scope, name)] if name else list_all(s.client, k, s.scope)
+            if name:
+                items = [get_one(s.client, k, s.scope, name)]
+            else:
+                items = list_all(s.client, k, s.scope, query, 0 if sort_by else limit)
+        if k.body_connection and "connection" in s.given:
+            items = [i for i in items if i.get("connection") == s.scope["connection"]]
+        if sort_by:
+            items = _sorted(k, items, sort_by)[:limit or None]
         if s.output == "table":
             output.table(console, k, items)
         else:
@@ -125,14 +165,24 @@ def get(kind: Annotated[str, typer.Argument(help="What to get: vm, vpc, connecti
 
 
 def describe(kind: Annotated[str, typer.Argument(help="The kind.")], name: Annotated[str, typer.Argument()],
-             connection: Connection = "", namespace: Namespace = "", verbose: Verbose = False) -> None:
-    """Show every field of one resource."""
+             connection: Connection = "", namespace: Namespace = "", output_format: Output = "",
+             verbose: Verbose = False) -> None:
+    """Show every field of one resource, and what it holds (an MCIS's VMs)."""
 
     def body() -> None:
-        s = session(connection, namespace)
-        k = find(kind)
+        s = session(connection, namespace, output_format)
+        k = s.kind(kind)
         with s.client:
-            output.describe(console, k, get_one(s.client, k, s.scope, name))
+            item = get_one(s.client, k, s.scope, name)
+            children = {c.list_field: list_all(s.client, k, s.scope, path=f"{k.item_path(s.scope, name)}/{c.path}",
+                                               list_field=c.list_field) for c in k.children}
+        if s.output == "table":
+            output.describe(console, k, item)
+            for child in k.children:
+                console.print(f"\n[bold]{child.title}[/bold]")
+                output.rows(console, child.columns, children[child.list_field], child.title)
+        else:
+            output.dump(console, {**item, **children}, s.output)
 
     run(verbose, body)
 
@@ -151,7 +201,8 @@ class Document:
     where: str
 
 
-def read_documents(files: list[Path], default_scope: dict[str, str]) -> list[Document]:
+def read_documents(files: list[Path], default_scope: dict[str, str],
+                   given: frozenset[str] = frozenset()) -> list[Document]:
     """Every document of every file, checked before anything is sent."""
     docs: list[Document] = []
     for path in files:
@@ -162,7 +213,7 @@ def read_documents(files: list[Path], default_scope: dict[str, str]) -> list[Doc
             raise ApiError(f"{path}: not valid YAML: {exc}") from None
         source = "stdin" if str(path) == "-" else str(path)
         for i, raw in enumerate(loaded, 1):
-            docs.append(_document(raw, f"{source} document {i}", default_scope))
+            docs.append(_document(raw, f"{source} document {i}", default_scope, given))
     if not docs:
         raise ApiError("no resources in the given file(s)")
     return docs
@@ -175,14 +226,15 @@ def _read(path: Path) -> str:
         raise ApiError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _document(raw: Any, where: str, default_scope: dict[str, str]) -> Document:
+def _document(raw: Any, where: str, default_scope: dict[str, str], given: frozenset[str]) -> Document:
     if not isinstance(raw, dict) or "kind" not in raw:
         raise ApiError(f"{where}: expected a mapping with kind: and spec:")
     unknown = set(raw) - {"kind", "name", "spec", "connection", "namespace"}
     if unknown:
         raise ApiError(f"{where}: unknown keys {', '.join(sorted(unknown))} (kind, name, connection, namespace, spec)")
     try:
-        kind = find(str(raw["kind"]))
+        kind = find(str(raw["kind"]), prefer(bool(raw.get("namespace")) or "namespace" in given,
+                                             bool(raw.get("connection")) or "connection" in given))
     except ApiError as err:
         raise ApiError(f"{where}: {err.message}") from None
     spec = raw.get("spec") or {}
@@ -194,6 +246,8 @@ def _document(raw: Any, where: str, default_scope: dict[str, str]) -> Document:
     set_path(spec, kind.name_path, name)
     scope = {"connection": str(raw.get("connection") or default_scope.get("connection", "")),
              "namespace": str(raw.get("namespace") or default_scope.get("namespace", ""))}
+    if kind.body_connection and scope["connection"] and not spec.get("connection"):
+        spec["connection"] = scope["connection"]  # tumblebug's resources name their connection in the body
     return Document(kind, scope, name, spec, where)
 
 
@@ -212,9 +266,15 @@ def _create(s: Session, doc: Document) -> tuple[str, dict[str, Any]]:
     """Create one resource: ('created' | 'unchanged', the resource)."""
     if not doc.kind.creatable:
         raise ApiError(f"{doc.kind.plural} cannot be created; they come from the cloud")
-    path = doc.kind.collection_path(doc.scope)
+    path, body = doc.kind.collection_path(doc.scope), doc.spec
+    if doc.kind.create_request is not None:
+        try:
+            suffix, body = doc.kind.create_request(doc.name, doc.spec)
+        except ApiError as err:
+            raise ApiError(f"{doc.where}: {doc.kind.name}/{doc.name}: {err.message}") from None
+        path += suffix
     try:
-        return "created", s.client.call("POST", path, doc.spec)
+        return "created", s.client.call("POST", path, body)
     except ApiError as err:
         if err.status == 409 and err.code == "ALREADY_EXISTS":
             return "unchanged", get_one(s.client, doc.kind, doc.scope, doc.name)
@@ -232,11 +292,20 @@ def _report(s: Session, results: list[tuple[Document, str, dict[str, Any]]]) -> 
         output.dump(console, data[0] if len(data) == 1 else data, s.output)
 
 
-def _wait_ready(s: Session, docs: list[Document], timeout: float) -> None:
-    targets = [Target(d.kind, d.scope, d.name, d.kind.ready_status) for d in docs if d.kind.ready_status]
+def _target(doc: Document, item: dict[str, Any]) -> Waitable:
+    if doc.kind.grouped:
+        return McisTarget(doc.kind, doc.scope, doc.name, number(item.get("generation")), doc.kind.ready_status)
+    return Target(doc.kind, doc.scope, doc.name, doc.kind.ready_status)
+
+
+def _wait(s: Session, targets: list[Waitable], timeout: float) -> None:
     failures = wait_all(s.client, err_console, targets, timeout)
     if failures:
         raise ApiError("; ".join(failures))
+
+
+def _wait_ready(s: Session, results: list[tuple[Document, str, dict[str, Any]]], timeout: float) -> None:
+    _wait(s, [_target(d, item) for d, _, item in results if d.kind.ready_status], timeout)
 
 
 # ---------------------------------------------------------------- create, apply, delete
@@ -253,14 +322,14 @@ def create(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
     def body() -> None:
         s = session(connection, namespace, output_format)
         if files:
-            docs = read_documents(files, s.scope)
+            docs = read_documents(files, s.scope, s.given)
         else:
             if not kind or not name:
                 raise ApiError("give KIND and NAME, or -f FILE")
             spec: dict[str, Any] = {}
             for key, value in _sets(set_values):
                 set_path(spec, key, value)
-            docs = [_document({"kind": kind, "name": name, "spec": spec}, "command line", s.scope)]
+            docs = [_document({"kind": kind, "name": name, "spec": spec}, "command line", s.scope, s.given)]
         with s.client:
             results = []
             for doc in docs:
@@ -270,7 +339,7 @@ def create(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
                 results.append((doc, what, item))
             _report(s, results)
             if wait:
-                _wait_ready(s, docs, timeout)
+                _wait_ready(s, results, timeout)
 
     run(verbose, body)
 
@@ -283,7 +352,7 @@ def apply(files: Files = None, connection: Connection = "", namespace: Namespace
         if not files:
             raise ApiError("give -f FILE (one or many YAML documents)")
         s = session(connection, namespace, output_format)
-        docs = read_documents(files, s.scope)
+        docs = read_documents(files, s.scope, s.given)
         with s.client:
             results = []
             for doc in docs:
@@ -291,7 +360,7 @@ def apply(files: Files = None, connection: Connection = "", namespace: Namespace
                 results.append((doc, what, item))
             _report(s, results)
             if wait:
-                _wait_ready(s, docs, timeout)
+                _wait_ready(s, results, timeout)
 
     run(verbose, body)
 
@@ -300,6 +369,8 @@ def delete(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
            name: Annotated[str, typer.Argument(help="The resource's name.")] = "",
            files: Files = None,
            force: Annotated[bool, typer.Option("--force", help="Forget the record even if the cloud refuses.")] = False,
+           terminate: Annotated[bool, typer.Option(
+               "--terminate", help="An MCIS: terminate its VMs first, then delete it.")] = False,
            connection: Connection = "", namespace: Namespace = "", wait: Wait = False, timeout: Timeout = 300.0,
            verbose: Verbose = False) -> None:
     """Delete one resource, or everything in the files (in reverse order)."""
@@ -307,63 +378,114 @@ def delete(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
     def body() -> None:
         s = session(connection, namespace)
         if files:
-            docs = list(reversed(read_documents(files, s.scope)))
+            docs = list(reversed(read_documents(files, s.scope, s.given)))
         elif kind and name:
-            docs = [Document(find(kind), s.scope, name, {}, "command line")]
+            docs = [Document(s.kind(kind), s.scope, name, {}, "command line")]
         else:
             raise ApiError("give KIND and NAME, or -f FILE")
+        if terminate and not any(d.kind.grouped for d in docs):
+            raise ApiError("--terminate is for an MCIS")
         with s.client:
             for doc in docs:
-                what = _delete(s, doc, force, wait, timeout)
+                what = _delete(s, doc, force, terminate and doc.kind.grouped, wait, timeout)
                 console.print(f"{doc.kind.name}/{doc.name} {what}", highlight=False)
 
     run(verbose, body)
 
 
-def _delete(s: Session, doc: Document, force: bool, wait: bool, timeout: float) -> str:
+def _delete(s: Session, doc: Document, force: bool, terminate: bool, wait: bool, timeout: float) -> str:
     if not doc.kind.deletable:
         raise ApiError(f"{doc.kind.plural} cannot be deleted")
     path = doc.kind.item_path(doc.scope, doc.name)
-    params = {"force": "true"} if force else None
+    params = {k: "true" for k, on in (("force", force), ("terminate", terminate)) if on} or None
     deadline = time.monotonic() + timeout
     while True:
         try:
-            s.client.call("DELETE", path, params=params)
+            reply = s.client.call("DELETE", path, params=params)
             break
         except ApiError as err:
             if err.status == 404 and doc.where != "command line":
                 return "already gone"  # deleting what a file describes is idempotent
             # A dependency the cloud still holds (a VM terminating) lets go soon: with --wait, retry.
-            if wait and err.code == "FAILED_PRECONDITION" and time.monotonic() < deadline:
+            if wait and doc.kind.delete_retry and err.code == "FAILED_PRECONDITION" and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
             raise
-    if wait:
+    if wait and doc.kind.grouped:
+        # An MCIS goes once its VMs are terminated: follow them group by group.
+        _wait(s, [McisTarget(doc.kind, doc.scope, doc.name, number(reply.get("generation")), "TERMINATED",
+                             gone=True)], max(1.0, deadline - time.monotonic()))
+    elif wait:
         wait_gone(s.client, err_console, doc.kind, doc.scope, doc.name, max(1.0, deadline - time.monotonic()))
+    elif doc.kind.grouped:
+        return "deleting"
     return "deleted"
 
 
-def verb_command(verb: str) -> Callable[..., None]:
-    """`cbctl <verb> KIND NAME`: a custom method, e.g. suspend a VM."""
+Subgroup = Annotated[str, typer.Option("--subgroup", "-g", help="An MCIS: only this VM group.")]
 
-    def command(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")],
+
+def verb_command(verb: str) -> Callable[..., None]:
+    """`cbctl <verb> KIND NAME`: a custom method, e.g. suspend a VM or an MCIS."""
+
+    def command(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm or mcis.")],
                 name: Annotated[str, typer.Argument(help="The resource's name.")],
+                subgroup: Subgroup = "",
+                vm: Annotated[str, typer.Option("--vm", help="An MCIS: only this VM.")] = "",
+                force: Annotated[bool, typer.Option("--force", help="An MCIS: skip the allowed-transition "
+                                                                    "check.")] = False,
                 connection: Connection = "", namespace: Namespace = "", wait: Wait = False,
                 timeout: Timeout = 300.0, verbose: Verbose = False) -> None:
         def body() -> None:
             s = session(connection, namespace)
-            k = find(kind)
+            k = s.kind(kind)
             if verb not in k.verbs:
                 raise ApiError(f"{k.plural} cannot {verb}" + (f"; they can {', '.join(k.verbs)}" if k.verbs else ""))
+            if (subgroup or vm or force) and not k.grouped:
+                raise ApiError("--subgroup, --vm and --force are for an MCIS")
+            request = {key: value for key, value in (("subgroup", subgroup), ("vm", vm), ("force", force)) if value}
             with s.client:
-                reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:{verb}", {})
-                console.print(f"{k.name}/{name} {str(reply.get('status', 'done')).lower()}", highlight=False)
+                reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:{verb}", request)
+                if not k.grouped:
+                    console.print(f"{k.name}/{name} {str(reply.get('status', 'done')).lower()}", highlight=False)
+                    if wait:
+                        _wait(s, [Target(k, s.scope, name, k.verbs[verb])], timeout)
+                    return
+                console.print(f"{k.name}/{name} {verb} accepted", highlight=False)
                 if wait:
-                    failures = wait_all(s.client, err_console, [Target(k, s.scope, name, k.verbs[verb])], timeout)
-                    if failures:
-                        raise ApiError("; ".join(failures))
+                    _wait(s, [McisTarget(k, s.scope, name, number(reply.get("generation")), k.verbs[verb],
+                                         only=subgroup)], timeout)
+                    _settled_line(s, k, name)
 
         run(verbose, body)
 
-    command.__doc__ = f"{verb.capitalize()} a resource (for example a VM); --wait follows it to the end."
+    command.__doc__ = (f"{verb.capitalize()} a resource (a VM, an MCIS or one of its groups); "
+                       "--wait follows it to the end.")
     return command
+
+
+def _settled_line(s: Session, k: Kind, name: str) -> None:
+    """`mcis/web Running:6 (R:6/6)`: where an MCIS ended up."""
+    console.print(f"{k.name}/{name} {get_one(s.client, k, s.scope, name).get('status', '')}", highlight=False)
+
+
+def scale(kind: Annotated[str, typer.Argument(help="mcis")], name: Annotated[str, typer.Argument()],
+          subgroup: Annotated[str, typer.Option("--subgroup", "-g", help="The VM group.")],
+          size: Annotated[int, typer.Option("--size", help="How many VMs the group should have.", min=0)],
+          namespace: Namespace = "", wait: Wait = False, timeout: Timeout = 300.0, verbose: Verbose = False) -> None:
+    """Scale a VM group of an MCIS out or in; --wait follows it group by group."""
+
+    def body() -> None:
+        s = session(namespace=namespace)
+        k = s.kind(kind)
+        if not k.grouped:
+            raise ApiError(f"{k.plural} cannot be scaled; an MCIS's VM groups can")
+        with s.client:
+            reply = s.client.call("POST", f"{k.item_path(s.scope, name)}/subgroups/{subgroup}:scale", {"size": size})
+            console.print(f"{k.name}/{name} {subgroup} scaling to {size}", highlight=False)
+            if wait:
+                _wait(s, [McisTarget(k, s.scope, name, number(reply.get("generation")), "RUNNING", only=subgroup)],
+                      timeout)
+                _settled_line(s, k, name)
+
+    run(verbose, body)

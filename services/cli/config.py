@@ -6,12 +6,13 @@ The file is `$CBCTL_CONFIG`, else `$XDG_CONFIG_HOME/cbctl/config.yaml`, else
     gateway: http://127.0.0.1:8000
     api_key: cb_…
     connection: aws-seoul      # default for connection-scoped kinds
-    namespace: default         # default for namespace-scoped kinds
+    namespace: demo            # default for namespace-scoped kinds (tumblebug's)
     output: table
     timeout: 30
 
 With no key anywhere, the admin key of a local suite (`<CB_RUN_DIR or .run>/admin.key`) is used,
-so `cbctl up` in one terminal and `cbctl get …` in another just work.
+so `cbctl up` in one terminal and `cbctl get …` in another just work. Likewise the namespace:
+the local suite's (`<run dir>/namespace`, its demo namespace), else `default`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
+DEFAULT_NAMESPACE = "default"
 OUTPUTS = ("table", "json", "yaml")
 
 
@@ -84,10 +86,11 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
             values[key] = env[var]
     if not values.get("api_key") and env.get("CB_ADMIN_API_KEY"):
         values["api_key"] = env["CB_ADMIN_API_KEY"]
-    if not values.get("api_key"):
-        local = Path(env.get("CB_RUN_DIR", ".run")) / "admin.key"
-        if local.is_file():
-            values["api_key"] = local.read_text().strip()
+    run_dir = Path(env.get("CB_RUN_DIR", ".run"))
+    for key, local in (("api_key", run_dir / "admin.key"), ("namespace", run_dir / "namespace")):
+        if not values.get(key) and local.is_file():
+            values[key] = local.read_text().strip()
+    values["namespace"] = values.get("namespace") or DEFAULT_NAMESPACE
     try:
         values["timeout"] = float(values.get("timeout", 30.0))
     except (TypeError, ValueError):

@@ -2,13 +2,42 @@
 
 A kind is data, not code: a service that adds a resource adds a row here (tumblebug's
 namespace-scoped kinds use `{namespace}` in their collection, filled from `--namespace`).
+
+Spider and tumblebug both have a `securitygroup`, an `image` and a `spec`. The scope says which
+one is meant: `--namespace/-n` (or `namespace:` in a file) means tumblebug's, `--connection/-c`
+alone (or `connection:` alone) spider's, and with neither the namespace-scoped kind wins, since
+a namespace always has a default. `securitygroup.spider` / `sg.tumblebug` say it outright.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from services.cli import mcis
 from services.cli.client import ApiError
+
+SERVICES = ("spider", "tumblebug")
+
+
+@dataclass(frozen=True)
+class Child:
+    """A collection under each resource (an MCIS's VMs), listed by `describe`."""
+
+    path: str
+    list_field: str
+    title: str
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A `--where` filter of a list: the query parameters for `>=`, `<=` and `=` ("": not offered)."""
+
+    at_least: str = ""
+    at_most: str = ""
+    equals: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +64,22 @@ class Kind:
     ready_status: str = ""
     # Statuses that end a wait in failure.
     failed_statuses: tuple[str, ...] = ("FAILED",)
+    # Query parameters of the `:watch` stream.
+    watch_params: dict[str, str] = field(default_factory=dict)
+    # The connection travels in the body (tumblebug's resources), not in the path.
+    body_connection: bool = False
+    # Turns a document's (name, spec) into (path suffix, request body); None: POST the spec as is.
+    create_request: Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]] | None = None
+    # With --wait, retry a delete refused with FAILED_PRECONDITION (a dependency still letting go).
+    delete_retry: bool = True
+    filters: dict[str, Filter] = field(default_factory=dict)
+    children: tuple[Child, ...] = ()
+    # Followed by per-VM-group progress (an MCIS) rather than by its status alone.
+    grouped: bool = False
+
+    @property
+    def service(self) -> str:
+        return self.collection.split("/")[1]
 
     @property
     def scopes(self) -> list[str]:
@@ -57,6 +102,15 @@ class Kind:
 _IID = ("NAME", "iid.name")
 _CSP = ("CSP-ID", "iid.cspId")
 _CONN = "/spider/v1/connections/{connection}"
+_NS = "/tumblebug/v1/namespaces/{namespace}"
+_RES = (("NAME", "name"), ("CONNECTION", "connection"), ("STATUS", "status"))
+_SPEC_FILTERS = {
+    "vcpu": Filter("vcpuMin", "vcpuMax"), "memory": Filter("memoryGibMin", "memoryGibMax"),
+    "price": Filter(at_most="priceMax"), "provider": Filter(equals="provider"), "region": Filter(equals="region"),
+    "arch": Filter(equals="architecture"), "connection": Filter(equals="connection"),
+}
+_IMAGE_FILTERS = {"connection": Filter(equals="connection"), "arch": Filter(equals="architecture"),
+                  "os": Filter(equals="os")}
 
 KINDS: tuple[Kind, ...] = (
     Kind("driver", "drivers", "/spider/v1/drivers", "drivers", aliases=("drv",), creatable=False, deletable=False,
@@ -82,20 +136,97 @@ KINDS: tuple[Kind, ...] = (
     Kind("vm", "vms", f"{_CONN}/vms", "vms", name_path="iid.name", aliases=("vms",),
          columns=(_IID, ("STATUS", "status"), ("SPEC", "spec"), ("PRIVATE-IP", "privateIp"),
                   ("PUBLIC-IP", "publicIp"), _CSP),
-         verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING"}, ready_status="RUNNING"),
+         verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING"}, ready_status="RUNNING",
+         watch_params={"intervalSeconds": "0.5"}),
     Kind("disk", "disks", f"{_CONN}/disks", "disks", name_path="iid.name",
          columns=(_IID, ("SIZE-GIB", "sizeGib"), ("STATUS", "status"), ("VM", "attachedVm"), _CSP)),
+    # ---- tumblebug
+    Kind("namespace", "namespaces", "/tumblebug/v1/namespaces", "namespaces", aliases=("ns",),
+         columns=(("NAME", "name"), ("DESCRIPTION", "description"), ("CREATED", "createTime"))),
+    Kind("vnet", "vnets", f"{_NS}/vnets", "resources", body_connection=True,
+         columns=(*_RES, ("CIDR", "vnet.ipv4Cidr"), ("SUBNETS", "vnet.subnets[].name"), _CSP)),
+    Kind("securitygroup", "securitygroups", f"{_NS}/security-groups", "resources", body_connection=True,
+         aliases=("sg", "sgs", "security-group", "security-groups"),
+         columns=(*_RES, ("VNET", "securityGroup.vnet"), ("RULES", "securityGroup.rules"), _CSP)),
+    Kind("sshkey", "sshkeys", f"{_NS}/ssh-keys", "resources", body_connection=True,
+         aliases=("ssh-key", "ssh-keys"), columns=(*_RES, ("FINGERPRINT", "sshKey.fingerprint"), _CSP)),
+    Kind("spec", "specs", f"{_NS}/specs", "resources", body_connection=True,
+         columns=(*_RES, ("CSP-SPEC", "specRef.cspSpec"), ("VCPU", "specRef.vcpu"),
+                  ("MEMORY-GIB", "specRef.memoryGib"), ("PRICE/H", "specRef.pricePerHour"))),
+    Kind("image", "images", f"{_NS}/images", "resources", body_connection=True,
+         columns=(*_RES, ("CSP-IMAGE", "imageRef.cspImage"), ("OS", "imageRef.os"),
+                  ("ARCH", "imageRef.architecture"))),
+    Kind("datadisk", "datadisks", f"{_NS}/data-disks", "resources", body_connection=True,
+         aliases=("data-disk", "data-disks"),
+         columns=(*_RES, ("SIZE-GIB", "dataDisk.sizeGib"), ("TYPE", "dataDisk.diskType"), _CSP)),
+    Kind("mcis", "mcis", f"{_NS}/mcis", "mcis", aliases=("mci",), create_request=mcis.create_request,
+         delete_retry=False, grouped=True,
+         columns=(("NAME", "name"), ("STATUS", "status"), ("TARGET", "targetAction|enum"),
+                  ("GROUPS", "subgroups|groups"), ("VMS", "statusCount.total")),
+         verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING", "terminate": "TERMINATED",
+                "refine": ""},
+         ready_status="RUNNING",
+         children=(Child("vms", "vms", "VMs", (
+             ("NAME", "name"), ("GROUP", "subgroup"), ("STATUS", "status"), ("TARGET", "targetAction|enum"),
+             ("CONNECTION", "connection"), ("REGION", "region"), ("PUBLIC-IP", "publicIp"),
+             ("PRIVATE-IP", "privateIp"), ("ERROR", "error"))),)),
+    Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
+         creatable=False, deletable=False, filters=_SPEC_FILTERS,
+         columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),
+                  ("MEMORY-GIB", "memoryGib"), ("PRICE/H", "pricePerHour"), ("ARCH", "architecture"),
+                  ("GPUS", "gpuCount"))),
+    Kind("catalogimage", "catalogimages", "/tumblebug/v1/catalog/images", "images", aliases=("cimage", "cimages"),
+         creatable=False, deletable=False, filters=_IMAGE_FILTERS,
+         columns=(("ID", "id"), ("CONNECTION", "connection"), ("OS", "os"), ("ARCH", "architecture"))),
 )
 
 
-def find(word: str) -> Kind:
-    """The kind a user means by `word` (singular, plural or alias, any case)."""
+def find(word: str, prefer: str = "tumblebug") -> Kind:
+    """The kind a user means by `word` (singular, plural or alias, any case; `kind.service` to
+    name the service). When two services have the kind, `prefer` picks one."""
     w = word.strip().lower()
-    for kind in KINDS:
-        if w in (kind.name, kind.plural, *kind.aliases):
-            return kind
-    names = ", ".join(k.name for k in KINDS)
-    raise ApiError(f"unknown kind {word!r}; kinds: {names}")
+    w, _, service = w.partition(".")
+    if service and service not in SERVICES:
+        raise ApiError(f"unknown service {service!r} in {word!r}; services: {', '.join(SERVICES)}")
+    matches = [k for k in KINDS if w in (k.name, k.plural, *k.aliases) and (not service or k.service == service)]
+    if not matches:
+        names = ", ".join(dict.fromkeys(k.name for k in KINDS))
+        raise ApiError(f"unknown kind {word!r}; kinds: {names}")
+    return next((k for k in matches if k.service == prefer), matches[0])
+
+
+def prefer(namespace_given: bool, connection_given: bool) -> str:
+    """Which service's kind a scope points at (see the module's docstring)."""
+    return "spider" if connection_given and not namespace_given else "tumblebug"
+
+
+def _comparison(expression: str) -> tuple[str, str, str]:
+    """(name, Filter attribute, value) of `name>=value`, `name<=value` or `name=value`."""
+    for op, attr in ((">=", "at_least"), ("<=", "at_most"), ("==", "equals"), ("=", "equals")):
+        key, sep, value = expression.partition(op)
+        if sep:
+            return key.strip().lower(), attr, value.strip()
+    raise ApiError(f"--where {expression!r}: expected name>=value, name<=value or name=value")
+
+
+def where(kind: Kind, expressions: list[str]) -> dict[str, str]:
+    """Query parameters from `--where` expressions: `vcpu>=2`, `price<=0.1`, `provider=aws`, or
+    several joined by commas."""
+    params: dict[str, str] = {}
+    for expression in (e.strip() for text in expressions for e in text.split(",")):
+        if not expression:
+            continue
+        key, attr, value = _comparison(expression)
+        found = kind.filters.get(key)
+        if found is None:
+            offered = ", ".join(kind.filters) or "none"
+            raise ApiError(f"--where {expression!r}: {kind.plural} have no filter {key!r} (filters: {offered})")
+        names = [getattr(found, attr)] if attr != "equals" or found.equals else [found.at_least, found.at_most]
+        if not all(names):
+            ops = [o for o, a in ((">=", found.at_least), ("<=", found.at_most), ("=", found.equals)) if a]
+            raise ApiError(f"--where {expression!r}: {key} takes {' or '.join(ops)}")
+        params.update(dict.fromkeys(names, value))
+    return params
 
 
 def get_path(data: object, path: str) -> object:

@@ -1,8 +1,14 @@
-"""Printing resources: a table of a kind's columns, JSON, YAML, and the describe view."""
+"""Printing resources: a table of a kind's columns, JSON, YAML, and the describe view.
+
+A column is (header, JSON path), the path optionally followed by `|format`: `enum` shows an
+enum's value without its type prefix (`ACTION_SUSPEND` → `suspend`), `groups` a list of VM
+groups as `name:size`.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -10,6 +16,29 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.kinds import Kind, get_path
+
+
+def _enum(value: Any) -> Any:
+    if not isinstance(value, str) or "_" not in value:
+        return value
+    word = value.split("_", 1)[1].lower()
+    return "" if word in ("none", "unspecified") else word
+
+
+def _groups(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    return ",".join(f"{g.get('name')}:{g.get('size', 0)}" for g in value if isinstance(g, dict))
+
+
+FORMATS: dict[str, Callable[[Any], Any]] = {"enum": _enum, "groups": _groups}
+
+
+def column(item: dict[str, Any], spec: str) -> str:
+    """One cell: the value at a column's path, formatted."""
+    path, _, fmt = spec.partition("|")
+    value = get_path(item, path)
+    return cell(FORMATS[fmt](value) if fmt else value)
 
 
 def cell(value: Any) -> str:
@@ -27,14 +56,19 @@ def cell(value: Any) -> str:
 
 
 def table(console: Console, kind: Kind, items: list[dict[str, Any]]) -> None:
+    rows(console, kind.columns, items, kind.plural)
+
+
+def rows(console: Console, columns: Sequence[tuple[str, str]], items: list[dict[str, Any]], what: str) -> None:
+    """A table of `columns` (header, path) with one row per item."""
     if not items:
-        console.print(f"No {kind.plural}.")
+        console.print(f"No {what}.")
         return
     out = Table(box=None, pad_edge=False, header_style="bold")
-    for header, _ in kind.columns:
+    for header, _ in columns:
         out.add_column(header, overflow="fold")
     for item in items:
-        out.add_row(*(cell(get_path(item, path)) for _, path in kind.columns))
+        out.add_row(*(column(item, spec) for _, spec in columns))
     console.print(out)
 
 
