@@ -81,7 +81,7 @@ async def start_tumblebug(run_dir: Path, etcd: Server, spider: Server, **env: st
     full = {
         "CB_TUMBLEBUG_PORT": str(port), "CB_TUMBLEBUG_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
         "CB_TUMBLEBUG_SPIDER_ADDR": spider.address, "CB_GRACE_SECONDS": "1", "CB_TUMBLEBUG_POLL_INTERVAL_S": "0.2",
-        "CB_TUMBLEBUG_LEADER_TTL_S": "2", **env,
+        "CB_TUMBLEBUG_LEADER_TTL_S": "2", "CB_TUMBLEBUG_DRAGONFLY_ADDR": "", **env,
     }
     proc = procs.python_service(f"tumblebug-{port}", "tumblebug.server", run_dir, full)
     await procs.start_grpc(proc, port)

@@ -14,6 +14,7 @@ from services.store import Election, Store
 from tumblebug.catalog import Catalog
 from tumblebug.mcis.reconciler import Reconciler
 from tumblebug.mcis.service import McisService
+from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
 from tumblebug.resources import Resources
 from tumblebug.servicer import TumblebugServicer
@@ -35,10 +36,11 @@ class TumblebugApp:
         self.identity = f"tumblebug-{uuid.uuid4().hex[:12]}"
         self.store = Store.from_endpoints(common.etcd_endpoints)
         self.spider = Spider(settings.spider_addr)
+        self.monitoring = Monitoring(settings.dragonfly_addr)
         namespaces = Namespaces(self.store)
         self.resources = Resources(self.store, self.spider, namespaces)
         self.catalog = Catalog(self.spider, settings.catalog_refresh_s)
-        mcis = McisService(self.store, self.spider, namespaces, self.resources)
+        mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring)
         self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog)
         self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
         self._tasks: list[asyncio.Task[None]] = []
@@ -53,7 +55,7 @@ class TumblebugApp:
         """The leader's work: finish resources a stopped replica left half made, then reconcile MCIS."""
         log.info("leading", extra={"identity": self.identity})
         await self.resources.resume_pending()
-        await Reconciler(self.store, self.spider, self.settings).run()
+        await Reconciler(self.store, self.spider, self.settings, self.monitoring).run()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -62,6 +64,7 @@ class TumblebugApp:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.spider.close()
+        await self.monitoring.close()
         await self.store.close()
 
 

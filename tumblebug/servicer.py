@@ -8,6 +8,7 @@ from typing import TypeAlias
 import grpc
 from google.protobuf import empty_pb2
 
+from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.names import require
@@ -157,6 +158,14 @@ class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
 
     async def GetMcisVm(self, request: pb.GetMcisVmRequest, context: Ctx) -> pb.McisVm:
         return await self.mcis.get_vm(request.namespace, require(request.mcis, "mcis"), require(request.name, "name"))
+
+    async def RunMcisCommand(self, request: pb.McisCommandRequest, context: Ctx) -> pb.McisCommandResponse:
+        """Run a command on the MCIS's running VMs through their agents; one result per VM."""
+        return await self.mcis.command(request)
+
+    async def GetMcisMetrics(self, request: pb.McisMetricsRequest, context: Ctx) -> dpb.QueryMetricsResponse:
+        """Stored metrics of the MCIS's VMs, as dragonfly keeps them."""
+        return await self.mcis.metrics(request)
 
     async def WatchMcis(self, request: pb.WatchMcisRequest, context: Ctx) -> AsyncIterator[pb.Mcis]:
         """The MCIS now, then every change; the stream ends when it is deleted."""

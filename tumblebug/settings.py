@@ -12,6 +12,8 @@ class TumblebugSettings(ServerSettings):
 
     port: int = 50252
     spider_addr: str = "127.0.0.1:2048"
+    # Dragonfly, for agents on new VMs, commands and metrics; empty = no monitoring.
+    dragonfly_addr: str = "127.0.0.1:9999"
     # VM operations in flight at once, per spider connection and per cloud region.
     max_per_connection: int = 100
     max_per_region: int = 200

@@ -36,6 +36,7 @@ from services import errors
 from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis import status
+from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import now
 from tumblebug.settings import TumblebugSettings
 from tumblebug.spider_client import Spider
@@ -61,9 +62,10 @@ def _decode(key: str, raw: bytes) -> Message | None:
 class Reconciler:
     """Drives every MCIS toward its desired state; run it only in the elected leader."""
 
-    def __init__(self, store: Store, spider: Spider, settings: TumblebugSettings) -> None:
+    def __init__(self, store: Store, spider: Spider, settings: TumblebugSettings, monitoring: Monitoring) -> None:
         self.store = store
         self.spider = spider
+        self.monitoring = monitoring
         self.settings = settings
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.queued: set[tuple[str, str]] = set()
@@ -323,6 +325,9 @@ class Reconciler:
         want.security_groups.extend([await self._spider_name(ns, "security-groups", g) for g in sg.security_groups])
         if sg.ssh_key:
             want.key_pair = await self._spider_name(ns, "ssh-keys", sg.ssh_key)
+        if agent_wanted(mcis) and self.monitoring.enabled:
+            # A fresh credential each time: it travels in the user-data only, never in a record.
+            want.user_data = await self.monitoring.agent_user_data(ns, name, vm.name)
         # The record says "asked" before spider is asked: a removal then knows to delete in the cloud.
         await self._write_vm(key, lambda v: _set(v, requested=True))
         try:
@@ -464,6 +469,11 @@ class Reconciler:
         if mcis.policy == pb.POLICY_ROLLBACK and op == 1:
             mcis.deleting = True  # the request that made the MCIS is undone whole
         mcis.generation += 1
+
+
+def agent_wanted(mcis: pb.Mcis) -> bool:
+    """Agents are installed unless the MCIS asked for none."""
+    return not mcis.HasField("install_agent") or mcis.install_agent
 
 
 def _set(vm: pb.McisVm, **fields: object) -> pb.McisVm:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from cbapi.common.v1 import common_pb2 as common
+from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
@@ -20,6 +21,8 @@ from services.names import check_name
 from services.store import Store
 from tumblebug import keys
 from tumblebug.mcis import status
+from tumblebug.mcis.reconciler import agent_wanted
+from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces, now, page_size
 from tumblebug.resources import Resources
 from tumblebug.spider_client import Spider
@@ -32,11 +35,13 @@ def _subgroup_field(i: int, field: str) -> str:
 
 
 class McisService:
-    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, resources: Resources) -> None:
+    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, resources: Resources,
+                 monitoring: Monitoring) -> None:
         self.store = store
         self.spider = spider
         self.namespaces = namespaces
         self.resources = resources
+        self.monitoring = monitoring
 
     # ----------------------------------------------------------------- reads
 
@@ -45,6 +50,7 @@ class McisService:
         mcis = found.value
         if with_vms:
             mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
+            await self._agents(ns, mcis, list(mcis.vms))
         return mcis
 
     async def page(self, ns: str, size: int, token: str) -> tuple[list[pb.Mcis], str]:
@@ -53,13 +59,33 @@ class McisService:
         return [i.value for i in page.items], page.next_key
 
     async def list_vms(self, ns: str, mcis: str, size: int, token: str) -> tuple[list[pb.McisVm], str]:
-        await self.get(ns, mcis)
+        head = await self.get(ns, mcis)
         page = await self.store.page(keys.vms(ns, mcis), pb.McisVm, page_size(size), token)
-        return [i.value for i in page.items], page.next_key
+        vms = [i.value for i in page.items]
+        await self._agents(ns, head, vms)
+        return vms, page.next_key
 
     async def get_vm(self, ns: str, mcis: str, name: str) -> pb.McisVm:
+        head = await self.get(ns, mcis)
         found = await self.store.must_get(keys.vm(ns, mcis, name), pb.McisVm, f"VM {name!r} in MCIS {mcis!r}")
+        await self._agents(ns, head, [found.value])
         return found.value
+
+    async def _agents(self, ns: str, mcis: pb.Mcis, vms: list[pb.McisVm]) -> None:
+        """Fill each VM's agent status from dragonfly's heartbeats (read now, not stored)."""
+        if not agent_wanted(mcis) or not self.monitoring.enabled:
+            for vm in vms:
+                vm.agent_status = "None"
+            return
+        try:
+            health = await self.monitoring.health(ns, mcis.name)
+        except errors.DomainError:
+            health = {}
+            for vm in vms:
+                vm.agent_status = "Unknown"
+            return
+        for vm in vms:
+            vm.agent_status = health.get(vm.name, "Pending")
 
     # ---------------------------------------------------------------- create
 
@@ -101,11 +127,18 @@ class McisService:
             raise errors.InvalidArgument.field("mcis.subgroups", "subgroup names must be unique")
         for i, sg in enumerate(mcis.subgroups):
             await self._check_subgroup(ns, sg, i)
+        if agent_wanted(mcis):
+            for i, sg in enumerate(mcis.subgroups):
+                if sg.user_data:
+                    raise errors.InvalidArgument.field(
+                        _subgroup_field(i, "user_data"), "cannot be combined with the monitoring agent's user-data; "
+                                                         "set install_agent to false to pass your own")
         record = pb.Mcis(name=mcis.name, description=mcis.description, subgroups=mcis.subgroups,
                          policy=mcis.policy or pb.POLICY_CONTINUE, status="Creating",
                          target_status=common.RUNNING, target_action=pb.ACTION_CREATE, create_time=now(),
-                         update_time=now(), request_id=request_id or uuid.uuid4().hex, generation=1, policy_op=1,
-                         install_agent=mcis.install_agent)
+                         update_time=now(), request_id=request_id or uuid.uuid4().hex, generation=1, policy_op=1)
+        if mcis.HasField("install_agent"):
+            record.install_agent = mcis.install_agent
         try:
             await self.store.create(keys.mcis(ns, mcis.name), record)
         except errors.AlreadyExists:
@@ -148,8 +181,9 @@ class McisService:
             raise errors.InvalidArgument.field("subgroups", "at least one subgroup is required")
         # Each connection's defaults once, even when several subgroups share it.
         groups = [await self.dynamic_subgroup(req.namespace, d, i) for i, d in enumerate(req.subgroups)]
-        mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy,
-                       install_agent=req.install_agent)
+        mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy)
+        if req.HasField("install_agent"):
+            mcis.install_agent = req.install_agent
         return await self.create(req.namespace, mcis, req.request_id)
 
     # --------------------------------------------------------------- changes
@@ -316,6 +350,43 @@ class McisService:
             if used:
                 return f"MCIS {mcis.name!r} (subgroup {sg.name!r})"
         return ""
+
+    # ------------------------------------------------------- agents' work
+
+    async def command(self, req: pb.McisCommandRequest) -> pb.McisCommandResponse:
+        """Run a command on every running VM in scope through its agent; one result per VM."""
+        if not req.command.strip():
+            raise errors.InvalidArgument.field("command", "is required")
+        if req.timeout_s < 0 or req.timeout_s > 3600:
+            raise errors.InvalidArgument.field("timeout_s", "must be within 0..3600 seconds")
+        mcis = await self.get(req.namespace, req.name)
+        if not agent_wanted(mcis):
+            raise errors.FailedPrecondition(f"MCIS {req.name!r} was made without agents; commands go through them")
+        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)
+               if not v.value.removing and (not req.subgroup or v.value.subgroup == req.subgroup)
+               and (not req.vm or v.value.name == req.vm)]
+        if not vms:
+            raise errors.NotFound(f"no VM of MCIS {req.name!r} matches subgroup={req.subgroup!r} vm={req.vm!r}")
+        running = [v.name for v in vms if v.status == common.RUNNING]
+        results = await self.monitoring.run(req.namespace, req.name, running, req.command, req.timeout_s or 60.0)
+        out = pb.McisCommandResponse()
+        for vm in sorted(vms, key=lambda v: (v.subgroup, v.index)):
+            got = results.get(vm.name)
+            if got is None:
+                out.results.append(pb.VmCommandResult(vm=vm.name, error=f"VM is {status.word(vm.status)}"))
+            elif isinstance(got, errors.DomainError):
+                out.results.append(pb.VmCommandResult(vm=vm.name, error=got.message))
+            else:
+                out.results.append(pb.VmCommandResult(vm=vm.name, result=got))
+        return out
+
+    async def metrics(self, req: pb.McisMetricsRequest) -> dpb.QueryMetricsResponse:
+        await self.get(req.namespace, req.name)
+        if not req.group:
+            raise errors.InvalidArgument.field("group", "is required: cpu, cpufreq, memory, disk, diskio or network")
+        return await self.monitoring.metrics(dpb.QueryMcisMetricsRequest(
+            ns=req.namespace, mcis=req.name, group=req.group, period=req.period or "m",
+            aggregate=req.aggregate or "avg", duration=req.duration or "10m"))
 
     # ------------------------------------------------------------ following
 

@@ -1,0 +1,89 @@
+"""An MCIS with agents: every VM boots its own cb-agent (CloudTwin guests), tumblebug shows
+their health, runs commands through them, and asks dragonfly for their metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest_asyncio
+
+from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from tests import servers
+from tests.helpers import expect_error
+from tests.integration.dragonfly.conftest import start_dragonfly, start_nats
+from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def monitored(tmp_path_factory: object, etcd: servers.Server,
+                    spider: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents."""
+    run_dir = Path(str(tmp_path_factory.mktemp("monitored")))  # type: ignore[attr-defined]
+    nats = await start_nats(run_dir / "nats")
+    dragonfly = await start_dragonfly(run_dir / "dragonfly", etcd, nats)
+    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", etcd, spider,
+                                              CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
+    try:
+        async with grpc.aio.insecure_channel(tumblebug.address) as ch:
+            yield tumblebug_pb2_grpc.TumblebugStub(ch)
+    finally:
+        for server in (tumblebug, dragonfly):
+            server.stop()
+        nats.proc.stop()
+
+
+async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.TumblebugStub,
+                                           stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
+    tb = monitored
+    ns = await namespace(tb)
+    conn = (await connections(stub, cloudtwin, 1))[0]
+    spec, image = await cheapest_spec_and_image(stub, conn.name)
+    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="mon", subgroups=[
+        pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=2)]))
+    await wait_mcis(tb, ns, "mon", settled_at("Running"))
+
+    deadline = time.monotonic() + 30
+    while True:
+        vms = (await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="mon"))).vms
+        if all(v.agent_status == "Healthy" for v in vms) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert [v.agent_status for v in vms] == ["Healthy", "Healthy"]
+
+    ran = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name="mon",
+                                                         command='echo "hello from $CB_VM_IP"; hostname'))
+    assert [r.vm for r in ran.results] == ["g-1", "g-2"]
+    ips = {v.name: v.private_ip for v in vms}
+    for r in ran.results:
+        assert not r.error and r.result.exit_code == 0
+        assert f"hello from {ips[r.vm]}" in r.result.stdout  # each ran inside its own VM
+
+    slow = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name="mon", vm="g-1", command="sleep 5",
+                                                          timeout_s=0.5))
+    assert len(slow.results) == 1 and slow.results[0].result.timed_out
+    assert "timed out" in slow.results[0].result.error
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.RunMcisCommand(pb.McisCommandRequest(
+        namespace=ns, name="mon", command="  ")), "command")
+
+    deadline = time.monotonic() + 10
+    while True:
+        got = await tb.GetMcisMetrics(pb.McisMetricsRequest(namespace=ns, name="mon", group="cpu", duration="5m"))
+        # Series are named by the VM's full identity, `{ns}.{mcis}.{vm}`.
+        if {s.vm for s in got.series if s.points} == {f"{ns}.mon.g-1", f"{ns}.mon.g-2"} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert {s.vm for s in got.series if s.points} == {f"{ns}.mon.g-1", f"{ns}.mon.g-2"}
+    assert all("utilization_percent" in s.points[-1].values for s in got.series)
+
+    suspended = await tb.SuspendMcis(pb.McisActionRequest(namespace=ns, name="mon", vm="g-2", wait=True))
+    assert suspended.status_count.suspended == 1
+    partial = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name="mon", command="true"))
+    by_vm = {r.vm: r for r in partial.results}
+    assert by_vm["g-1"].result.exit_code == 0 and by_vm["g-2"].error == "VM is Suspended"
+    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="mon", terminate=True, wait=True))

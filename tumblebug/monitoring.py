@@ -1,0 +1,87 @@
+"""Dragonfly as tumblebug calls it: agent credentials for new VMs, commands, agent health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
+from services import errors
+from services.rpc.client import channel
+
+T = TypeVar("T")
+
+
+class Monitoring:
+    """A channel to dragonfly; `address` empty means the suite runs without monitoring."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = channel(address) if address else None
+        self.stub = dragonfly_pb2_grpc.DragonflyStub(self._channel) if self._channel is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.stub is not None
+
+    def _need(self) -> dragonfly_pb2_grpc.DragonflyStub:
+        if self.stub is None:
+            raise errors.FailedPrecondition("monitoring is off here (CB_TUMBLEBUG_DRAGONFLY_ADDR is empty)")
+        return self.stub
+
+    async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 30.0) -> T:
+        try:
+            return await rpc(request, timeout=timeout)
+        except grpc.aio.AioRpcError as err:
+            domain = errors.from_rpc_error(err)
+            if isinstance(domain, errors.Unavailable):
+                domain.message = f"dragonfly ({self.address}): {domain.message}"
+            raise domain from err
+
+    async def agent_user_data(self, ns: str, mcis: str, vm: str) -> str:
+        """User-data that boots this VM's agent with its own credential (a secret: never stored)."""
+        stub = self._need()
+        issued = await self.call(stub.IssueAgentCredential, dpb.IssueAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
+        return issued.user_data
+
+    async def health(self, ns: str, mcis: str) -> dict[str, str]:
+        """VM name → agent health word, for the agents of one MCIS that registered."""
+        if self.stub is None:
+            return {}
+        out: dict[str, str] = {}
+        token = ""
+        while True:
+            page = await self.call(self.stub.ListAgents, dpb.ListAgentsRequest(ns=ns, mcis=mcis, page_size=1000,
+                                                                               page_token=token), timeout=5)
+            out.update((a.vm, dpb.Health.Name(a.health).title()) for a in page.agents)
+            token = page.next_page_token
+            if not token:
+                return out
+
+    async def run(self, ns: str, mcis: str, vms: list[str], command: str, timeout_s: float,
+                  parallel: int = 64) -> dict[str, dpb.CommandResult | errors.DomainError]:
+        """Run `command` on every VM through its agent, `parallel` at a time."""
+        stub = self._need()
+        gate = asyncio.Semaphore(parallel)
+
+        async def one(vm: str) -> dpb.CommandResult | errors.DomainError:
+            async with gate:
+                try:
+                    return await self.call(stub.RunCommand, dpb.RunCommandRequest(
+                        ns=ns, mcis=mcis, vm=vm, command=command, timeout_s=timeout_s), timeout=timeout_s + 10)
+                except errors.DomainError as err:
+                    return err
+
+        results = await asyncio.gather(*(one(vm) for vm in vms))
+        return dict(zip(vms, results, strict=True))
+
+    async def metrics(self, request: dpb.QueryMcisMetricsRequest) -> dpb.QueryMetricsResponse:
+        return await self.call(self._need().QueryMcisMetrics, request)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
