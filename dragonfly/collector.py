@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -43,8 +44,11 @@ def samples_of(subject: str, data: bytes) -> tuple[str, str, int, list[Sample]]:
 class Collector:
     """One replica's share of the metric stream."""
 
-    def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float) -> None:
+    def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float,
+                 observe: Callable[[Sequence[Sample]], None] | None = None) -> None:
         self.bus = bus
+        # Sees every new batch as it arrives (the alert rules); must be cheap and never block.
+        self.observe = observe
         self.backend = backend
         self.queue = queue
         self.batch_samples = batch_samples
@@ -86,6 +90,11 @@ class Collector:
             await self._ack(msg, {"ok": True, "duplicate": True})
             return
         self._last[vm] = (boot, seq)
+        if self.observe is not None:
+            try:
+                self.observe(samples)
+            except Exception:  # a faulty rule must not stop collection
+                log.exception("alert evaluation failed")
         self._pending.append((msg, samples))
         self._pending_samples += len(samples)
         if self._pending_samples >= self.batch_samples:

@@ -17,3 +17,25 @@ def agents(ns: str, mcis: str = "") -> str:
 
 def mcis_config(ns: str, mcis: str) -> str:
     return f"{ROOT}/ns/{ns}/mcis/{mcis}/config"
+
+
+ALERTS = f"{ROOT}/alerts"
+
+
+def alert_rules(ns: str = "") -> str:
+    return f"{ALERTS}/rules/{ns + '/' if ns else ''}"
+
+
+def alert_rule(ns: str, name: str) -> str:
+    return f"{ALERTS}/rules/{ns}/{name}"
+
+
+def alert_firing(ns: str = "", rule: str = "", vm_key: str = "") -> str:
+    """What fires now: one key per (rule, VM), holding the firing event; prefixes without the tail."""
+    parts = [p for p in (ns, rule, vm_key) if p]
+    tail = "/".join(parts)
+    return f"{ALERTS}/firing/{tail}" if vm_key else f"{ALERTS}/firing/{tail + '/' if tail else ''}"
+
+
+def alert_events(ns: str) -> str:
+    return f"{ALERTS}/events/{ns}/"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from dragonfly.agents import Agents
+from dragonfly.alerts.engine import AlertEngine
+from dragonfly.alerts.webhook import WebhookSink
 from dragonfly.collector import Collector
 from dragonfly.servicer import DragonflyServicer
 from dragonfly.settings import DragonflySettings
@@ -46,11 +48,14 @@ class DragonflyApp:
         self.bus = Bus(common.nats_url, self.identity, creds.client_options())
         self.backend = MemoryBackend(settings.raw_points)
         self.agents = Agents(self.store, self.bus, settings.default_interval_s)
+        sink = WebhookSink(settings.webhook_attempts, settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
+        self.alerts = AlertEngine(self.store, self.bus, self.agents, sink, settings.alert_events_max,
+                                  settings.alert_tick_s)
         self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,
-                                   settings.flush_s)
+                                   settings.flush_s, self.alerts.observe)
         signer = Signer.load(_read(settings.agent_signer_file, "signing key")) if settings.agent_signer_file else None
         self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, signer,
-                                          settings.agent_nats_url or common.nats_url)
+                                          settings.agent_nats_url or common.nats_url, self.alerts)
 
     def bindings(self) -> list[Binding]:
         return [Binding(SERVICE_NAME, self.servicer, dragonfly_pb2_grpc.add_DragonflyServicer_to_server)]
@@ -58,11 +63,13 @@ class DragonflyApp:
     async def start(self) -> None:
         await self.bus.connect()
         await self.agents.start()
+        await self.alerts.start()
         await self.collector.start()
         log.info("collecting", extra={"identity": self.identity})
 
     async def stop(self) -> None:
         await self.collector.stop()
+        await self.alerts.stop()
         await self.bus.close()
         await self.backend.close()
         await self.store.close()

@@ -11,9 +11,12 @@ import grpc
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
+from dragonfly import keys
 from dragonfly.agent.config import render
 from dragonfly.agent.sources import GROUPS
 from dragonfly.agents import Agents, stamp
+from dragonfly.alerts.engine import AlertEngine
+from dragonfly.alerts.rules import validate
 from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
 from dragonfly.subjects import VmId
 from services import errors
@@ -70,8 +73,10 @@ def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
 class DragonflyServicer(pb_grpc.DragonflyServicer):
     """Agents, metrics and commands of every VM that has an agent."""
 
-    def __init__(self, agents: Agents, backend: Backend, bus: Bus, signer: Signer | None, agent_nats_url: str) -> None:
+    def __init__(self, agents: Agents, backend: Backend, bus: Bus, signer: Signer | None, agent_nats_url: str,
+                 alerts: AlertEngine | None = None) -> None:
         self.agents = agents
+        self.alerts = alerts
         self.backend = backend
         self.bus = bus
         self.signer = signer
@@ -167,3 +172,80 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         if not 0.1 <= interval <= 3600:
             raise errors.InvalidArgument.field("config.interval_s", "between 0.1 and 3600 seconds")
         return await self.agents.set_interval(vm.ns, vm.mcis, interval)
+
+    # -- alerts ---------------------------------------------------------------
+
+    def _engine(self) -> AlertEngine:
+        if self.alerts is None:
+            raise errors.FailedPrecondition("this dragonfly runs without alerts")
+        return self.alerts
+
+    async def CreateAlertRule(self, request: pb.CreateAlertRuleRequest,
+                              context: grpc.aio.ServicerContext) -> pb.AlertRule:
+        """Store a new rule; every replica starts judging it as soon as it hears of it."""
+        rule = validate(request.ns, request.rule)
+        rule.created_time.CopyFrom(stamp(time.time()))
+        try:
+            await self._engine().store.create(keys.alert_rule(rule.ns, rule.name), rule)
+        except errors.AlreadyExists as err:
+            raise errors.AlreadyExists(f"alert rule {rule.name!r} already exists in namespace {rule.ns!r}") from err
+        return rule
+
+    async def GetAlertRule(self, request: pb.GetAlertRuleRequest, context: grpc.aio.ServicerContext) -> pb.AlertRule:
+        """One rule; NOT_FOUND if there is none by that name."""
+        check_name("ns", request.ns)
+        found = await self._engine().store.must_get(keys.alert_rule(request.ns, request.name), pb.AlertRule,
+                                                    f"alert rule {request.name!r}")
+        return found.value
+
+    async def ListAlertRules(self, request: pb.ListAlertRulesRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListAlertRulesResponse:
+        """The rules of a namespace, by name."""
+        check_name("ns", request.ns)
+        size = _page_size(request.page_size)
+        page = await self._engine().store.page(keys.alert_rules(request.ns), pb.AlertRule, size, request.page_token)
+        return pb.ListAlertRulesResponse(rules=[v.value for v in page.items], next_page_token=page.next_key)
+
+    async def UpdateAlertRule(self, request: pb.UpdateAlertRuleRequest,
+                              context: grpc.aio.ServicerContext) -> pb.AlertRule:
+        """Replace a rule; what it had firing resolves, and its windows start afresh."""
+        engine = self._engine()
+        if request.rule.name and request.rule.name != request.name:
+            raise errors.InvalidArgument.field("rule.name", "a rule cannot be renamed")
+        body = pb.AlertRule()
+        body.CopyFrom(request.rule)
+        body.name = request.name
+        rule = validate(request.ns, body)
+        key = keys.alert_rule(rule.ns, rule.name)
+
+        def replace(cur: pb.AlertRule) -> pb.AlertRule:
+            rule.created_time.CopyFrom(cur.created_time)
+            return rule
+
+        updated = await engine.store.modify(key, pb.AlertRule, replace, f"alert rule {rule.name!r}")
+        await engine.retire(rule.ns, rule.name, "the rule was changed")
+        return updated
+
+    async def DeleteAlertRule(self, request: pb.DeleteAlertRuleRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DeleteAlertRuleResponse:
+        """Delete a rule; what it had firing resolves."""
+        engine = self._engine()
+        check_name("ns", request.ns)
+        if not await engine.store.delete(keys.alert_rule(request.ns, request.name)):
+            raise errors.NotFound(f"alert rule {request.name!r} not found")
+        await engine.retire(request.ns, request.name, "the rule was deleted")
+        return pb.DeleteAlertRuleResponse()
+
+    async def ListAlertEvents(self, request: pb.ListAlertEventsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListAlertEventsResponse:
+        """A namespace's alert events, oldest first (the newest CB_DRAGONFLY_ALERT_EVENTS_MAX are kept)."""
+        check_name("ns", request.ns)
+        size = _page_size(request.page_size)
+        page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
+        return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise errors.InvalidArgument.field("page_size", "must be >= 0")
+    return min(requested or 100, MAX_PAGE)

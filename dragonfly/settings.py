@@ -30,3 +30,10 @@ class DragonflySettings(ServerSettings):
     # A collector writes to storage when this many samples wait, or after flush_s.
     batch_samples: int = Field(default=2000, ge=1)
     flush_s: float = Field(default=0.05, gt=0)
+    # Alerts: how often agent-health rules are judged, how many events a namespace keeps,
+    # and how hard a webhook is tried (attempts, first backoff, doubled up to 5 s).
+    alert_tick_s: float = Field(default=0.25, gt=0)
+    alert_events_max: int = Field(default=1000, ge=1)
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=0.2, gt=0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)

@@ -89,6 +89,11 @@ def mcis_config(ns: str, mcis: str) -> str:
     return f"cb.config.{ns}.{mcis}"
 
 
+def alerts(ns: str, mcis: str) -> str:
+    """Where alert events (firing, resolved) of an MCIS's VMs are published."""
+    return f"cb.alerts.{ns}.{mcis}"
+
+
 def vm_of(subject: str) -> VmId:
     """The VM a `cb.{kind}.{ns}.{mcis}.{vm}` subject is about (its last three tokens)."""
     parts = subject.split(".")
