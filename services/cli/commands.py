@@ -101,11 +101,13 @@ def list_all(client: Client, kind: Kind, scope: dict[str, str], query: dict[str,
 
 
 def get_one(client: Client, kind: Kind, scope: dict[str, str], name: str) -> dict[str, Any]:
-    if kind.name == "driver":  # drivers are only listed
-        for item in list_all(client, kind, scope):
-            if item.get("name") == name:
+    if kind.listed_only:
+        # A catalog entry's ID names its connection: list only that connection's part.
+        query = {"connection": name.partition("+")[0]} if "connection" in kind.filters and "+" in name else None
+        for item in list_all(client, kind, scope, query):
+            if get_path(item, kind.name_path) == name:
                 return item
-        raise ApiError(f"driver {name!r} not found", 404, "NOT_FOUND")
+        raise ApiError(f"{kind.name} {name!r} not found", 404, "NOT_FOUND")
     result: dict[str, Any] = client.call("GET", kind.item_path(scope, name))
     return result
 

@@ -57,6 +57,8 @@ class Kind:
     creatable: bool = True
     # Whether List takes page_size/page_token.
     paged: bool = True
+    # Only listed by the API (no Get): one is found in the list.
+    listed_only: bool = False
     deletable: bool = True
     # Custom methods (`POST …/{name}:verb`) and the status each one settles in.
     verbs: dict[str, str] = field(default_factory=dict)
@@ -114,6 +116,7 @@ _IMAGE_FILTERS = {"connection": Filter(equals="connection"), "arch": Filter(equa
 
 KINDS: tuple[Kind, ...] = (
     Kind("driver", "drivers", "/spider/v1/drivers", "drivers", aliases=("drv",), creatable=False, deletable=False,
+         listed_only=True,
          paged=False, columns=(("NAME", "name"), ("AVAILABLE", "available"), ("DESCRIPTION", "description"))),
     Kind("credential", "credentials", "/spider/v1/credentials", "credentials", aliases=("cred", "creds"),
          columns=(("NAME", "name"), ("DRIVER", "driver"), ("KEYS", "keys"), ("CREATED", "createTime"))),
@@ -171,12 +174,12 @@ KINDS: tuple[Kind, ...] = (
              ("CONNECTION", "connection"), ("REGION", "region"), ("PUBLIC-IP", "publicIp"),
              ("PRIVATE-IP", "privateIp"), ("ERROR", "error"))),)),
     Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
-         creatable=False, deletable=False, filters=_SPEC_FILTERS,
+         name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),
                   ("MEMORY-GIB", "memoryGib"), ("PRICE/H", "pricePerHour"), ("ARCH", "architecture"),
                   ("GPUS", "gpuCount"))),
     Kind("catalogimage", "catalogimages", "/tumblebug/v1/catalog/images", "images", aliases=("cimage", "cimages"),
-         creatable=False, deletable=False, filters=_IMAGE_FILTERS,
+         name_path="id", creatable=False, deletable=False, listed_only=True, filters=_IMAGE_FILTERS,
          columns=(("ID", "id"), ("CONNECTION", "connection"), ("OS", "os"), ("ARCH", "architecture"))),
 )
 

@@ -231,7 +231,9 @@ class McisTarget:
 
     def _finish_gone(self, progress: Progress, record: dict[str, Any]) -> None:
         if not self.gone:
-            raise ApiError(f"{self.name} is gone (last status {record.get('status') or 'unknown'})",
+            # A rollback of the request that made it deletes it; its message says why.
+            why = f": {record['message']}" if record.get("message") else ""
+            raise ApiError(f"{self.name} is gone (last status {record.get('status') or 'unknown'}){why}",
                            code="NOT_FOUND")
         for key, task in self.tasks.items():
             total = self.totals.get(key, 1)

@@ -14,11 +14,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import pytest_asyncio
 import yaml
 
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from services.cli import mcis as cli_mcis
 from services.cli.client import ApiError
@@ -197,11 +200,39 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderS
     assert all("+" in s["id"] for s in cheap)
     table = await cbctl.ok("get", "cspecs", "--where", "vcpu=2", "--limit", "3")
     assert table.out.split()[:3] == ["ID", "PROVIDER", "REGION"] and len(table.out.strip().splitlines()) == 4
+    one = json.loads((await cbctl.ok("get", "catalogspec", cheap[0]["id"], "-o", "json")).out)
+    assert one == cheap[0]
     images = json.loads((await cbctl.ok("get", "catalogimages", "--where", f"connection={cheap[0]['connection']}",
                                         "-o", "json")).out)
     assert images and all(i["connection"] == cheap[0]["connection"] for i in images)
     one_line_error(await cbctl("get", "catalogspecs", "--where", "colour=red"), "no filter 'colour'", "vcpu")
     one_line_error(await cbctl("get", "catalogspecs", "--where", "price>=1"), "price takes <=")
+
+
+async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
+                                                             cloudtwin: servers.Server) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin))[-1]
+    conn = await servers.make_connection(stub, cloudtwin, provider, region)
+    spec, image = await cheapest_spec_and_image(stub, conn.name)
+    ns = f"ns-{uuid.uuid4().hex[:6]}"
+    await cbctl.ok("create", "namespace", ns)
+    async with grpc.aio.insecure_channel(cloudtwin.address) as ch:
+        twin = tw_grpc.CloudTwinStub(ch)
+        await twin.SetKnobs(tw.SetKnobsRequest(provider=provider, region=region, knobs=tw.Knobs(failure_rate=1.0)))
+        try:
+            made = await cbctl("create", "mcis", "bad", "-n", ns, "--set",
+                               f"subgroups=[{{spec_id: {conn.name}+{spec}, image_id: {image}, size: 2}}]", *WAIT)
+        finally:
+            await twin.SetKnobs(tw.SetKnobsRequest(provider=provider, region=region, knobs=tw.Knobs(failure_rate=0)))
+    assert made.code == 1 and made.out.strip() == "mcis/bad created"
+    last = made.err.strip().splitlines()[-1]
+    assert last.startswith("Error: mcis/bad: bad settled as Failed:2 (R:0/2): g1-1: ") and "g1-2: " in last
+    assert "2/2  2 Failed" in made.err
+    refined = await cbctl.ok("refine", "mcis", "bad", "-n", ns, *WAIT)
+    assert refined.out.strip().splitlines()[-1] == "mcis/bad Empty:0 (R:0/0)"
+    await cbctl.ok("delete", "mcis", "bad", "-n", ns, *WAIT)
+    await cbctl.ok("delete", "namespace", ns, "--force")
+    assert await twin_vm_names(cloudtwin, conn) == set()
 
 
 async def test_mcis_errors_are_one_line(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
