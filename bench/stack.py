@@ -31,11 +31,15 @@ class Stack:
         self.tumblebug_env = tumblebug_env
         self.tumblebug_port = 0
         self.tumblebug: procs.Proc | None = None
+        self.tumblebug_starts = 0
         self.tb_channel: grpc.aio.Channel | None = None
         self.procs: list[procs.Proc] = []
 
     async def __aenter__(self) -> Stack:
         self.etcd_port, self.twin_port, self.spider_port = procs.free_port(), procs.free_port(), procs.free_port()
+        # Prometheus text (RPC counts by method) of spider and tumblebug; etcd serves its own on its client port.
+        self.spider_metrics_port = procs.free_port()
+        self.tumblebug_metrics_port = 0
         etcd = procs.etcd(self.root, self.etcd_port)
         self.procs.append(etcd)
         await procs.start_tcp(etcd, self.etcd_port)
@@ -46,7 +50,8 @@ class Stack:
         spider = procs.python_service("spider", "spider.server", self.root, {
             "CB_SPIDER_PORT": str(self.spider_port), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{self.etcd_port}",
             "CB_SECRET_KEY_FILE": str(self.root / "secret.key"), "CB_LOG_LEVEL": "WARNING",
-            "CB_SPIDER_CALL_LOG_FILE": str(self.root / "calls.jsonl")})
+            "CB_SPIDER_CALL_LOG_FILE": str(self.root / "calls.jsonl"),
+            "CB_SPIDER_METRICS_PORT": str(self.spider_metrics_port)})
         self.procs.append(spider)
         await procs.start_grpc(spider, self.spider_port)
         if self.with_moto:
@@ -56,14 +61,17 @@ class Stack:
             self.procs.append(moto)
             await procs.start_tcp(moto, self.moto_port)
         if self.tumblebug_env is not None:
-            self.tumblebug_port = procs.free_port()
+            self.tumblebug_port, self.tumblebug_metrics_port = procs.free_port(), procs.free_port()
             self.tumblebug = procs.python_service("tumblebug", "tumblebug.server", self.root, {
                 "CB_TUMBLEBUG_PORT": str(self.tumblebug_port), "CB_TUMBLEBUG_HOST": "127.0.0.1",
                 "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{self.spider_port}",
                 "CB_ETCD_ENDPOINTS": f"127.0.0.1:{self.etcd_port}", "CB_LOG_LEVEL": "WARNING",
-                **self.tumblebug_env})
+                "CB_TUMBLEBUG_METRICS_PORT": str(self.tumblebug_metrics_port),
+                # No dragonfly in this stack: VMs get no agent (a setting may turn it on).
+                "CB_TUMBLEBUG_DRAGONFLY_ADDR": "", **self.tumblebug_env})
             self.procs.append(self.tumblebug)
             await procs.start_grpc(self.tumblebug, self.tumblebug_port)
+            self.tumblebug_starts = 1
             # A whole 10,000-VM MCIS (GetMcis with vms) is a few MB.
             self.tb_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.tumblebug_port}", options=[
                 ("grpc.max_receive_message_length", 256 << 20)])
@@ -71,6 +79,16 @@ class Stack:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.spider_port}")
         self.stub = spider_pb2_grpc.SpiderStub(self.channel)
         return self
+
+    async def restart_tumblebug(self) -> None:
+        """Stop tumblebug (SIGTERM) and start it again on the same ports with the same settings."""
+        assert self.tumblebug is not None
+        old = self.tumblebug
+        old.stop()
+        self.tumblebug = procs.python_service("tumblebug", "tumblebug.server", self.root, dict(old.env))
+        self.procs[self.procs.index(old)] = self.tumblebug
+        await procs.start_grpc(self.tumblebug, self.tumblebug_port)
+        self.tumblebug_starts += 1
 
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()

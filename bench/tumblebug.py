@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class Sizes:
 
 
 FULL = Sizes(connections=10, latency_s=1.0, per_conn_latency=100, per_conn_zero=100, per_conn_big=1000,
-             read_seconds=3.0, full_reads=10, bound_s=180.0, big_bound_s=420.0)
+             read_seconds=3.0, full_reads=10, bound_s=180.0, big_bound_s=300.0)
 QUICK = Sizes(connections=2, latency_s=0.5, per_conn_latency=10, per_conn_zero=20, per_conn_big=100,
               read_seconds=0.5, full_reads=3, bound_s=30.0, big_bound_s=30.0)
 
@@ -121,19 +122,73 @@ def _cpu_of(pid: int) -> float | None:
         return None
 
 
-class Meter:
-    """Wall time and the CPU seconds each process of the stack (and this one) used meanwhile."""
+ETCD_COUNTERS = {"etcd_mvcc_range_total": "range", "etcd_mvcc_txn_total": "txn", "etcd_mvcc_put_total": "put",
+                 "etcd_mvcc_delete_total": "delete", "etcd_debugging_mvcc_events_total": "watch_events"}
 
-    def __init__(self, stack: Stack) -> None:
+
+def _scrape(port: int) -> str:
+    if not port:
+        return ""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+def _rpc_counts(text: str) -> dict[str, float]:
+    """cb_rpc_total summed over codes, by method's short name."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("cb_rpc_total{"):
+            labels, _, value = line.rpartition(" ")
+            method = labels.split('method="', 1)[1].split('"', 1)[0].rsplit("/", 1)[-1]
+            out[method] = out.get(method, 0.0) + float(value)
+    return out
+
+
+def _etcd_counts(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ETCD_COUNTERS:
+            out[ETCD_COUNTERS[name]] = float(value)
+    return out
+
+
+def _log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+class Meter:
+    """Wall time, the CPU seconds each process of the stack (and this one) used meanwhile, the RPCs
+    spider and tumblebug served and the etcd operations (by their Prometheus counters), per VM when
+    `vms` is given, and the warnings tumblebug and spider logged."""
+
+    def __init__(self, stack: Stack, vms: int = 0) -> None:
         self.stack = stack
+        self.vms = vms
         self.result: dict[str, Any] = {}
 
-    def _sample(self) -> dict[str, float]:
-        out = {p.name: c for p in self.stack.procs if p.alive() and (c := _cpu_of(p.pid)) is not None}
-        out["bench_client"] = time.process_time()
+    def _sample(self) -> dict[str, tuple[int, float]]:
+        out = {p.name: (p.pid, c) for p in self.stack.procs if p.alive() and (c := _cpu_of(p.pid)) is not None}
+        out["bench_client"] = (os.getpid(), time.process_time())
         return out
 
+    def _counts(self) -> dict[str, dict[str, float]]:
+        return {"spider_rpcs": _rpc_counts(_scrape(self.stack.spider_metrics_port)),
+                "tumblebug_rpcs": _rpc_counts(_scrape(self.stack.tumblebug_metrics_port)),
+                "etcd_ops": _etcd_counts(_scrape(self.stack.etcd_port))}
+
+    def _logs(self) -> dict[str, Path]:
+        return {name: self.stack.root / "logs" / f"{name}.log" for name in ("tumblebug", "spider")}
+
     def __enter__(self) -> Meter:
+        self._counts_before = self._counts()
+        self._log_from = {name: _log_size(path) for name, path in self._logs().items()}
         self._t0 = time.perf_counter()
         self._before = self._sample()
         return self
@@ -141,10 +196,44 @@ class Meter:
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self._t0
         after = self._sample()
-        used = {k: round(after[k] - self._before[k], 2) for k in after if k in self._before}
+        # A process started meanwhile (a restart) counts from its start; the one it replaced is not seen.
+        used = {k: round(cpu - (self._before[k][1] if self._before.get(k, (0, 0.0))[0] == pid else 0.0), 2)
+                for k, (pid, cpu) in after.items()}
         self.result = {"wall_s": round(wall, 2), "cpu_s": used,
                        "cpu_s_total": round(sum(used.values()), 2),
                        "cores_busy": round(sum(used.values()) / wall, 2) if wall else 0.0}
+        counts = self._counts()
+        for group, now in counts.items():
+            was = self._counts_before.get(group, {})
+            delta = {k: v - was.get(k, 0.0) for k, v in now.items() if v - was.get(k, 0.0) > 0}
+            self.result[group] = ({k: round(v / self.vms, 2) for k, v in sorted(delta.items())} if self.vms
+                                  else {k: int(v) for k, v in sorted(delta.items())})
+        if self.vms:
+            self.result["counts_are"] = f"per VM ({self.vms})"
+        self.result["logged_warnings"] = {name: self._warnings(path, self._log_from[name])
+                                          for name, path in self._logs().items()}
+
+    @staticmethod
+    def _warnings(path: Path, start: int) -> dict[str, int]:
+        """Warning and error lines logged since `start`, by message."""
+        out: dict[str, int] = {}
+        try:
+            with path.open("rb") as f:
+                f.seek(start)
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+                msg = str(entry.get("msg", ""))[:60]
+                if entry.get("error"):
+                    msg += f": {str(entry['error'])[:100]}"
+                out[msg] = out.get(msg, 0) + 1
+        return out
 
 
 class Profiler:
@@ -208,7 +297,8 @@ async def prepare(stack: Stack, ns: str, conns: list[tuple[str, str, str]], boun
 
 @dataclass
 class Followed:
-    """How an MCIS came up, from WatchMcis, timed from the create call."""
+    """How an MCIS came up, timed from the create call: as its summary said (WatchMcis, what a user
+    sees) and as its VM records said (read straight from etcd now and then)."""
 
     total: int
     accepted_s: float = 0.0
@@ -219,13 +309,20 @@ class Followed:
     status: str = ""
     failed: int = 0
     snapshots: int = 0
+    records_half_running_s: float | None = None
+    records_all_running_s: float | None = None
+    records_last: dict[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         r = lambda v: None if v is None else round(v, 3)  # noqa: E731
         return {"vms": self.total, "create_rpc_s": r(self.accepted_s), "first_running_s": r(self.first_running_s),
                 "half_running_s": r(self.half_running_s), "all_running_s": r(self.all_running_s),
                 "settled_s": r(self.settled_s), "final_status": self.status, "failed": self.failed,
-                "watch_snapshots": self.snapshots, "completed": self.all_running_s is not None}
+                "watch_snapshots": self.snapshots, "completed": self.all_running_s is not None,
+                "vm_records": {"sampled_every_s": round(max(0.25, self.total / 5000), 2),
+                               "half_running_s": r(self.records_half_running_s),
+                               "all_running_s": r(self.records_all_running_s),
+                               "last_seen": self.records_last or {}}}
 
 
 async def watch(stack: Stack, ns: str, name: str) -> AsyncIterator[pb.Mcis]:
@@ -237,33 +334,79 @@ async def watch(stack: Stack, ns: str, name: str) -> AsyncIterator[pb.Mcis]:
         call.cancel()
 
 
+async def follow_records(etcd: BareEtcd, ns: str, name: str, out: Followed, t0: float, stop: asyncio.Event) -> None:
+    """Count the MCIS's VM records by status now and then (the truth the summary is made from)."""
+    every = max(0.25, out.total / 5000)  # decoding 10,000 records costs this process ~50 ms
+    while True:
+        last = stop.is_set()
+        counts = await etcd.vm_statuses(keys.vms(ns, name))
+        now = time.perf_counter() - t0
+        out.records_last = counts
+        running = counts.get("RUNNING", 0)
+        # The summary is made from the records, so it never says Running before they do: a sample
+        # taken after the summary's moment is clamped to it.
+        if running * 2 >= out.total and out.records_half_running_s is None:
+            out.records_half_running_s = min(now, out.half_running_s or now)
+        if running >= out.total and out.records_all_running_s is None:
+            out.records_all_running_s = min(now, out.all_running_s or now)
+        if last:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def create_and_follow(stack: Stack, ns: str, name: str, subgroups: list[pb.DynamicSubgroup],
                             bound: float) -> Followed:
     """CreateMcisDynamic (no wait), then follow WatchMcis until all Running and settled, or `bound`."""
     total = sum(sg.size for sg in subgroups)
     out = Followed(total)
+    etcd = BareEtcd(stack.etcd_port)
+    stop = asyncio.Event()
     t0 = time.perf_counter()
     await stack.tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name=name, subgroups=subgroups, request_id=uuid.uuid4().hex), timeout=bound)
     out.accepted_s = time.perf_counter() - t0
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(bound):
-            async for mcis in watch(stack, ns, name):
-                now = time.perf_counter() - t0
-                out.snapshots += 1
-                out.status, out.failed = mcis.status, mcis.status_count.failed
-                running = mcis.status_count.running
-                if running and out.first_running_s is None:
-                    out.first_running_s = now
-                if running * 2 >= total and out.half_running_s is None:
-                    out.half_running_s = now
-                if running >= total and out.all_running_s is None:
-                    out.all_running_s = now
-                if (mcis.status_count.total >= total and mcis.target_action == pb.ACTION_NONE
-                        and mcis.observed_generation >= mcis.generation):
-                    out.settled_s = now
-                    break
+    records = asyncio.create_task(follow_records(etcd, ns, name, out, t0, stop))
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(bound - out.accepted_s):
+                async for mcis in watch(stack, ns, name):
+                    now = time.perf_counter() - t0
+                    out.snapshots += 1
+                    out.status, out.failed = mcis.status, mcis.status_count.failed
+                    running = mcis.status_count.running
+                    if running and out.first_running_s is None:
+                        out.first_running_s = now
+                    if running * 2 >= total and out.half_running_s is None:
+                        out.half_running_s = now
+                    if running >= total and out.all_running_s is None:
+                        out.all_running_s = now
+                    if _settled(mcis, total):
+                        out.settled_s = now
+                        break
+    finally:
+        stop.set()
+        await records
+        await etcd.close()
     return out
+
+
+def _settled(mcis: pb.Mcis, total: int) -> bool:
+    return (mcis.status_count.total >= total and mcis.target_action == pb.ACTION_NONE
+            and mcis.observed_generation >= mcis.generation)
+
+
+async def settle(stack: Stack, ns: str, name: str, total: int, bound: float) -> pb.Mcis:
+    """GetMcis every half second until the MCIS settled, or `bound`; the last one read."""
+    deadline = time.perf_counter() + bound
+    mcis = pb.Mcis()
+    while time.perf_counter() < deadline:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            mcis = await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
+            if _settled(mcis, total):
+                break
+        await asyncio.sleep(0.5)
+    return mcis
 
 
 async def sample_reads(stack: Stack, ns: str, name: str, stop: asyncio.Event, every: float = 0.2) -> list[float]:
@@ -329,6 +472,17 @@ class BareEtcd:
                 return size
             start = resp.kvs[-1].key + b"\0"
 
+    async def vm_statuses(self, prefix: str) -> dict[str, int]:
+        """The McisVm records under `prefix` counted by status (NEW: not yet sent to spider)."""
+        p = prefix.encode()
+        resp = await self.kv.Range(etcd_rpc.RangeRequest(key=p, range_end=p[:-1] + bytes([p[-1] + 1])))
+        out: dict[str, int] = {}
+        for kv in resp.kvs:
+            vm = pb.McisVm.FromString(kv.value)
+            word = common.VmStatus.Name(vm.status) if vm.requested else "NEW"
+            out[word] = out.get(word, 0) + 1
+        return out
+
     async def close(self) -> None:
         await self.channel.close()
 
@@ -348,12 +502,12 @@ async def phase_latency(root: Path, s: Sizes, profile: Path | None) -> dict[str,
     async with Stack(root / "latency", twin, tumblebug_env={}) as stack:
         direct_conns = await stack.connections(s.connections, LIMITS)
         tb_conns = await stack.connections(s.connections, LIMITS)
-        with Meter(stack) as m_direct:
+        with Meter(stack, total) as m_direct:
             direct = await spider_direct(stack, direct_conns, total, total)
         ns = await namespace(stack)
         with Meter(stack) as m_cold:
             cold = await prepare(stack, ns, tb_conns, s.bound_s)
-        with Profiler(profile, stack, "latency"), Meter(stack) as m_tb:
+        with Profiler(profile, stack, "latency"), Meter(stack, total) as m_tb:
             followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_latency, "g"),
                                                s.bound_s)
     tb = followed.as_dict()
@@ -363,6 +517,7 @@ async def phase_latency(root: Path, s: Sizes, profile: Path | None) -> dict[str,
         "cloudtwin": {"create_latency_s": s.latency_s, "boot_latency_s": 0, "action_latency_s": 0},
         "floor_s": s.latency_s,
         "tumblebug": {**tb, "ratio_to_floor": round(wall / s.latency_s, 2) if wall else None,
+                      "vm_records_ratio_to_floor": _ratio(followed.records_all_running_s, s.latency_s),
                       "ratio_to_spider_direct": round(wall / direct["seconds"], 2) if wall else None,
                       "process_cpu": m_tb.result},
         "spider_direct": {**direct, "ratio_to_floor": round(direct["seconds"] / s.latency_s, 2),
@@ -383,26 +538,47 @@ async def phase_zero(root: Path, s: Sizes, profile: Path | None) -> dict[str, An
     async with Stack(root / "zero", twin, tumblebug_env={}) as stack:
         direct_conns = await stack.connections(s.connections, LIMITS)
         tb_conns = await stack.connections(s.connections, LIMITS)
-        with Meter(stack) as m_direct:
+        with Meter(stack, total) as m_direct:
             direct = await spider_direct(stack, direct_conns, total, in_flight)
         ns = await namespace(stack)
         await prepare(stack, ns, tb_conns, s.bound_s)
-        with Profiler(profile, stack, "zero"), Meter(stack) as m_tb:
+        with Profiler(profile, stack, "zero"), Meter(stack, total) as m_tb:
             followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_zero, "g"), s.bound_s)
         zero = _throughput(followed, direct, m_tb, m_direct, in_flight)
 
         # Phase 3: a big MCIS, timed as it comes up (with status reads meanwhile), then read at rest.
         stop = asyncio.Event()
         sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
-        with Profiler(profile, stack, "big"), Meter(stack) as m_big:
+        with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big:
             built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
         stop.set()
         during = await sampler
+        unsettled: dict[str, Any] = {}
+        if built.settled_s is None:
+            # Still at it after the bound: what a reader gets meanwhile, then a fresh tumblebug (it
+            # rebuilds its view from etcd) to bring the summary up to date so reads can be measured at rest.
+            unsettled["get_mcis_still_reconciling"] = await serial(
+                lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="big"), timeout=60), s.read_seconds, 5)
+            with Meter(stack) as m_restart:
+                t0 = time.perf_counter()
+                await stack.restart_tumblebug()
+                restarted = time.perf_counter() - t0
+                head = await settle(stack, ns, "big", big_total, s.bound_s)
+            unsettled["restarted_tumblebug"] = {
+                "start_s": round(restarted, 2), "settled_s": round(time.perf_counter() - t0, 2),
+                "status": head.status, "settled": _settled(head, big_total), "process_cpu": m_restart.result}
         big = await _reads(stack, ns, "big", s, profile)
-        big["build"] = {**built.as_dict(), "vms_per_second": round(big_total / built.all_running_s, 1)
-                        if built.all_running_s else None, "process_cpu": m_big.result}
+        big.update(unsettled)
+        big["build"] = {**built.as_dict(), "vms_per_second": _ratio(big_total, built.all_running_s, 1),
+                        "vm_records_vms_per_second": _ratio(big_total, built.records_all_running_s, 1),
+                        "process_cpu": m_big.result}
+        big["reads_after_settled"] = built.settled_s is not None
         big["get_mcis_while_building"] = latency_stats(during)
     return {"create_zero_latency": zero, "status_read_big_mcis": big}
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
+    return round(a / b, digits) if a and b else None
 
 
 def _throughput(followed: Followed, direct: dict[str, Any], m_tb: Meter, m_direct: Meter,
@@ -410,7 +586,9 @@ def _throughput(followed: Followed, direct: dict[str, Any], m_tb: Meter, m_direc
     wall = followed.all_running_s
     rate = round(followed.total / wall, 1) if wall else None
     return {"vms": followed.total,
-            "tumblebug": {**followed.as_dict(), "vms_per_second": rate, "process_cpu": m_tb.result},
+            "tumblebug": {**followed.as_dict(), "vms_per_second": rate,
+                          "vm_records_vms_per_second": _ratio(followed.total, followed.records_all_running_s, 1),
+                          "process_cpu": m_tb.result},
             "spider_direct": {**direct, "process_cpu": m_direct.result},
             "ratio_to_spider_direct": round(rate / direct["vms_per_second"], 3) if rate else None,
             "note": f"spider alone gets the same number of VMs in flight as tumblebug allows ({in_flight}: "
@@ -465,14 +643,16 @@ async def main() -> None:
     parser.add_argument("--profile", type=Path, help="write py-spy samples of each phase into this directory")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
         root = Path(tmp)
         latency = await phase_latency(root, sizes, args.profile)
         zero = await phase_zero(root, sizes, args.profile)
     out = {
         "benchmark": "tumblebug", "quick": args.quick, "cpus": os.cpu_count(),
-        "tumblebug_settings": tumblebug_settings(),
+        # The machine is shared: other work running meanwhile shows here (1-minute load averages).
+        "load_average": {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "tumblebug_settings": {**tumblebug_settings(), "dragonfly": "none (no agents on the VMs)"},
         "spider_connection_limits": {
             "rate_per_second": LIMITS.rate_per_second, "burst": LIMITS.burst,
             "max_concurrency": LIMITS.max_concurrency,
