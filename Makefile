@@ -26,6 +26,10 @@ libvirt-python:
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    libvirt-dev pkg-config libvirt-daemon >/dev/null; \
 	fi
+	@if ! command -v victoria-metrics >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends victoria-metrics >/dev/null \
+	    || echo "victoria-metrics is not installed: dragonfly keeps metrics in memory"; \
+	fi
 	@if pkg-config --exists libvirt 2>/dev/null; then \
 	  $(PY) -m pip install -q 'libvirt-python>=9' || echo "libvirt-python did not build: the libvirt driver will be unavailable"; \
 	else echo "libvirt-dev is not installed: the libvirt driver will be unavailable"; fi

@@ -13,7 +13,9 @@ from dragonfly.alerts.webhook import WebhookSink
 from dragonfly.collector import Collector
 from dragonfly.servicer import DragonflyServicer
 from dragonfly.settings import DragonflySettings
+from dragonfly.storage import Backend
 from dragonfly.storage.memory import MemoryBackend
+from dragonfly.storage.victoriametrics import VictoriaMetricsBackend
 from services.bus import Bus
 from services.natsauth import Creds, NatsAuthSettings, Signer
 from services.rpc.server import Binding, run
@@ -38,15 +40,16 @@ class DragonflyApp:
     name = "dragonfly"
 
     def __init__(self, settings: DragonflySettings, common: CommonSettings, auth: NatsAuthSettings) -> None:
-        if settings.storage != "memory":
-            raise SystemExit(f"dragonfly: unknown storage {settings.storage!r} (memory)")
+        if settings.storage not in ("memory", "victoriametrics"):
+            raise SystemExit(f"dragonfly: unknown storage {settings.storage!r} (memory or victoriametrics)")
         if not auth.creds_file:
             raise SystemExit("dragonfly needs a NATS credential: set CB_NATS_CREDS_FILE")
         self.identity = f"dragonfly-{uuid.uuid4().hex[:12]}"
         self.store = Store.from_endpoints(common.etcd_endpoints)
         creds = Creds.parse(_read(auth.creds_file, "credential"))
         self.bus = Bus(common.nats_url, self.identity, creds.client_options())
-        self.backend = MemoryBackend(settings.raw_points)
+        self.backend: Backend = (VictoriaMetricsBackend(settings.vm_url) if settings.storage == "victoriametrics"
+                                 else MemoryBackend(settings.raw_points))
         self.agents = Agents(self.store, self.bus, settings.default_interval_s)
         sink = WebhookSink(settings.webhook_attempts, settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self.alerts = AlertEngine(self.store, self.bus, self.agents, sink, settings.alert_events_max,

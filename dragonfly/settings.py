@@ -15,8 +15,9 @@ class DragonflySettings(ServerSettings):
 
     host: str = "127.0.0.1"
     port: int = 9999
-    # `memory` (embedded, bounded, per process).
+    # `memory` (embedded, bounded, per process) or `victoriametrics` (shared; at vm_url).
     storage: str = "memory"
+    vm_url: str = "http://127.0.0.1:8428"
     # Raw points kept per VM and group by the memory backend (roll-ups keep a day of minutes, a month of hours).
     raw_points: int = Field(default=3600, ge=10)
     # The account signing key that mints agents' credentials (written by the launcher, mode 0600).

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from dragonfly.storage import victoriametrics
 from services import natsauth
 from services.gateway import launch as gateway_launch
 from services.launcher import demo
@@ -92,15 +94,20 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         "CB_SPIDER_PORT": str(ports["spider"]),
         "CB_SPIDER_CALL_LOG_FILE": str(run_dir / "logs" / "spider-calls.jsonl"),
     })
-    await grpc_service("dragonfly", "dragonfly.server", {
-        "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer),
-    })
+    dragonfly_env = {"CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer)}
+    if shutil.which(victoriametrics.BINARY):  # the shared metric engine, when installed (Grafana reads it too)
+        vm_port = procs.free_port()
+        victoria = victoriametrics.process(run_dir, vm_port)
+        started.append(Endpoint("victoria-metrics", f"http://127.0.0.1:{vm_port}", victoria))
+        await procs.start_tcp(victoria, vm_port)
+        dragonfly_env |= {"CB_DRAGONFLY_STORAGE": "victoriametrics", "CB_DRAGONFLY_VM_URL": f"http://127.0.0.1:{vm_port}"}
+    await grpc_service("dragonfly", "dragonfly.server", dragonfly_env)
     await grpc_service("tumblebug", "tumblebug.server", {
         "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
         "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{ports['spider']}",
     })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
-    backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin")}
+    backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin", "victoria-metrics")}
     gateway = gateway_launch.suite_process(run_dir, env, ports["gateway"], backends)
     started.append(Endpoint("gateway", f"http://127.0.0.1:{ports['gateway']}", gateway))
     await gateway_launch.start(gateway, ports["gateway"])
