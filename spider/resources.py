@@ -77,6 +77,16 @@ class Resources:
         return await self.store.must_get(keys.resource(conn, kind.collection, name), kind.message,
                                          f"{kind.noun} {name!r} in connection {conn!r}")
 
+    async def replay(self, conn: str, kind: Kind[R], name: str, request_id: str) -> R | None:
+        """The finished record of an earlier create with this request ID, if there is one:
+        a repeated request is answered before any reference is looked up again."""
+        if not request_id or not name:
+            return None
+        found = await self.store.get(keys.resource(conn, kind.collection, name), kind.message)
+        if found is None or found.value.meta.request_id != request_id:
+            return None
+        return found.value if found.value.meta.phase == common.PHASE_READY else None
+
     async def ready(self, conn: str, kind: Kind[R], name: str, field: str) -> R:
         """A record that is READY, for use as a reference by another resource."""
         found = await self.store.get(keys.resource(conn, kind.collection, name), kind.message)

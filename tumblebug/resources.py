@@ -221,14 +221,18 @@ class Resources:
         vnet = default_name("vnet", connection)
         sg = default_name("sg", connection)
         key = default_name("key", connection)
-        await self._ensure(ns, "vnets", pb.Resource(name=vnet, connection=connection, vnet=pb.VNet(
-            ipv4_cidr=DEFAULT_CIDR, subnets=[pb.Subnet(name="default", ipv4_cidr=DEFAULT_SUBNET)])))
         rules = [pb.FirewallRule(direction="inbound", protocol="tcp", from_port=22, to_port=22, cidr="0.0.0.0/0"),
                  pb.FirewallRule(direction="inbound", protocol="all", cidr="10.0.0.0/8"),
                  pb.FirewallRule(direction="outbound", protocol="all", cidr="0.0.0.0/0")]
-        await self._ensure(ns, "security-groups", pb.Resource(
-            name=sg, connection=connection, security_group=pb.SecurityGroup(vnet=vnet, rules=rules)))
-        await self._ensure(ns, "ssh-keys", pb.Resource(name=key, connection=connection, ssh_key=pb.SshKey()))
+
+        async def network() -> None:  # the group needs its vNet first
+            await self._ensure(ns, "vnets", pb.Resource(name=vnet, connection=connection, vnet=pb.VNet(
+                ipv4_cidr=DEFAULT_CIDR, subnets=[pb.Subnet(name="default", ipv4_cidr=DEFAULT_SUBNET)])))
+            await self._ensure(ns, "security-groups", pb.Resource(
+                name=sg, connection=connection, security_group=pb.SecurityGroup(vnet=vnet, rules=rules)))
+
+        await asyncio.gather(network(), self._ensure(ns, "ssh-keys", pb.Resource(
+            name=key, connection=connection, ssh_key=pb.SshKey())))
         return vnet, sg, key
 
     async def _ensure(self, ns: str, collection: str, want: pb.Resource) -> None:
@@ -246,7 +250,7 @@ class Resources:
                     return
                 except (errors.AlreadyExists, errors.Aborted):
                     pass  # another request is making it: wait for it below
-            elif time.monotonic() - found.value.create_time.ToSeconds() > 20:
+            elif time.time() - found.value.create_time.ToSeconds() > 20:
                 # Its maker seems gone: finish it ourselves (idempotent by request ID).
                 try:
                     await self.drive(ns, found.value)

@@ -21,7 +21,8 @@ class TumblebugSettings(ServerSettings):
     poll_interval_s: float = 0.5
     resync_interval_s: float = 15.0
     # Leader lease and the reconciler's workers.
-    leader_ttl_s: int = 5
+    # Longer than the longest stall a busy leader may have, so it is not deposed while working.
+    leader_ttl_s: int = 10
     workers: int = 8
     # How often the spec/image catalog of every connection is read again.
     catalog_refresh_s: float = 60.0

@@ -313,14 +313,18 @@ class Store:
         """Read-modify-write under compare-and-swap, retried on a lost race.
 
         `change` gets a copy of the record and returns the new one (None: leave it)."""
+        return (await self.modify_versioned(key, cls, change, what, attempts)).value
+
+    async def modify_versioned(self, key: str, cls: type[M], change: Callable[[M], M | None], what: str,
+                               attempts: int = 20) -> Versioned[M]:
+        """`modify`, also telling the revision the record now has (for a writer's own cache)."""
         for _ in range(attempts):
             cur = await self.must_get(key, cls, what)
             new = change(cur.value)
             if new is None:
-                return cur.value
+                return cur
             try:
-                await self.update(key, new, cur.mod_revision)
-                return new
+                return Versioned(key, new, await self.update(key, new, cur.mod_revision))
             except errors.Aborted:
                 await asyncio.sleep(0.005)
         raise errors.Aborted(f"{what} is being changed by many writers at once; retry")

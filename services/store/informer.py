@@ -30,12 +30,15 @@ class Informer:
     """Cache of `prefix`; `decode(key, raw)` picks the message type by key (None: ignore the key)."""
 
     def __init__(self, store: Store, prefix: str, decode: Callable[[str, bytes], Message | None],
-                 on_change: Callable[[str], None]) -> None:
+                 on_change: Callable[[str], None], group_of: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.prefix = prefix
         self.decode = decode
         self.on_change = on_change
         self.cache: dict[str, Entry] = {}
+        # Keys by group (e.g. the VMs of one MCIS), so a reader of one group never scans them all.
+        self.group_of = group_of or (lambda _key: "")
+        self.groups: dict[str, dict[str, Entry]] = {}
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
 
@@ -75,13 +78,33 @@ class Informer:
     def _apply(self, key: str, raw: bytes | None, revision: int) -> None:
         if raw is None:
             self.cache.pop(key, None)
+            self.groups.get(self.group_of(key), {}).pop(key, None)
             return
         value = self.decode(key, raw)
         if value is not None:
-            self.cache[key] = Entry(value, revision)
+            self.wrote(key, value, revision)
+
+    def wrote(self, key: str, value: Message, revision: int) -> None:
+        """Take in a record at `revision` (from the watch, or from this process's own write, so it
+        reads what it wrote at once); an older revision never replaces a newer one."""
+        held = self.cache.get(key)
+        if held is not None and held.mod_revision > revision:
+            return
+        entry = Entry(value, revision)
+        self.cache[key] = entry
+        self.groups.setdefault(self.group_of(key), {})[key] = entry
+
+    def forgot(self, key: str) -> None:
+        """This process deleted `key`."""
+        self.cache.pop(key, None)
+        self.groups.get(self.group_of(key), {}).pop(key, None)
+
+    def group(self, name: str) -> list[tuple[str, Entry]]:
+        """The cached entries of one group."""
+        return list(self.groups.get(name, {}).items())
 
     def under(self, prefix: str) -> Iterator[tuple[str, Entry]]:
-        """Cached entries whose key starts with `prefix`."""
+        """Cached entries whose key starts with `prefix` (a scan: prefer `group`)."""
         for key, entry in list(self.cache.items()):
             if key.startswith(prefix):
                 yield key, entry

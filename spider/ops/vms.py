@@ -53,6 +53,9 @@ async def _refs(res: Resources, conn: OpenConnection, vm: pb.Vm) -> VmRefs:
 async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) -> pb.Vm:
     vm = req.vm
     check_name(vm.iid.name, "vm.iid.name")
+    done = await res.replay(conn.record.name, VM, vm.iid.name, req.request_id)
+    if done is not None:
+        return done
     if vm.root_disk_gib < 0:
         raise errors.InvalidArgument.field("vm.root_disk_gib", "must not be negative")
     refs = await _refs(res, conn, vm)

@@ -43,6 +43,11 @@ from tumblebug.spider_client import Spider
 
 log = logging.getLogger("tumblebug.reconciler")
 
+# The least time between two passes over one MCIS while its VMs keep changing.
+PASS_GAP_S = 0.1
+# Yield to the event loop every this many VMs in a long pass.
+YIELD_EVERY = 500
+
 # Failures that say nothing about the VM: try again later rather than mark it Failed.
 TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted)
 
@@ -50,6 +55,14 @@ TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted)
 def transient(err: errors.DomainError) -> bool:
     """A failure worth retrying: the VM's cloud did not answer (a cloud's own "no" is final)."""
     return isinstance(err, TRANSIENT) and not err.upstream_code
+
+
+def _group(key: str) -> str:
+    """Informer groups: the VMs of each MCIS together; MCIS records in one group."""
+    parsed = keys.parse(key)
+    if parsed is None or not parsed[2]:
+        return ""
+    return f"{parsed[0]}/{parsed[1]}"
 
 
 def _decode(key: str, raw: bytes) -> Message | None:
@@ -75,7 +88,7 @@ class Reconciler:
         self.tasks: set[asyncio.Task[None]] = set()
         self.conn_slots: dict[str, asyncio.Semaphore] = {}
         self.region_slots: dict[str, asyncio.Semaphore] = {}
-        self.conn_info: dict[str, tuple[str, str]] = {}
+        self.conn_info: dict[str, asyncio.Future[tuple[str, str]]] = {}
         self.res_names: dict[tuple[str, str, str], str] = {}
         self.informer: Informer | None = None
 
@@ -83,7 +96,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """The leader's body: follow the records and reconcile until cancelled."""
-        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed)
+        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group)
         await self.informer.start()
         for key in list(self.informer.cache):
             self._changed(key)
@@ -126,8 +139,10 @@ class Reconciler:
             finally:
                 self.busy.discard(ref)
                 if ref in self.dirty:
+                    # Changes came in during the pass: look again soon, not at once, so a burst of
+                    # VM updates makes a few passes rather than one per update.
                     self.dirty.discard(ref)
-                    self.enqueue(*ref)
+                    self._later(ref, PASS_GAP_S)
 
     def _later(self, ref: tuple[str, str], delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.enqueue, *ref)
@@ -138,6 +153,8 @@ class Reconciler:
         task.add_done_callback(self.tasks.discard)
 
     def _records(self, ns: str, name: str) -> tuple[tuple[pb.Mcis, int] | None, dict[str, tuple[pb.McisVm, int]]]:
+        """The MCIS (a copy: a pass edits it) and its VMs (the cached records: read only,
+        every change goes through `_write_vm`, which reads afresh)."""
         assert self.informer is not None
         entry = self.informer.cache.get(keys.mcis(ns, name))
         head = None
@@ -145,12 +162,8 @@ class Reconciler:
             mcis = pb.Mcis()
             mcis.CopyFrom(entry.value)  # type: ignore[arg-type]
             head = (mcis, entry.mod_revision)
-        vms: dict[str, tuple[pb.McisVm, int]] = {}
-        for key, e in self.informer.under(keys.vms(ns, name)):
-            vm = pb.McisVm()
-            vm.CopyFrom(e.value)  # type: ignore[arg-type]
-            vms[key] = (vm, e.mod_revision)
-        return head, vms
+        vms = {key: (e.value, e.mod_revision) for key, e in self.informer.group(f"{ns}/{name}")}
+        return head, vms  # type: ignore[return-value]
 
     # ----------------------------------------------------------- one pass
 
@@ -164,17 +177,21 @@ class Reconciler:
             if not vms:
                 with contextlib.suppress(errors.Aborted):
                     await self.store.delete(keys.mcis(ns, name), rev)
+                    self._forgot(keys.mcis(ns, name))
                 return
         elif mcis.intents:
             await self._apply_intents(ns, name, mcis, rev, vms)
             return  # the MCIS write brings the next pass
         else:
             await self._membership(ns, name, mcis, vms)
-        for key, (vm, _) in vms.items():
+        for i, (key, (vm, _)) in enumerate(vms.items()):
             self._drive(ns, name, mcis, key, vm)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a pass over thousands of VMs must not stall the loop
         await self._summarize(ns, name, mcis, rev, vms)
 
     async def _write_vm(self, key: str, change: Callable[[pb.McisVm], pb.McisVm | None]) -> None:
+        """Change a VM record (read afresh, compare-and-swap) and see the change at once."""
         def stamped(vm: pb.McisVm) -> pb.McisVm | None:
             out = change(vm)
             if out is not None:
@@ -182,7 +199,16 @@ class Reconciler:
             return out
 
         with contextlib.suppress(errors.NotFound):
-            await self.store.modify(key, pb.McisVm, stamped, key)
+            written = await self.store.modify_versioned(key, pb.McisVm, stamped, key)
+            self._wrote(key, written.value, written.mod_revision)
+
+    def _wrote(self, key: str, value: Message, revision: int) -> None:
+        assert self.informer is not None
+        self.informer.wrote(key, value, revision)
+
+    def _forgot(self, key: str) -> None:
+        assert self.informer is not None
+        self.informer.forgot(key)
 
     async def _removing_all(self, ns: str, name: str, mcis: pb.Mcis, vms: dict[str, tuple[pb.McisVm, int]]) -> None:
         for key, (vm, _) in vms.items():
@@ -212,16 +238,19 @@ class Reconciler:
         applied = max(i.id for i in mcis.intents)
         del mcis.intents[:]
         mcis.observed_generation = max(mcis.observed_generation, applied)
-        await self.store.update(keys.mcis(ns, name), mcis, rev)
+        self._wrote(keys.mcis(ns, name), mcis, await self.store.update(keys.mcis(ns, name), mcis, rev))
 
     async def _membership(self, ns: str, name: str, mcis: pb.Mcis, vms: dict[str, tuple[pb.McisVm, int]]) -> None:
         """As many live VM records per subgroup as its size: add new ones, mark extras (failed first)."""
         groups = {sg.name: sg for sg in mcis.subgroups}
+        by_group: dict[str, list[tuple[str, pb.McisVm]]] = {g: [] for g in groups}
         for key, (vm, _) in vms.items():
-            if vm.subgroup not in groups and not vm.removing:
+            if vm.subgroup in by_group:
+                by_group[vm.subgroup].append((key, vm))
+            elif not vm.removing:
                 await self._write_vm(key, lambda v: _set(v, removing=True))
         for sg in mcis.subgroups:
-            members = [(k, v) for k, (v, _) in vms.items() if v.subgroup == sg.name]
+            members = by_group[sg.name]
             live = [(k, v) for k, v in members if not v.removing]
             if len(live) > sg.size:
                 live.sort(key=lambda kv: (kv[1].status != common.FAILED, -kv[1].index))
@@ -244,7 +273,9 @@ class Reconciler:
                 iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=now(), update_time=now())))
         for i in range(0, len(records), 100):
             with contextlib.suppress(errors.Aborted):  # a previous pass made some: the next pass sees them
-                await self.store.commit(records[i:i + 100], [])
+                revision = await self.store.commit(records[i:i + 100], [])
+                for key, record in records[i:i + 100]:
+                    self._wrote(key, record, revision)
 
     # ------------------------------------------------------------ driving
 
@@ -300,10 +331,16 @@ class Reconciler:
         return slots[key]
 
     async def _where(self, connection: str) -> tuple[str, str]:
-        if connection not in self.conn_info:
-            conn = await self.spider.connection(connection)
-            self.conn_info[connection] = (conn.provider, conn.cloud_region)
-        return self.conn_info[connection]
+        """(provider, region) of a connection: asked of spider once, however many VMs ask at once."""
+        found = self.conn_info.get(connection)
+        if found is None or (found.done() and found.exception() is not None):
+            found = asyncio.ensure_future(self._ask_where(connection))
+            self.conn_info[connection] = found
+        return await asyncio.shield(found)
+
+    async def _ask_where(self, connection: str) -> tuple[str, str]:
+        conn = await self.spider.connection(connection)
+        return conn.provider, conn.cloud_region
 
     async def _spider_name(self, ns: str, collection: str, name: str) -> str:
         key = (ns, collection, name)
@@ -315,8 +352,9 @@ class Reconciler:
 
     async def _create(self, ns: str, name: str, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
         sg = next((g for g in mcis.subgroups if g.name == vm.subgroup), None)
-        if sg is None:
-            return
+        fresh = await self.store.get(key, pb.McisVm)
+        if sg is None or fresh is None or fresh.value.iid.csp_id or fresh.value.removing:
+            return  # made already (the cache was behind), or on its way out
         want = spb.Vm(iid=common.IID(name=vm.iid.name), spec=sg.csp_spec, image=sg.csp_image,
                       root_disk_gib=sg.root_disk_gib, user_data=sg.user_data)
         if sg.vnet:
@@ -376,6 +414,7 @@ class Reconciler:
                     raise
         with contextlib.suppress(errors.NotFound):
             await self.store.delete(key)
+            self._forgot(key)
 
     # ------------------------------------------------------------ polling
 
@@ -449,8 +488,10 @@ class Reconciler:
                 self._judge(new, live)
         if new != mcis:
             new.update_time.CopyFrom(now())
-            with contextlib.suppress(errors.Aborted):
-                await self.store.update(keys.mcis(ns, name), new, rev)
+            try:
+                self._wrote(keys.mcis(ns, name), new, await self.store.update(keys.mcis(ns, name), new, rev))
+            except errors.Aborted:
+                self.enqueue(ns, name)  # the record moved on meanwhile: summarize the new one
 
     @staticmethod
     def _judge(mcis: pb.Mcis, live: list[pb.McisVm]) -> None:

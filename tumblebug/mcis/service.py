@@ -148,6 +148,13 @@ class McisService:
             raise errors.AlreadyExists(f"MCIS {mcis.name!r} already exists in namespace {ns!r}") from None
         return record
 
+    async def _known_connection(self, ns: str, connection: str) -> None:
+        """Prepare a connection's defaults ahead of the subgroups that need them (skipped if unknown:
+        the subgroup's own check then says what is wrong)."""
+        with contextlib.suppress(errors.NotFound):
+            await self.spider.connection(connection)
+            await self.resources.ensure_defaults(ns, connection)
+
     async def dynamic_subgroup(self, ns: str, d: pb.DynamicSubgroup, i: int) -> pb.Subgroup:
         """An explicit subgroup from catalog IDs, on the connection's default network and key."""
         field = f"subgroups[{i}]"
@@ -179,7 +186,9 @@ class McisService:
         check_name(req.name, "name")
         if not req.subgroups:
             raise errors.InvalidArgument.field("subgroups", "at least one subgroup is required")
-        # Each connection's defaults once, even when several subgroups share it.
+        # Every connection's defaults at once (each made once however many subgroups share it).
+        connections = {d.spec_id.partition("+")[0] for d in req.subgroups} - {""}
+        await asyncio.gather(*(self._known_connection(req.namespace, c) for c in connections))
         groups = [await self.dynamic_subgroup(req.namespace, d, i) for i, d in enumerate(req.subgroups)]
         mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy)
         if req.HasField("install_agent"):
