@@ -105,6 +105,7 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     await grpc_service("tumblebug", "tumblebug.server", {
         "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
         "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{ports['spider']}",
+        "CB_TUMBLEBUG_DRAGONFLY_ADDR": f"127.0.0.1:{ports['dragonfly']}",
     })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
     backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin", "victoria-metrics")}
