@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from services.cli import output
+from services.cli import mcis, output
 from services.cli.client import ApiError, Client
 from services.cli.config import Config, ConfigError, check_output, load
 from services.cli.kinds import Kind, find, get_path, prefer, set_path, where
@@ -264,22 +264,29 @@ def _sets(values: list[str] | None) -> Iterator[tuple[str, Any]]:
             yield key, value
 
 
-def _create(s: Session, doc: Document) -> tuple[str, dict[str, Any]]:
-    """Create one resource: ('created' | 'unchanged', the resource)."""
+def _create(s: Session, doc: Document, update: bool = False) -> tuple[str, dict[str, Any]]:
+    """Create one resource: ('created' | 'unchanged' | 'configured', the resource). With `update`,
+    an MCIS that exists gets the document's new groups and sizes."""
     if not doc.kind.creatable:
         raise ApiError(f"{doc.kind.plural} cannot be created; they come from the cloud")
-    path, body = doc.kind.collection_path(doc.scope), doc.spec
+    path, body, suffix = doc.kind.collection_path(doc.scope), doc.spec, ""
     if doc.kind.create_request is not None:
         try:
             suffix, body = doc.kind.create_request(doc.name, doc.spec)
         except ApiError as err:
             raise ApiError(f"{doc.where}: {doc.kind.name}/{doc.name}: {err.message}") from None
-        path += suffix
     try:
-        return "created", s.client.call("POST", path, body)
+        try:
+            return "created", s.client.call("POST", path + suffix, body)
+        except ApiError as err:
+            if err.status != 409 or err.code != "ALREADY_EXISTS":
+                raise
+        existing = get_one(s.client, doc.kind, doc.scope, doc.name)
+        asks = mcis.changes(existing, suffix, body) if update and doc.kind.grouped else []
+        for tail, request in asks:
+            existing = s.client.call("POST", doc.kind.item_path(doc.scope, doc.name) + tail, request)
+        return ("configured" if asks else "unchanged"), existing
     except ApiError as err:
-        if err.status == 409 and err.code == "ALREADY_EXISTS":
-            return "unchanged", get_one(s.client, doc.kind, doc.scope, doc.name)
         where = "" if doc.where == "command line" else f"{doc.where}: "
         raise ApiError(f"{where}{doc.kind.name}/{doc.name}: {err.message}", err.status, err.code, err.details,
                        err.request_id, err.request) from None
@@ -348,7 +355,8 @@ def create(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
 
 def apply(files: Files = None, connection: Connection = "", namespace: Namespace = "", output_format: Output = "",
           wait: Wait = False, timeout: Timeout = 300.0, verbose: Verbose = False) -> None:
-    """Create what the files describe, in order; what exists already is left unchanged."""
+    """Create what the files describe, in order; what exists already is left unchanged (an MCIS gets
+    the file's new VM groups and sizes)."""
 
     def body() -> None:
         if not files:
@@ -358,7 +366,7 @@ def apply(files: Files = None, connection: Connection = "", namespace: Namespace
         with s.client:
             results = []
             for doc in docs:
-                what, item = _create(s, doc)
+                what, item = _create(s, doc, update=True)
                 results.append((doc, what, item))
             _report(s, results)
             if wait:

@@ -16,7 +16,9 @@ An MCIS document (`cbctl apply -f`) is dynamic when its subgroups name catalog I
           size: 2              # optional: 1
 
 A subgroup that names `connection`, `spec` and `image` instead (namespace resources) makes the
-document an explicit MCIS, sent as it is.
+document an explicit MCIS, sent as it is. Applied again to an MCIS that exists, the document adds
+the groups it has that the MCIS has not, and scales those whose size differs; groups it leaves out
+are left as they are (removing them is a `scale … --size 0`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,21 @@ def create_request(name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]
                            "(connection, spec, image), not both")
         return ":dynamic", {**body, "name": name}
     return "", {"mcis": {**body, "name": name}}
+
+
+def changes(existing: dict[str, Any], suffix: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """What applying a document (its create request: `suffix`, `body`) to an existing MCIS asks:
+    (path under the MCIS, request body) for each group to add or scale, in the document's order."""
+    groups = body["subgroups"] if suffix else body["mcis"]["subgroups"]
+    have = {str(g.get("name")): number(g.get("size")) for g in existing.get("subgroups") or []}
+    out: list[tuple[str, dict[str, Any]]] = []
+    for group in groups:
+        name = str(group["name"])
+        if name not in have:
+            out.append(("/subgroups", {"dynamic": group} if suffix else {"subgroup": group}))
+        elif number(group.get("size")) != have[name]:
+            out.append((f"/subgroups/{name}:scale", {"size": number(group.get("size"))}))
+    return out
 
 
 def number(value: Any) -> int:

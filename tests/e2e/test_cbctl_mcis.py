@@ -122,10 +122,17 @@ async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.Sp
     assert shrunk.out.strip().endswith("mcis/web Running:3 (R:3/3)")
     left = yaml.safe_load((await cbctl.ok("describe", "mcis", "web", "-n", ns, "-o", "yaml")).out)["vms"]
     assert {v["name"] for v in left} == {"g1-1", "g1-2", "g2-1"}
+    # Applied again with a group more and another size, the file adds and scales.
+    path.write_text(mcis_doc("web", ns, [(f"{conns[0].name}+{picks[0][0]}", picks[0][1], 2),
+                                         (f"{conns[1].name}+{picks[1][0]}", picks[1][1], 2),
+                                         (f"{conns[0].name}+{picks[0][0]}", picks[0][1], 1)]))
+    reapplied = await cbctl.ok("apply", "-f", str(path), *WAIT)
+    assert reapplied.out.strip() == "mcis/web configured" and "Running:5 (R:5/5)" in reapplied.err
+    assert f"g3 ({conns[0].name})" in reapplied.err
 
     one_line_error(await cbctl("delete", "mcis", "web", "-n", ns), "not terminated", "FAILED_PRECONDITION")
     terminated = await cbctl.ok("terminate", "mcis", "web", "-n", ns, *WAIT)
-    assert terminated.out.strip().endswith("mcis/web Terminated:3 (R:0/3)")
+    assert terminated.out.strip().endswith("mcis/web Terminated:5 (R:0/5)")
     assert (await cbctl.ok("delete", "mcis", "web", "-n", ns, *WAIT)).out.strip() == "mcis/web deleted"
     one_line_error(await cbctl("get", "mcis", "web", "-n", ns), "NOT_FOUND, HTTP 404")
     assert (await cbctl.ok("get", "mcis", "-n", ns)).out.strip() == "No mcis."
@@ -286,6 +293,13 @@ def test_mcis_documents_become_dynamic_or_explicit_requests() -> None:
     assert [(g["name"], g["size"]) for g in body["subgroups"]] == [("g1", 1), ("db", 3)]
     suffix, body = cli_mcis.create_request("db", {"subgroups": [{"connection": "c", "spec": "s", "image": "i"}]})
     assert suffix == "" and body["mcis"]["name"] == "db"
+    existing = {"subgroups": [{"name": "g1", "size": 2}, {"name": "db", "size": 3}]}
+    assert cli_mcis.changes(existing, *cli_mcis.create_request("web", {"subgroups": [
+        {"spec_id": "c+s", "image_id": "i", "size": 2}, {"spec_id": "c+s", "image_id": "i", "size": 4},
+        {"name": "db", "spec_id": "c+s", "image_id": "i", "size": 3}]})) == [
+        ("/subgroups", {"dynamic": {"spec_id": "c+s", "image_id": "i", "size": 4, "name": "g2"}})]
+    assert cli_mcis.changes(existing, "", {"mcis": {"subgroups": [{"name": "g1", "size": 5}]}}) == [
+        ("/subgroups/g1:scale", {"size": 5})]
     for bad in ({}, {"subgroups": "x"}, {"subgroups": [{"spec_id": "c+s", "connection": "c"}]}):
         with pytest.raises(ApiError):
             cli_mcis.create_request("x", bad)
