@@ -165,6 +165,7 @@ class Store:
 
     async def page(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
         """One page of the records under `prefix`, in key order."""
+        _check_token(prefix, start_after)
         await self._ready()
         p = prefix.encode()
         start = (start_after.encode() + b"\0") if start_after else p
@@ -189,6 +190,7 @@ class Store:
     async def children(self, prefix: str, cls: type[M], limit: int = 100, start_after: str = "") -> Page[M]:
         """One page of the records directly under `prefix` (keys with no further '/'),
         jumping over each child's own subtree instead of reading it."""
+        _check_token(prefix, start_after)
         await self._ready()
         p = prefix.encode()
         end = _range_end(p)
@@ -390,6 +392,13 @@ class Store:
         resp = await self._call(self._kv().Range(rpc.RangeRequest(key=b"\0", limit=1), timeout=self.timeout))
         assert isinstance(resp, rpc.RangeResponse)
         return int(resp.header.revision)
+
+
+def _check_token(prefix: str, start_after: str) -> None:
+    """A page token is the last key of the page before: it must be a key of this very list."""
+    if start_after and (not start_after.startswith(prefix) or start_after == prefix):
+        raise errors.InvalidArgument.field("page_token", "is not a token of this list; "
+                                                         "pass the next_page_token this list returned")
 
 
 def _put_op(key: str, value: Message, lease: Lease | None) -> rpc.RequestOp:

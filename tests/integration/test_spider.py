@@ -115,6 +115,9 @@ async def test_connections_page(stub: spider_pb2_grpc.SpiderStub, cloudtwin: ser
     assert len(names) == len(set(names)) >= 3
     await expect_error(grpc.StatusCode.INVALID_ARGUMENT, stub.ListConnections(pb.ListConnectionsRequest(page_size=-1)),
                        "page_size")
+    # Another list's token does not open another part of the store.
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, stub.ListRegions(pb.ListRegionsRequest(
+        page_token="/cb/spider/credentials/x")), "page_token")
 
 
 async def test_quota_is_resource_exhausted(stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server,

@@ -365,7 +365,13 @@ class Reconciler:
             want.key_pair = await self._spider_name(ns, "ssh-keys", sg.ssh_key)
         if agent_wanted(mcis) and self.monitoring.enabled:
             # A fresh credential each time: it travels in the user-data only, never in a record.
-            want.user_data = await self.monitoring.agent_user_data(ns, name, vm.name)
+            try:
+                want.user_data = await self.monitoring.agent_user_data(ns, name, vm.name)
+            except errors.DomainError as err:
+                # Monitoring is down: the VM is worth more than its agent. Say so on the VM.
+                note = f"no agent: {err.message}"
+                log.warning("VM made without its agent", extra={"vm": key, "error": err.message})
+                await self._write_vm(key, lambda v: _set(v, error=note))
         # The record says "asked" before spider is asked: a removal then knows to delete in the cloud.
         await self._write_vm(key, lambda v: _set(v, requested=True))
         try:
@@ -393,10 +399,18 @@ class Reconciler:
         except errors.NotFound:
             reply = spb.VmStatusResponse(status=common.TERMINATED if verb == "terminate" else common.NOT_EXIST)
         except errors.FailedPrecondition as err:
-            # The cloud moved on its own (or a verb raced): record why and let polling show the truth.
+            # The cloud moved on its own (or a verb raced): record why; a VM that has settled
+            # somewhere keeps that as its target, one on its way is left to polling.
             why = err.message
-            await self._write_vm(key, lambda v: _set(v, error=why, target_action=pb.ACTION_NONE,
-                                                     target_status=v.status))
+
+            def refused(v: pb.McisVm) -> pb.McisVm:
+                v.error = why
+                if v.status not in status.MOVING:
+                    v.target_status = v.status
+                    v.target_action = pb.ACTION_NONE
+                return v
+
+            await self._write_vm(key, refused)
             return
         done = pb.ACTION_NONE if verb in ("reboot", "terminate") else None
         await self._write_vm(key, lambda v: _set(v, status=reply.status, error="",
