@@ -21,19 +21,23 @@ from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connect
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def monitored(tmp_path_factory: object, etcd: servers.Server,
+async def monitored(tmp_path_factory: object,
                     spider: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents."""
+    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents.
+
+    It has an etcd of its own: on the shared one it would be a second replica of the session's
+    tumblebug (which runs without monitoring), and only one of them leads."""
     run_dir = Path(str(tmp_path_factory.mktemp("monitored")))  # type: ignore[attr-defined]
+    own = await servers.start_etcd(run_dir / "etcd")
     nats = await start_nats(run_dir / "nats")
-    dragonfly = await start_dragonfly(run_dir / "dragonfly", etcd, nats)
-    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", etcd, spider,
+    dragonfly = await start_dragonfly(run_dir / "dragonfly", own, nats)
+    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", own, spider,
                                               CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
     try:
         async with grpc.aio.insecure_channel(tumblebug.address) as ch:
             yield tumblebug_pb2_grpc.TumblebugStub(ch)
     finally:
-        for server in (tumblebug, dragonfly):
+        for server in (tumblebug, dragonfly, own):
             server.stop()
         nats.proc.stop()
 
