@@ -6,11 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import grpc
-
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services import errors
+from services.rpc.client import call as rpc_call
 from services.rpc.client import channel
 
 T = TypeVar("T")
@@ -34,13 +33,7 @@ class Monitoring:
         return self.stub
 
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 30.0) -> T:
-        try:
-            return await rpc(request, timeout=timeout)
-        except grpc.aio.AioRpcError as err:
-            domain = errors.from_rpc_error(err)
-            if isinstance(domain, errors.Unavailable):
-                domain.message = f"dragonfly ({self.address}): {domain.message}"
-            raise domain from err
+        return await rpc_call(rpc, request, timeout, f"dragonfly ({self.address})")
 
     async def agent_user_data(self, ns: str, mcis: str, vm: str) -> str:
         """User-data that boots this VM's agent with its own credential (a secret: never stored)."""

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import grpc
-
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.spider.v1 import spider_pb2_grpc
-from services import errors
+from services.rpc.client import call as rpc_call
 from services.rpc.client import channel
 
 T = TypeVar("T")
@@ -24,13 +22,7 @@ class Spider:
         self.stub = spider_pb2_grpc.SpiderStub(self._channel)
 
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 120.0) -> T:
-        try:
-            return await rpc(request, timeout=timeout)
-        except grpc.aio.AioRpcError as err:
-            domain = errors.from_rpc_error(err)
-            if isinstance(domain, errors.Unavailable):
-                domain.message = f"spider ({self.address}): {domain.message}"
-            raise domain from err
+        return await rpc_call(rpc, request, timeout, f"spider ({self.address})")
 
     async def connection(self, name: str) -> spb.Connection:
         return await self.call(self.stub.GetConnection, spb.GetConnectionRequest(name=name))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services import errors
 from services.rpc.interceptors import RequestIdClientInterceptor
+
+T = TypeVar("T")
 
 OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -30,3 +36,15 @@ async def is_serving(address: str, service: str = "", timeout: float = 1.0) -> b
         except grpc.aio.AioRpcError:
             return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def call(rpc: Callable[..., Awaitable[T]], request: Any, timeout: float, peer: str) -> T:
+    """Call another service; its errors come back as domain errors (code, message, field
+    violations and upstream code kept), an unreachable one named as `peer`."""
+    try:
+        return await rpc(request, timeout=timeout)
+    except grpc.aio.AioRpcError as err:
+        domain = errors.from_rpc_error(err)
+        if isinstance(domain, errors.Unavailable):
+            domain.message = f"{peer}: {domain.message}"
+        raise domain from err
