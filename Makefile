@@ -51,6 +51,7 @@ bench: setup
 	$(PY) bench/spider.py
 	$(PY) bench/drivers.py
 	$(PY) bench/tumblebug.py
+	$(PY) bench/cloudtwin_scale.py
 
 clean:
 	rm -rf $(VENV) cbapi .run

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nats import errors as nats_errors
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 
 from dragonfly.agent.backlog import Backlog
@@ -37,11 +39,55 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+class ConnectPacer:
+    """Spreads the NATS (re)connects of the agents of one process.
+
+    Every connect costs the server a JWT check within its authentication deadline (2 s) and the
+    client a handshake on its one event loop. Thousands of agents starting, or reconnecting after
+    NATS came back, all at once miss that deadline together and retry in a loop; paced, they
+    connect at a steady `rate` per second with at most `concurrency` handshakes in flight. Each turn
+    is jittered, and an agent that keeps failing backs off (up to `max_backoff_s`) without holding
+    up the others. A real VM's agent has a pacer of its own: then only the jitter and the backoff
+    matter, so a fleet of hosts does not reconnect in one instant either.
+    """
+
+    def __init__(self, rate: float = 200.0, concurrency: int = 50, jitter_s: float = 0.5,
+                 max_backoff_s: float = 2.0) -> None:
+        self.spacing_s = 1.0 / rate
+        self.jitter_s = jitter_s
+        self.max_backoff_s = max_backoff_s
+        self._next = 0.0
+        self._gate = asyncio.Semaphore(concurrency)
+
+    def delay(self, failures: int = 0) -> float:
+        """Seconds to wait before the next attempt of an agent that failed `failures` times in a row.
+        Every attempt, first or retry, takes its own turn, so the process never tries more than
+        `rate` a second; an agent that failed also waits its backoff."""
+        now = time.monotonic()
+        backoff = min(self.max_backoff_s, 0.25 * 2 ** failures) * random.uniform(0.5, 1.0) if failures else 0.0
+        self._next = max(self._next + self.spacing_s, now + backoff)
+        return self._next - now + random.uniform(0.0, self.jitter_s)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, failures: int = 0) -> AsyncIterator[None]:
+        await asyncio.sleep(self.delay(failures))
+        async with self._gate:
+            yield
+
+    def reconnect_handler(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
+        """For nats-py: the server to reconnect to and how long to wait first."""
+        failures = min((s.reconnects for s in servers), default=0)
+        return (servers[0] if servers else None), self.delay(failures)
+
+
 class Agent:
     """One VM's agent over its own NATS connection and credential."""
 
-    def __init__(self, config: AgentConfig, source: Source, runner: Runner, kind: str = "host") -> None:
+    def __init__(self, config: AgentConfig, source: Source, runner: Runner, kind: str = "host",
+                 pacer: ConnectPacer | None = None) -> None:
         self.config = config
+        # Shared by the agents of one process (CloudTwin guests); a lone agent has its own.
+        self.pacer = pacer or ConnectPacer()
         self.source = source
         self.runner = runner
         self.kind = kind
@@ -75,23 +121,24 @@ class Agent:
                     await self.nc.close()
 
     async def _connect_forever(self, stop: asyncio.Event) -> None:
-        """The first connection may take long (NATS not up yet); nats-py then reconnects by itself."""
-        delay = 0.5
+        """The first connection may take long (NATS not up yet); nats-py then reconnects by itself,
+        each attempt paced and jittered by the pacer."""
+        failures = 0
         while not stop.is_set():
             nc = Client()
             try:
-                await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
-                                 inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
-                                 max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                                 connect_timeout=2,
-                                 error_cb=self._on_error, reconnected_cb=self._on_reconnect,
-                                 **self.config.creds.client_options())
+                async with self.pacer.turn(failures):
+                    await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
+                                     inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                                     connect_timeout=2, reconnect_to_server_handler=self.pacer.reconnect_handler,
+                                     error_cb=self._on_error, reconnected_cb=self._on_reconnect,
+                                     **self.config.creds.client_options())
             except (nats_errors.Error, OSError, TimeoutError) as err:
                 log.info("nats not reachable yet", extra={"vm": self.vm.key, "error": str(err)})
                 with contextlib.suppress(Exception):
                     await nc.close()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                failures += 1
                 continue
             self.nc = nc
             await nc.subscribe(self.vm.requests, cb=self._on_request)
