@@ -108,6 +108,17 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             assert not _alive(info["pid"]), f"pid {info['pid']} survived"
         assert not (tmp_path / "launcher.pid").exists()
     finally:
+        # A failed test still stops what it started: the launcher stops its children on SIGINT;
+        # whatever survives that is stopped by its PID.
         if launcher.poll() is None:
-            launcher.kill()
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(30)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+        suite_file = tmp_path / "suite.json"
+        if suite_file.exists():
+            for info in json.loads(suite_file.read_text()).values():
+                if _alive(info["pid"]):
+                    os.kill(info["pid"], signal.SIGKILL)
         out.close()
