@@ -614,7 +614,7 @@ async def drain(nc: Client, keys: list[str], until: int, patience_s: float, dead
 
 
 async def reconcile(suite: Suite, nc: Client, keys: list[str], providers: int, last_interval_s: float,
-                    overloaded: bool, run_s: float, drain_s: float) -> dict[str, Any]:
+                    overloaded: bool, started: float, drain_s: float) -> dict[str, Any]:
     """Quiet every agent, wait for the backlogs to empty, then count what was sampled and what was stored.
 
     An agent sends its backlog when it wakes to sample. After an overload the agents first sample every
@@ -635,7 +635,8 @@ async def reconcile(suite: Suite, nc: Client, keys: list[str], providers: int, l
     stored: dict[str, int] = {}
     for i in range(providers):
         res = await suite.df.QueryMcisMetrics(dpb.QueryMcisMetricsRequest(
-            ns=NS, mcis=mcis_name(i), group="cpu", duration=f"{int(run_s) + 120}s"))
+            # Back to before the first VM was made (the drain above may have taken minutes).
+            ns=NS, mcis=mcis_name(i), group="cpu", duration=f"{int(time.monotonic() - started) + 60}s"))
         for series in res.series:
             stored[series.vm.split(".", 1)[1]] = len(series.points)
     sampled = sum(int(s.get("seq", 0)) for s in status.values())
@@ -695,7 +696,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     away = await outage(suite, agents, interval, args.outage, args.boot_timeout)
             overloaded = not all(p["sustained"] for p in phases)
             final = await reconcile(suite, nc, sorted(sweep.agents), args.providers, previous, overloaded,
-                                    time.monotonic() - started, args.drain_timeout)
+                                    started, args.drain_timeout)
             await nc.close()
     return {"nats_ceiling": ceiling, "boot": boot, "phases": phases, "nats_outage": away, "final": final,
             "shards": args.shards, "wall_s": round(time.monotonic() - started, 1)}
