@@ -184,13 +184,17 @@ async def _has_points(stub: Stub, ref: pb.GetAgentRequest) -> bool:
     return len(await cpu_points(stub, ref)) > 0
 
 
+# The outage the issue names: 20 s, well inside the agent's backlog bound.
+NATS_AWAY_S = 20.0
+
+
 async def test_nats_away_for_a_while_loses_no_point(df: Stub, run_dir: Path, nats: Nats) -> None:
     ref, agent = await new_agent(df, run_dir)
     try:
         await eventually(lambda: _has_points(df, ref), 30, "the first point")
         nats.proc.stop()
         t_down = time.time()
-        await asyncio.sleep(8.0)
+        await asyncio.sleep(NATS_AWAY_S)
         t_up = time.time()
         await nats.restart()
 
@@ -206,7 +210,7 @@ async def test_nats_away_for_a_while_loses_no_point(df: Stub, run_dir: Path, nat
         points = await cpu_points(df, ref)
         during = [p for p in points if t_down + 0.5 < p.time.ToNanoseconds() / 1e9 < t_up - 0.5]
         assert status["dropped"] == 0
-        assert len(during) >= 6, len(during)  # sampled while NATS was away, delivered after
+        assert len(during) >= NATS_AWAY_S - 2, len(during)  # sampled while NATS was away, delivered after
         # Every batch the agent sampled is stored once: no loss, no duplicate.
         assert status["seq"] - 1 <= len(points) <= status["seq"] + 1, (len(points), status)
         seqs_times = [p.time.ToNanoseconds() for p in points]
