@@ -1,7 +1,8 @@
 """cbctl, the command-line client of the suite (console script `cbctl` → `services.cli:app`).
 
-Resource commands talk to the REST gateway over HTTP (`commands`, `client`); `up`, `down` and
-`status` drive the local suite (`local`). Configuration: `config`; kinds as data: `kinds`.
+Resource commands talk to the REST gateway over HTTP (`commands`, `client`), and so do `exec`
+(`remote`) and `top` (`top`); `up`, `down` and `status` drive the local suite (`local`).
+Configuration: `config`; kinds as data: `kinds`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import commands, local
+from services.cli import commands, local, remote, top
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +38,8 @@ app.command()(commands.delete)
 for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
     app.command(name=_verb)(commands.verb_command(_verb))
 app.command()(commands.scale)
+app.command(name="exec")(remote.exec_)
+app.command()(top.top)
 app.command()(local.up)
 app.command()(local.down)
 app.command()(local.status)

@@ -73,11 +73,16 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
-        """One JSON call; raises ApiError."""
+    def call(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
+             timeout: float = 0.0) -> Any:
+        """One JSON call; raises ApiError. A `timeout` longer than the configured one (a long command)
+        is asked of the gateway too, as `Grpc-Timeout`."""
         request = f"{method} {self.config.gateway}{path}"
+        extra: dict[str, Any] = {}
+        if timeout > self.config.timeout:
+            extra = {"timeout": timeout + 5.0, "headers": {"Grpc-Timeout": f"{int(timeout + 0.999)}S"}}
         try:
-            response = self.http.request(method, path, json=body, params=params)
+            response = self.http.request(method, path, json=body, params=params, **extra)
         except httpx.HTTPError as exc:
             raise unreachable(self.config.gateway, exc, request) from None
         if response.status_code >= 400:

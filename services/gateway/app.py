@@ -31,6 +31,7 @@ from services import logs
 from services.gateway import docs, openapi, sse
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
+from services.gateway.deadline import deadline
 from services.gateway.descriptors import Comments
 from services.gateway.errors import GatewayError, bad_request
 from services.gateway.ratelimit import RateLimiter, retry_after
@@ -178,7 +179,9 @@ def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
             stream = await gw.backends.open_stream(route, message, metadata)
             messages, first = await sse.first_message(stream)
             return sse.response(route, stream, messages, first, gw.settings.sse_keepalive_seconds)
-        reply = await gw.backends.call(route, message, metadata)
+        timeout = deadline(request.headers.get("grpc-timeout"), gw.settings.timeout_seconds,
+                           gw.settings.max_timeout_seconds)
+        reply = await gw.backends.call(route, message, metadata, timeout)
         return json_response(response_value(route, reply))
 
     async def endpoint(request: Request) -> Response:
@@ -243,7 +246,7 @@ def create_app(gw: Gateway, lifespan: Callable[[Starlette], contextlib.AbstractA
     if origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "Grpc-Timeout"],
             expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate"], max_age=600))
     app = Starlette(routes=public_routes(gw), middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_exception})

@@ -188,11 +188,12 @@ class Backends:
         answers = await asyncio.gather(*(is_serving(self.backends[n].address, timeout=0.5) for n in names))
         return dict(zip(names, answers, strict=True))
 
-    async def call(self, route: Route, request: Message, metadata: Metadata) -> Message:
-        """Call a unary RPC; a failure becomes a GatewayError with the backend's status."""
+    async def call(self, route: Route, request: Message, metadata: Metadata, timeout: float = 0.0) -> Message:
+        """Call a unary RPC (deadline `timeout`, else the default); a failure becomes a GatewayError
+        with the backend's status."""
         backend = self.backends[route.rpc.backend]
         try:
-            return await backend.unary(route.rpc)(request, timeout=self.timeout, metadata=metadata)
+            return await backend.unary(route.rpc)(request, timeout=timeout or self.timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise _error(backend, err) from None
 

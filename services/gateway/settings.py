@@ -32,8 +32,10 @@ class GatewaySettings(BaseSettings):
     services: str = "spider,tumblebug,dragonfly,ladybug"
     # How often backends are asked again for their descriptors (new RPCs, a backend back up).
     refresh_seconds: float = 30.0
-    # Deadline of one unary call to a backend.
+    # Deadline of one unary call to a backend, unless the client sends `Grpc-Timeout`.
     timeout_seconds: float = 30.0
+    # The longest `Grpc-Timeout` honoured (a command may run an hour, plus its answer).
+    max_timeout_seconds: float = 3700.0
     # API keys: a file of `client:bcrypt-hash` lines. CB_ADMIN_API_KEY adds client `admin`.
     keys_file: str = ""
     # Requests per second and burst, per client (API key).

@@ -16,30 +16,17 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
 from tests.helpers import expect_error
-from tests.integration.dragonfly.conftest import start_dragonfly, start_nats
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
+from tests.integration.tumblebug.monitored import monitored_tumblebug
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def monitored(tmp_path_factory: object,
                     spider: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents.
-
-    It has an etcd of its own: on the shared one it would be a second replica of the session's
-    tumblebug (which runs without monitoring), and only one of them leads."""
+    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents."""
     run_dir = Path(str(tmp_path_factory.mktemp("monitored")))  # type: ignore[attr-defined]
-    own = await servers.start_etcd(run_dir / "etcd")
-    nats = await start_nats(run_dir / "nats")
-    dragonfly = await start_dragonfly(run_dir / "dragonfly", own, nats)
-    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", own, spider,
-                                              CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
-    try:
-        async with grpc.aio.insecure_channel(tumblebug.address) as ch:
-            yield tumblebug_pb2_grpc.TumblebugStub(ch)
-    finally:
-        for server in (tumblebug, dragonfly, own):
-            server.stop()
-        nats.proc.stop()
+    async with monitored_tumblebug(run_dir, spider) as tumblebug, grpc.aio.insecure_channel(tumblebug.address) as ch:
+        yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.TumblebugStub,
@@ -79,10 +66,10 @@ async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.Tumbleb
     while True:
         got = await tb.GetMcisMetrics(pb.McisMetricsRequest(namespace=ns, name="mon", group="cpu", duration="5m"))
         # Series are named by the VM's full identity, `{ns}.{mcis}.{vm}`.
-        if {s.vm for s in got.series if s.points} == {f"{ns}.mon.g-1", f"{ns}.mon.g-2"} or time.monotonic() > deadline:
+        if {s.vm for s in got.series if s.points} == {"g-1", "g-2"} or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
-    assert {s.vm for s in got.series if s.points} == {f"{ns}.mon.g-1", f"{ns}.mon.g-2"}
+    assert {s.vm for s in got.series if s.points} == {"g-1", "g-2"}
     assert all("utilization_percent" in s.points[-1].values for s in got.series)
 
     suspended = await tb.SuspendMcis(pb.McisActionRequest(namespace=ns, name="mon", vm="g-2", wait=True))
