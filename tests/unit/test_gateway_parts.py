@@ -13,8 +13,9 @@ from openapi_spec_validator import validate
 
 from services.gateway import auth, openapi
 from services.gateway.backends import build_table
+from services.gateway.deadline import deadline
 from services.gateway.descriptors import Comments, from_installed, load_comments
-from services.gateway.errors import HTTP_STATUS, bad_request
+from services.gateway.errors import HTTP_STATUS, GatewayError, bad_request
 from services.gateway.ratelimit import RateLimiter, retry_after
 from services.gateway.routes import TemplateError, parse_template
 from services.gateway.settings import GatewaySettings, backend_addresses
@@ -147,3 +148,14 @@ def test_comments_are_optional() -> None:
     doc = openapi.document(build_table([library_schema()]), Comments())
     validate(doc)
     assert len(library_files()) > 1
+
+
+def test_grpc_timeout_header_sets_the_deadline_within_bounds() -> None:
+    assert deadline(None, 30.0, 3700.0) == 30.0
+    assert deadline("90S", 30.0, 3700.0) == 90.0
+    assert deadline("500m", 30.0, 3700.0) == 0.5
+    assert deadline("2H", 30.0, 3700.0) == 3700.0  # capped
+    for bad in ("90", "1.5S", "-3S", "0S", "S", "10 s"):
+        with pytest.raises(GatewayError) as err:
+            deadline(bad, 30.0, 3700.0)
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "Grpc-Timeout" in err.value.message
