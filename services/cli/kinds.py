@@ -172,7 +172,7 @@ KINDS: tuple[Kind, ...] = (
          children=(Child("vms", "vms", "VMs", (
              ("NAME", "name"), ("GROUP", "subgroup"), ("STATUS", "status"), ("TARGET", "targetAction|enum"),
              ("CONNECTION", "connection"), ("REGION", "region"), ("PUBLIC-IP", "publicIp"),
-             ("PRIVATE-IP", "privateIp"), ("ERROR", "error"))),)),
+             ("PRIVATE-IP", "privateIp"), ("AGENT", "agentStatus"), ("ERROR", "error"))),)),
     Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),
