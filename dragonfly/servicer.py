@@ -12,6 +12,7 @@ import grpc
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
 from dragonfly import keys
+from dragonfly.agent import benchmarks
 from dragonfly.agent.config import render
 from dragonfly.agent.sources import GROUPS
 from dragonfly.agents import Agents, stamp
@@ -28,6 +29,9 @@ _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_PAGE = 1000
 # Extra time a command request waits beyond the command's own timeout (the trip and the kill).
 COMMAND_SLACK_S = 5.0
+# Extra time a benchmark request waits beyond its budget: starting worker processes, each
+# benchmark's grace before the agent cuts it off, the last disk flush.
+BENCH_SLACK_S = 10.0
 
 
 def vm_id(ns: str, mcis: str, vm: str) -> VmId:
@@ -59,6 +63,24 @@ def build_query(prefix: str, group: str, period: str, aggregate: str, duration: 
         raise errors.InvalidArgument.field("aggregate", f"one of {', '.join(AGGREGATES)}")
     now = time.time()
     return Query(prefix, group, now - duration_s(duration), now, PERIODS.get(period, 0.0), aggregate)
+
+
+def bench_request(request: pb.RunBenchmarkRequest) -> benchmarks.BenchRequest:
+    """The checked request for the agent; INVALID_ARGUMENT names the wrong field."""
+    try:
+        return benchmarks.build_request(list(request.benchmarks), list(request.rtt_targets), request.budget_s)
+    except benchmarks.FieldError as err:
+        raise errors.InvalidArgument.field(err.field, err.description) from err
+
+
+def to_result(vm: VmId, report: benchmarks.BenchReport) -> pb.BenchmarkResult:
+    out = pb.BenchmarkResult(ns=vm.ns, mcis=vm.mcis, vm=vm.vm, kind=report.kind, cpu_count=report.cpu_count,
+                             errors=report.errors, duration_s=report.duration_s, time=stamp(report.time),
+                             rtt=[pb.RttResult(target=r.target, rtt_ms=r.rtt_ms, samples=r.samples, error=r.error)
+                                  for r in report.rtt])
+    for field in benchmarks.FIELDS.values():
+        setattr(out, field, float(getattr(report, field)))
+    return out
 
 
 def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
@@ -147,6 +169,19 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
             raise errors.InvalidArgument(f"the agent refused the command: {body.get('error', body)}")
         return pb.CommandResult(**{k: body[k] for k in ("exit_code", "stdout", "stderr", "timed_out", "stdout_truncated",
                                                         "stderr_truncated", "duration_s", "error")})
+
+    async def RunBenchmark(self, request: pb.RunBenchmarkRequest,
+                           context: grpc.aio.ServicerContext) -> pb.BenchmarkResult:
+        """Run benchmarks through the VM's agent, one at a time within the budget; a benchmark
+        that fails is named in `errors` and the others still report."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        bench = bench_request(request)
+        body = await self._ask(vm, "bench", bench.to_wire(), bench.budget_s + BENCH_SLACK_S)
+        if "error" in body:
+            if body.get("reason") == "busy":
+                raise errors.Aborted(f"a benchmark is already running on VM {vm.key}; retry when it ends")
+            raise errors.InvalidArgument(f"the agent refused the benchmark: {body['error']}")
+        return to_result(vm, benchmarks.BenchReport.from_wire(body))
 
     async def _ask(self, vm: VmId, verb: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from dragonfly.agent.agent import Agent
 from dragonfly.agent.commands import Runner
 from dragonfly.agent.config import parse
+from dragonfly.agent.hostbench import HostBench
 from dragonfly.agent.sources import HostSource
 from services import logs
 
@@ -19,7 +20,8 @@ DEFAULT_USER_DATA = "/var/lib/cloud/instance/user-data.txt"
 
 
 async def _run(user_data: str) -> None:
-    agent = Agent(parse(user_data), HostSource(), Runner())
+    config = parse(user_data)
+    agent = Agent(config, HostSource(), Runner(), HostBench(config.work_dir or None))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

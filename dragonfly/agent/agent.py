@@ -1,4 +1,4 @@
-"""The agent: registers, sends a metric batch every interval, answers reads and commands.
+"""The agent: registers, sends a metric batch every interval, answers reads, commands and benchmarks.
 
 Batches are sent as NATS requests that a collector answers once it has stored
 them, so a batch leaves the backlog only when it is safe: while NATS or every
@@ -23,6 +23,7 @@ from nats import errors as nats_errors
 from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 
+from dragonfly.agent import benchmarks
 from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
 from dragonfly.agent.config import AgentConfig
@@ -83,14 +84,17 @@ class ConnectPacer:
 class Agent:
     """One VM's agent over its own NATS connection and credential."""
 
-    def __init__(self, config: AgentConfig, source: Source, runner: Runner, kind: str = "host",
+    def __init__(self, config: AgentConfig, source: Source, runner: Runner, bench: benchmarks.Benchmarker,
                  pacer: ConnectPacer | None = None) -> None:
         self.config = config
         # Shared by the agents of one process (CloudTwin guests); a lone agent has its own.
         self.pacer = pacer or ConnectPacer()
         self.source = source
         self.runner = runner
-        self.kind = kind
+        self.bench = bench
+        self.kind = bench.kind
+        # One benchmark request at a time: two would measure each other.
+        self._benching = asyncio.Lock()
         self.vm = config.vm
         self.interval_s = config.interval_s
         self.backlog = Backlog(config.backlog_max)
@@ -239,9 +243,9 @@ class Agent:
         verb = msg.subject.rsplit(".", 1)[-1]
         if verb == "metrics":
             await self._respond(msg, {"vm": self.vm.key, "time": time.time(), "groups": self.source.sample()})
-        elif verb == "cmd":
-            # Commands run beside each other: the subscription must not wait for one to end.
-            task = asyncio.create_task(self._command(msg))
+        elif verb in ("cmd", "bench"):
+            # In tasks of their own: the subscription must not wait for a command or benchmark to end.
+            task = asyncio.create_task(self._command(msg) if verb == "cmd" else self._benchmark(msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif verb == "status":
@@ -263,6 +267,19 @@ class Agent:
             return
         result = await self.runner.run(command, max(0.01, timeout), max(0, limit))
         await self._respond(msg, result.to_dict())
+
+    async def _benchmark(self, msg: Msg) -> None:
+        try:
+            request = benchmarks.BenchRequest.from_wire(json.loads(msg.data), self.config.bench_budget_max_s)
+        except (ValueError, TypeError, AttributeError) as err:
+            await self._respond(msg, {"error": f"bad benchmark request: {err}", "reason": "invalid"})
+            return
+        if self._benching.locked():
+            await self._respond(msg, {"error": "a benchmark is already running on this VM", "reason": "busy"})
+            return
+        async with self._benching:
+            report = await benchmarks.run(request, self.bench)
+        await self._respond(msg, report.to_wire())
 
     async def _respond(self, msg: Msg, body: dict[str, Any]) -> None:
         if not msg.reply:

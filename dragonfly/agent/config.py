@@ -9,8 +9,10 @@
         -----BEGIN NATS USER JWT-----
         …
       interval_s: 5         # optional; dragonfly may change it per MCIS
+      work_dir: /var/tmp    # optional; where disk benchmarks write (default: the agent's directory)
 
-A CloudTwin guest gets a `twin` section from the emulator (its IP, spec and sandbox).
+A CloudTwin guest gets a `twin` section from the emulator (its IP, spec, sandbox, where its
+region is, and its spec's true performance there).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from dragonfly.agent.benchmarks import MAX_BUDGET_S
 from dragonfly.subjects import VmId
 from services.natsauth import Creds
 
@@ -27,14 +30,31 @@ SECTION = "cb_agent"
 
 
 @dataclass(frozen=True)
+class TwinPerf:
+    """The emulator's hidden true performance of a guest's spec in its region, in the units
+    the benchmarks report (`benchmarks.FIELDS`)."""
+
+    cpu_single_ops_per_s: float
+    cpu_multi_ops_per_s: float
+    memory_read_bytes_per_s: float
+    memory_write_bytes_per_s: float
+    disk_read_bytes_per_s: float
+    disk_write_bytes_per_s: float
+
+
+@dataclass(frozen=True)
 class TwinSpec:
-    """What a CloudTwin guest is: its address, its size and its sandbox directory."""
+    """What a CloudTwin guest is: its address, its size, its sandbox directory, where its
+    region is (degrees), and how fast its spec truly is (None if the emulator cannot say)."""
 
     ip: str
     vcpu: int
     memory_bytes: int
     disk_bytes: int
     sandbox: str
+    latitude: float = 0.0
+    longitude: float = 0.0
+    perf: TwinPerf | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +70,10 @@ class AgentConfig:
     # Limits of `cmd` requests: a request may ask for less, never for more.
     command_timeout_max_s: float = 600.0
     output_limit_bytes: int = 1024 * 1024
+    # Limit of `bench` requests: the seconds all benchmarks of one request share.
+    bench_budget_max_s: float = MAX_BUDGET_S
+    # Where disk benchmarks write their scratch file; empty = the agent's working directory.
+    work_dir: str = ""
     twin: TwinSpec | None = None
 
 
@@ -83,7 +107,8 @@ def from_section(section: dict[str, Any], twin: TwinSpec | None = None) -> Agent
         raise ValueError("interval_s must be between 0.1 and 3600")
     return AgentConfig(vm=VmId(str(section["ns"]), str(section["mcis"]), str(section["vm"])),
                        nats_url=str(section["nats_url"]), creds=Creds.parse(str(section["creds"])),
-                       interval_s=interval, backlog_max=int(section.get("backlog_max", 1000)), twin=twin)
+                       interval_s=interval, backlog_max=int(section.get("backlog_max", 1000)),
+                       work_dir=str(section.get("work_dir") or ""), twin=twin)
 
 
 def render(vm: VmId, nats_url: str, creds_text: str, interval_s: float = 5.0) -> str:

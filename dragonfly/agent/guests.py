@@ -2,7 +2,9 @@
 
 CloudTwin starts one or a few of these and tells each, one JSON line on stdin
 at a time, which guests to boot (`{"op": "boot", "id", "user_data", "twin"}`)
-and halt (`{"op": "halt", "id"}`). Each guest is a full agent with its own NATS
+and halt (`{"op": "halt", "id"}`), and where every running twin VM is
+(`{"op": "peers", "put": {ip: [lat, lon]}, "drop": [ip]}`, for the RTT of
+benchmarks). Each guest is a full agent with its own NATS
 connection and its own credential, so the server's per-VM permissions hold for
 twins exactly as for real VMs. Its commands run in the guest's sandbox with
 `CB_VM_IP` set to the VM's loopback address. When stdin closes (CloudTwin
@@ -37,8 +39,9 @@ import yaml
 
 from dragonfly.agent.agent import Agent, ConnectPacer
 from dragonfly.agent.commands import Runner
-from dragonfly.agent.config import SECTION, AgentConfig, TwinSpec, from_section
+from dragonfly.agent.config import SECTION, AgentConfig, TwinPerf, TwinSpec, from_section
 from dragonfly.agent.sources import TwinSource
+from dragonfly.agent.twinbench import Peers, TwinBench
 from services import logs
 
 log = logging.getLogger("cb-agent.guests")
@@ -78,6 +81,15 @@ def connect_rate() -> float:
     return rate if rate > 0 else CONNECT_RATE
 
 
+def twin_spec(twin: dict[str, Any]) -> TwinSpec:
+    """A guest's `twin` section of its boot order (`perf` and the place may be missing)."""
+    perf = twin.get("perf")
+    return TwinSpec(ip=str(twin["ip"]), vcpu=max(1, int(twin["vcpu"])), memory_bytes=int(twin["memory_bytes"]),
+                    disk_bytes=int(twin["disk_bytes"]), sandbox=str(twin["sandbox"]),
+                    latitude=float(twin.get("latitude", 0.0)), longitude=float(twin.get("longitude", 0.0)),
+                    perf=TwinPerf(**{k: float(v) for k, v in perf.items()}) if perf else None)
+
+
 @dataclass
 class Guest:
     agent: Agent
@@ -92,12 +104,12 @@ class GuestHost:
     def __init__(self, pacer: ConnectPacer | None = None) -> None:
         self.guests: dict[str, Guest] = {}
         self.pacer = pacer or ConnectPacer(connect_rate(), CONNECT_CONCURRENCY)
+        self.peers = Peers()
 
     def boot(self, vm_id: str, user_data: str, twin: dict[str, Any]) -> None:
         if vm_id in self.guests:
             return
-        spec = TwinSpec(ip=str(twin["ip"]), vcpu=max(1, int(twin["vcpu"])), memory_bytes=int(twin["memory_bytes"]),
-                        disk_bytes=int(twin["disk_bytes"]), sandbox=str(twin["sandbox"]))
+        spec = twin_spec(twin)
         try:
             config = read_config(user_data, spec)
         except ValueError as err:
@@ -107,7 +119,8 @@ class GuestHost:
         runner = Runner(spec.sandbox, {"CB_VM_IP": spec.ip, "CB_VM_ID": vm_id, "CB_VM_NAME": config.vm.vm,
                                        "HOME": spec.sandbox})
         source = TwinSource(spec, config.vm.key, lambda: runner.pgids)
-        agent = Agent(config, source, runner, kind="twin", pacer=self.pacer)
+        bench = TwinBench(spec.vcpu, spec.perf, spec.latitude, spec.longitude, self.peers)
+        agent = Agent(config, source, runner, bench, pacer=self.pacer)
         stop = asyncio.Event()
         self.guests[vm_id] = Guest(agent, runner, stop, asyncio.create_task(self._run(agent, stop)))
         log.info("guest booted", extra={"vm_id": vm_id, "vm": config.vm.key, "ip": spec.ip})
@@ -137,11 +150,13 @@ class GuestHost:
     async def handle(self, line: bytes) -> None:
         try:
             order = json.loads(line)
-            op, vm_id = order["op"], str(order["id"])
+            op = order["op"]
             if op == "boot":
-                self.boot(vm_id, str(order["user_data"]), dict(order["twin"]))
+                self.boot(str(order["id"]), str(order["user_data"]), dict(order["twin"]))
             elif op == "halt":
-                await self.halt(vm_id)
+                await self.halt(str(order["id"]))
+            elif op == "peers":
+                self.peers.update(dict(order["put"]), list(order["drop"]))
             else:
                 log.warning("unknown order", extra={"op": op})
         except (ValueError, KeyError, TypeError) as err:

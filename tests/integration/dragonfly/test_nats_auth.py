@@ -60,7 +60,7 @@ async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
     await service.close()
 
 
-async def test_an_agent_cannot_read_another_agents_commands(nats: Nats) -> None:
+async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats: Nats) -> None:
     a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
     service = await connect(nats, nats.service_creds)
     errors: list[str] = []
@@ -70,7 +70,7 @@ async def test_an_agent_cannot_read_another_agents_commands(nats: Nats) -> None:
     async def steal(msg: Msg) -> None:
         stolen.append(msg.data)
 
-    for subject in (b.request("cmd"), "cb.agent.>", ">", "_INBOX.>"):
+    for subject in (b.request("cmd"), b.request("bench"), "cb.agent.>", ">", "_INBOX.>"):
         await spy.subscribe(subject, cb=steal)
     await spy.flush()
     await asyncio.sleep(0.2)
@@ -85,7 +85,7 @@ async def test_an_agent_cannot_read_another_agents_commands(nats: Nats) -> None:
     assert reply.data == b"done:secret"
     await asyncio.sleep(0.2)
     assert stolen == []
-    assert sum("permissions violation for subscription" in e.lower() for e in errors) == 4, errors
+    assert sum("permissions violation for subscription" in e.lower() for e in errors) == 5, errors
     for client in (spy, owner, service):
         await client.close()
 
