@@ -64,6 +64,7 @@ def _observe_vm(rec: pb.Vm, seen: pb.Vm) -> None:
     rec.status = seen.status
     rec.private_ip = seen.private_ip
     rec.public_ip = seen.public_ip
+    rec.ssh_access_point = seen.ssh_access_point
     rec.zone = seen.zone or rec.zone
     rec.user_data = ""  # never stored
 

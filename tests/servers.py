@@ -57,7 +57,9 @@ async def start_moto(run_dir: Path) -> Server:
 
 async def start_cloudtwin(run_dir: Path, **env: str) -> Server:
     port = procs.free_port()
-    full = {"CB_CLOUDTWIN_PORT": str(port), "CB_CLOUDTWIN_HOST": "127.0.0.1", **env}
+    # Its own SSH port: twins running at once hand out the same VM addresses.
+    full = {"CB_CLOUDTWIN_PORT": str(port), "CB_CLOUDTWIN_HOST": "127.0.0.1",
+            "CB_CLOUDTWIN_SSH_PORT": str(procs.free_port()), **env}
     proc = procs.python_service("cloudtwin", "spider.cloudtwin.server", run_dir, full)
     await procs.start_grpc(proc, port)
     return Server(proc, port, full)
@@ -81,7 +83,8 @@ async def start_tumblebug(run_dir: Path, etcd: Server, spider: Server, **env: st
     full = {
         "CB_TUMBLEBUG_PORT": str(port), "CB_TUMBLEBUG_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
         "CB_TUMBLEBUG_SPIDER_ADDR": spider.address, "CB_GRACE_SECONDS": "1", "CB_TUMBLEBUG_POLL_INTERVAL_S": "0.2",
-        "CB_TUMBLEBUG_LEADER_TTL_S": "2", "CB_TUMBLEBUG_DRAGONFLY_ADDR": "", **env,
+        "CB_TUMBLEBUG_LEADER_TTL_S": "2", "CB_TUMBLEBUG_DRAGONFLY_ADDR": "",
+        "CB_SECRET_KEY_FILE": str(run_dir / "secret.key"), **env,
     }
     proc = procs.python_service(f"tumblebug-{port}", "tumblebug.server", run_dir, full)
     await procs.start_grpc(proc, port)

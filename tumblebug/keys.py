@@ -20,6 +20,11 @@ def resource(ns: str, collection: str, name: str) -> str:
     return f"{NS_ROOT}{ns}/res/{collection}/{name}"
 
 
+def secret(ns: str, collection: str, name: str) -> str:
+    """Where the sealed secret of a namespace resource is kept (beside, never inside, its record)."""
+    return f"{NS_ROOT}{ns}/secrets/{collection}/{name}"
+
+
 def mcis_prefix(ns: str) -> str:
     return f"{NS_ROOT}{ns}/mcis/"
 

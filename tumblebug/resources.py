@@ -19,7 +19,8 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.names import check_name
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyring, keys
+from tumblebug.keyring import Keyring
 from tumblebug.namespaces import Namespaces, now, page_size
 from tumblebug.spider_client import Spider
 
@@ -44,10 +45,11 @@ def default_name(kind: str, connection: str) -> str:
 
 
 class Resources:
-    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces) -> None:
+    def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, keyring: Keyring) -> None:
         self.store = store
         self.spider = spider
         self.namespaces = namespaces
+        self.keyring = keyring
 
     async def get(self, ns: str, collection: str, name: str) -> pb.Resource:
         collection_field(collection)
@@ -86,11 +88,13 @@ class Resources:
         record.request_id = request_id or uuid.uuid4().hex
         record.iid.CopyFrom(common.IID(name=keys.spider_name(ns, resource.name)))
         record.create_time.CopyFrom(now())
-        if record.HasField("ssh_key"):
-            record.ssh_key.private_key = ""
+        # A key to generate is made here, not by the cloud, so that it is sealed in the same write as
+        # the intent: a crash anywhere after leaves no key pair whose private half is lost.
+        generate = record.HasField("ssh_key") and not (resource.ssh_key.public_key or resource.ssh_key.private_key)
+        private_key = _take_private_key(record) if record.HasField("ssh_key") else ""
         key = keys.resource(ns, collection, resource.name)
         try:
-            await self.store.create(key, record)
+            await self._record(ns, key, record, private_key)
         except errors.AlreadyExists:
             existing = await self.get(ns, collection, resource.name)
             if not request_id or existing.request_id != request_id:
@@ -99,35 +103,52 @@ class Resources:
             if existing.status == READY:
                 return existing
             record = existing
-        return await self.drive(ns, record, resource)
+            if generate:
+                # The request that generated it never finished, so its caller never saw the key.
+                private_key = await self.keyring.private_key(ns, record.name) or ""
+        out = await self.drive(ns, record)
+        if generate and private_key:
+            out.ssh_key.private_key = private_key  # the one time it is returned
+        return out
 
-    async def drive(self, ns: str, record: pb.Resource, asked: pb.Resource | None = None) -> pb.Resource:
+    async def _record(self, ns: str, key: str, record: pb.Resource, private_key: str) -> None:
+        """Write a new record, with its sealed private key in the same transaction when it has one."""
+        if not private_key:
+            await self.store.create(key, record)
+            return
+        sealed = self.keyring.sealed(ns, record.name, private_key)
+        for _ in range(2):
+            try:
+                await self.store.commit([(key, record), sealed], [])
+                return
+            except errors.Aborted:
+                if await self.store.get(key, pb.Resource) is not None:
+                    raise errors.AlreadyExists(f"{record.name!r} already exists") from None
+                # A secret outlived its record (a delete stopped between the two): it is nobody's.
+                await self.store.delete(sealed[0])
+        raise errors.Aborted(f"{record.name!r} is being created concurrently; retry")
+
+    async def drive(self, ns: str, record: pb.Resource) -> pb.Resource:
         """Make the spider resource of a Creating record and store the result."""
         key = keys.resource(ns, record.collection, record.name)
         try:
-            made = await self._make(ns, record, asked or record)
+            made = await self._make(ns, record)
         except errors.DomainError as err:
             if isinstance(err, errors.Unavailable | errors.DeadlineExceeded | errors.Aborted):
                 raise  # spider may still finish it: keep the intent; a retry or the reconciler completes it
+            if record.HasField("ssh_key"):
+                await self.keyring.forget(ns, record.name)
             await self.store.delete(key)
             raise
-        private_key = made.ssh_key.private_key if made.HasField("ssh_key") else ""
 
         def ready(rec: pb.Resource) -> pb.Resource:
             rec.CopyFrom(made)
             rec.status = READY
-            if rec.HasField("ssh_key"):
-                rec.ssh_key.private_key = ""  # returned once, never stored
             return rec
 
-        stored = await self.store.modify(key, pb.Resource, ready, f"{record.collection[:-1]} {record.name!r}")
-        out = pb.Resource()
-        out.CopyFrom(stored)
-        if private_key:
-            out.ssh_key.private_key = private_key
-        return out
+        return await self.store.modify(key, pb.Resource, ready, f"{record.collection[:-1]} {record.name!r}")
 
-    async def _make(self, ns: str, rec: pb.Resource, asked: pb.Resource) -> pb.Resource:
+    async def _make(self, ns: str, rec: pb.Resource) -> pb.Resource:
         out = pb.Resource()
         out.CopyFrom(rec)
         conn, name, rid = rec.connection, rec.iid.name, rec.request_id
@@ -148,12 +169,14 @@ class Resources:
                 security_group=spb.SecurityGroup(iid=common.IID(name=name), vpc=vnet.iid.name, rules=rules)))
             out.iid.CopyFrom(sg.iid)
         elif kind == "ssh_key":
+            # Always an import: tumblebug made or was given the pair (a cloud-made private key could
+            # be lost between the cloud's answer and tumblebug's write).
             kp = await call(stub.CreateKeyPair, spb.CreateKeyPairRequest(connection=conn, request_id=rid,
                                                                          key_pair=spb.KeyPair(
-                iid=common.IID(name=name), public_key=asked.ssh_key.public_key)))
+                iid=common.IID(name=name), public_key=rec.ssh_key.public_key)))
             out.iid.CopyFrom(kp.iid)
             out.ssh_key.CopyFrom(pb.SshKey(public_key=kp.public_key, fingerprint=kp.fingerprint,
-                                           private_key=kp.private_key))
+                                           private_key_held=rec.ssh_key.private_key_held))
         elif kind == "spec_ref":
             spec = await call(stub.GetSpec, spb.GetSpecRequest(connection=conn, name=rec.spec_ref.csp_spec))
             out.spec_ref.CopyFrom(pb.SpecRef(csp_spec=spec.name, vcpu=spec.vcpu, memory_gib=spec.memory_gib,
@@ -177,6 +200,10 @@ class Resources:
         if user and not force:
             raise errors.FailedPrecondition(f"{collection[:-1]} {name!r} is used by {user}; delete that first")
         await self._destroy(rec)
+        # The secret before its record: a delete cut short leaves a record without a key, never a key
+        # without its record (which would block making the name again).
+        if rec.HasField("ssh_key"):
+            await self.keyring.forget(ns, name)
         await self.store.delete(keys.resource(ns, collection, name))
 
     async def _destroy(self, rec: pb.Resource) -> None:
@@ -260,3 +287,20 @@ class Resources:
             if time.monotonic() > deadline:
                 raise errors.DeadlineExceeded(f"default {collection[:-1]} {want.name!r} did not become ready")
             await asyncio.sleep(0.1)
+
+
+def _take_private_key(record: pb.Resource) -> str:
+    """Settle an SSH key record's public key and take its private key out of it (it is sealed
+    apart): generated when neither was given, else checked against each other."""
+    given = record.ssh_key
+    private_key, public_key = given.private_key, given.public_key
+    if not private_key and not public_key:
+        pair = keyring.generate()
+        private_key, public_key = pair.private_key, pair.public_key
+    elif private_key:
+        derived = keyring.public_of(private_key, "resource.ssh_key.private_key")
+        if public_key and not keyring.same_key(public_key, derived):
+            raise errors.InvalidArgument.field("resource.ssh_key.public_key", "is not the public half of private_key")
+        public_key = public_key or derived
+    record.ssh_key.CopyFrom(pb.SshKey(public_key=public_key, private_key_held=bool(private_key)))
+    return private_key

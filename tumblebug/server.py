@@ -9,10 +9,13 @@ import uuid
 
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.rpc.server import Binding, run
+from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Store
 from tumblebug.catalog import Catalog
+from tumblebug.keyring import Keyring
 from tumblebug.mcis.reconciler import Reconciler
+from tumblebug.mcis.remote import RemoteCommands, SshLimits
 from tumblebug.mcis.service import McisService
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
@@ -38,9 +41,12 @@ class TumblebugApp:
         self.spider = Spider(settings.spider_addr)
         self.monitoring = Monitoring(settings.dragonfly_addr)
         namespaces = Namespaces(self.store)
-        self.resources = Resources(self.store, self.spider, namespaces)
+        # Private keys of SSH keys are sealed with the suite's secret key, as spider seals credentials.
+        keyring = Keyring(self.store, Sealer(load_key(common.secret_key, common.secret_key_file)))
+        self.resources = Resources(self.store, self.spider, namespaces, keyring)
         self.catalog = Catalog(self.spider, settings.catalog_refresh_s)
-        mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring)
+        remote = RemoteCommands(keyring, self.monitoring, SshLimits(settings.ssh_connect_timeout_s, settings.ssh_parallel))
+        mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote)
         self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog)
         self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
         self._tasks: list[asyncio.Task[None]] = []

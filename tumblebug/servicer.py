@@ -160,7 +160,8 @@ class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
         return await self.mcis.get_vm(request.namespace, require(request.mcis, "mcis"), require(request.name, "name"))
 
     async def RunMcisCommand(self, request: pb.McisCommandRequest, context: Ctx) -> pb.McisCommandResponse:
-        """Run a command on the MCIS's running VMs through their agents; one result per VM."""
+        """Run a command on the MCIS's running VMs, through each VM's healthy agent or else over SSH;
+        one result per VM, saying which way it went."""
         return await self.mcis.command(request)
 
     async def GetMcisMetrics(self, request: pb.McisMetricsRequest, context: Ctx) -> dpb.QueryMetricsResponse:

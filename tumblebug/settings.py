@@ -26,3 +26,7 @@ class TumblebugSettings(ServerSettings):
     workers: int = 8
     # How often the spec/image catalog of every connection is read again.
     catalog_refresh_s: float = 60.0
+    # Commands over SSH (VMs without a healthy agent): how long a login may take, and how many
+    # VMs one command request reaches at once.
+    ssh_connect_timeout_s: float = 10.0
+    ssh_parallel: int = 64

@@ -19,6 +19,7 @@ from .catalog import Catalog, RegionCatalog, stable_hex
 from .knobs import KnobTable, KnobValues
 from .lifecycle import Pace
 from .ratelimit import RateLimiter
+from .ssh_hosts import serves_ssh
 from .store import Record, Store, kind_name
 
 DEFAULT_PAGE = 100
@@ -53,8 +54,10 @@ class TwinCloud:
     """Every account's resources in every emulated region."""
 
     def __init__(self, catalog: Catalog, knobs: KnobTable, store: Store, rng: random.Random,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, ssh_port: int = 0) -> None:
         self.catalog = catalog
+        # Where new VMs that need one get their SSH server (0: none do).
+        self.ssh_port = ssh_port
         self.knobs = knobs
         self.store = store
         self.rng = rng
@@ -133,6 +136,8 @@ class TwinCloud:
         getattr(res, draft.field).CopyFrom(draft.props)
         if draft.kind == pb.VM:
             res.vm.private_ip = res.vm.public_ip = self.store.allocate_ip()
+            if self.ssh_port and serves_ssh(res.vm):
+                res.vm.ssh_port = self.ssh_port
             ready = now + latency + self._pace(at.knobs, Pace.BOOT)
             self.store.schedule(rec, lifecycle.CREATING, lifecycle.RUNNING, ready)
         else:

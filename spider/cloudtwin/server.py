@@ -19,6 +19,7 @@ from .knobs import KnobTable, parse_entries
 from .persistence import Housekeeper, StateFile
 from .servicer import CloudTwinServicer
 from .settings import CloudTwinSettings
+from .ssh_hosts import SshHosts
 from .store import Store
 
 log = logging.getLogger("cloudtwin")
@@ -48,11 +49,14 @@ class CloudTwinApp:
         knobs = KnobTable(catalog, default_knobs(settings), parse_entries(settings.knobs_json))
         self.store = Store(retention_s=settings.terminated_retention_s)
         # Latencies and injected failures draw from the seed too, so a run can be replayed.
-        self.cloud = TwinCloud(catalog, knobs, self.store, random.Random(settings.seed))
+        self.cloud = TwinCloud(catalog, knobs, self.store, random.Random(settings.seed), ssh_port=settings.ssh_port)
         self.file = StateFile(Path(settings.state_file)) if settings.state_file else None
         self.keeper = Housekeeper(self.store, self.file, self.cloud.snapshot)
         self.servicer = CloudTwinServicer(self.cloud)
         self.guests = Guests(self.store, catalog, settings.guest_dir, settings.guest_shards) if settings.guests else None
+        # SSH servers share the guests' directory, so a VM's commands run in one sandbox either way.
+        self.ssh = SshHosts(self.store, catalog, str(self.guests.root) if self.guests else settings.guest_dir) \
+            if settings.ssh_port else None
 
     def bindings(self) -> Sequence[Binding]:
         return [Binding(SERVICE_NAME, self.servicer, pb_grpc.add_CloudTwinServicer_to_server)]
@@ -68,12 +72,16 @@ class CloudTwinApp:
         if self.guests is not None:
             # After a restart, the running VMs loaded above get their agents back.
             self.guests.start()
+        if self.ssh is not None:
+            self.ssh.start()
         log.info("cloudtwin ready", extra={"seed": self.settings.seed,
                                            "providers": len(self.cloud.catalog.providers),
                                            "regions": self.cloud.catalog.region_count()})
 
     async def stop(self) -> None:
-        """Halt the guests, stop housekeeping and save the state one last time."""
+        """Halt the guests and SSH servers, stop housekeeping and save the state one last time."""
+        if self.ssh is not None:
+            await self.ssh.stop()
         if self.guests is not None:
             await self.guests.stop()
         await self.keeper.stop()

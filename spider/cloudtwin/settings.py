@@ -54,3 +54,6 @@ class CloudTwinSettings(ServerSettings):
     guest_shards: int = Field(default=1, ge=1, le=64)
     # Sandbox directories of the VMs (and the helpers' logs); "" = a temporary directory.
     guest_dir: str = ""
+    # SSH on twin VMs made with a key pair and without an agent: the port on each VM's own
+    # loopback address (22 would need root); 0 = no SSH.
+    ssh_port: int = Field(default=2222, ge=0, le=65535)

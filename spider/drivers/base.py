@@ -79,6 +79,16 @@ class NameRules:
         return f"{base[:room].rstrip('-')}-{suffix}"
 
 
+SSH_PORT = 22
+
+
+def ssh_access_point(host: str, port: int = SSH_PORT) -> str:
+    """`host:port` of a VM's SSH server (CB-Spider's SSHAccessPoint); "" while it has no address."""
+    if not host:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 @dataclass(frozen=True)
 class VmRefs:
     """The cloud IDs of what a new VM uses, resolved by spider from user names."""

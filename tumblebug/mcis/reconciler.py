@@ -475,7 +475,8 @@ class Reconciler:
                 continue
             if cloud.meta.phase != common.PHASE_READY:
                 continue
-            if (cloud.status, cloud.private_ip, cloud.iid.csp_id) != (vm.status, vm.private_ip, vm.iid.csp_id):
+            if (cloud.status, cloud.private_ip, cloud.iid.csp_id, cloud.ssh_access_point) != \
+                    (vm.status, vm.private_ip, vm.iid.csp_id, vm.ssh_access_point):
                 await self._write_vm(key, functools.partial(_observe, seen=cloud))
 
     # ------------------------------------------------------------ summary
@@ -543,6 +544,7 @@ def _observe(vm: pb.McisVm, seen: spb.Vm) -> pb.McisVm:
                                csp_id=seen.iid.csp_id))
     vm.private_ip = seen.private_ip
     vm.public_ip = seen.public_ip
+    vm.ssh_access_point = seen.ssh_access_point
     if vm.status == vm.target_status and vm.target_action != pb.ACTION_REBOOT:
         vm.target_action = pb.ACTION_NONE
     return vm

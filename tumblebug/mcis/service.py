@@ -22,10 +22,12 @@ from services.store import Store
 from tumblebug import keys
 from tumblebug.mcis import status
 from tumblebug.mcis.reconciler import agent_wanted
+from tumblebug.mcis.remote import RemoteCommands
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces, now, page_size
 from tumblebug.resources import Resources
 from tumblebug.spider_client import Spider
+from tumblebug.ssh_users import check_user, default_user
 
 MAX_SUBGROUP = 10_000
 
@@ -36,12 +38,13 @@ def _subgroup_field(i: int, field: str) -> str:
 
 class McisService:
     def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, resources: Resources,
-                 monitoring: Monitoring) -> None:
+                 monitoring: Monitoring, remote: RemoteCommands) -> None:
         self.store = store
         self.spider = spider
         self.namespaces = namespaces
         self.resources = resources
         self.monitoring = monitoring
+        self.remote = remote
 
     # ----------------------------------------------------------------- reads
 
@@ -101,11 +104,15 @@ class McisService:
                 raise errors.InvalidArgument.field(_subgroup_field(i, "spec"), "is required")
             spec = await self.resources.ready(ns, "specs", sg.spec, _subgroup_field(i, "spec"))
             sg.csp_spec = spec.spec_ref.csp_spec
+        image_os = ""
         if not sg.csp_image:
             if not sg.image:
                 raise errors.InvalidArgument.field(_subgroup_field(i, "image"), "is required")
             image = await self.resources.ready(ns, "images", sg.image, _subgroup_field(i, "image"))
             sg.csp_image = image.image_ref.csp_image
+            image_os = image.image_ref.os
+        check_user(sg.ssh_user, _subgroup_field(i, "ssh_user"))
+        sg.ssh_user = sg.ssh_user or await self._login_user(sg.connection, sg.csp_image, image_os)
         named = [("vnets", sg.vnet, "vnet"), ("ssh-keys", sg.ssh_key, "ssh_key"),
                  *(("security-groups", g, f"security_groups[{j}]") for j, g in enumerate(sg.security_groups))]
         for collection, name, field in named:
@@ -148,6 +155,17 @@ class McisService:
             raise errors.AlreadyExists(f"MCIS {mcis.name!r} already exists in namespace {ns!r}") from None
         return record
 
+    async def _login_user(self, connection: str, csp_image: str, image_os: str = "") -> str:
+        """The image's default SSH user, from what the cloud says of the image."""
+        words = [image_os, csp_image]
+        if not image_os:
+            # An unknown image is not this check's to refuse: the VM's create says what is wrong.
+            with contextlib.suppress(errors.DomainError):
+                image = await self.spider.call(self.spider.stub.GetImage, spb.GetImageRequest(
+                    connection=connection, name=csp_image))
+                words += [image.os, image.display_name]
+        return default_user(*words)
+
     async def _known_connection(self, ns: str, connection: str) -> None:
         """Prepare a connection's defaults ahead of the subgroups that need them (skipped if unknown:
         the subgroup's own check then says what is wrong)."""
@@ -176,10 +194,12 @@ class McisService:
             await self.spider.call(self.spider.stub.GetSpec, spb.GetSpecRequest(connection=connection, name=spec))
         except errors.NotFound as err:
             raise errors.NotFound(f"{field}.spec_id: {err.message}") from err
+        check_user(d.ssh_user, f"{field}.ssh_user")
         vnet, sg, key = await self.resources.ensure_defaults(ns, connection)
         return pb.Subgroup(name=d.name, connection=connection, csp_spec=spec, csp_image=image, vnet=vnet,
                            subnet="default", security_groups=[sg], ssh_key=key, size=d.size,
-                           root_disk_gib=d.root_disk_gib)
+                           root_disk_gib=d.root_disk_gib,
+                           ssh_user=d.ssh_user or await self._login_user(connection, image))
 
     async def create_dynamic(self, req: pb.CreateMcisDynamicRequest) -> pb.Mcis:
         await self.namespaces.get(req.namespace)
@@ -310,6 +330,13 @@ class McisService:
         existing = next((sg for sg in found.value.subgroups if sg.name == req.subgroup), None)
         if existing is not None and existing.connection != req.connection:
             raise errors.InvalidArgument.field("connection", f"subgroup {req.subgroup!r} is on {existing.connection!r}")
+        check_user(req.ssh_user, "ssh_user")
+        if req.ssh_key:
+            key = await self.resources.ready(ns, "ssh-keys", req.ssh_key, "ssh_key")
+            if key.connection != req.connection:
+                raise errors.InvalidArgument.field("ssh_key", f"{req.ssh_key!r} is on connection {key.connection!r}, "
+                                                              f"the VMs on {req.connection!r}")
+        users: dict[str, str] = {}  # image → its default user, asked once per request
         first = max((v.value.index for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm)
                      if v.value.subgroup == req.subgroup), default=0) + 1
         records: list[tuple[str, pb.McisVm]] = []
@@ -321,21 +348,35 @@ class McisService:
                 connection=req.connection, collection="vms", name=spider_vm, csp_id=want.csp_id))
             seen = await self.spider.call(self.spider.stub.GetVm, spb.GetResourceRequest(
                 connection=req.connection, name=spider_vm))
+            if not req.ssh_user and seen.image not in users:
+                users[seen.image] = await self._login_user(req.connection, seen.image)
             records.append((keys.vm(ns, name, vm_name), pb.McisVm(
                 name=vm_name, subgroup=req.subgroup, connection=req.connection, status=seen.status,
                 target_status=common.SUSPENDED if seen.status in (common.SUSPENDED, common.SUSPENDING)
                 else common.RUNNING, target_action=pb.ACTION_NONE, iid=seen.iid, public_ip=seen.public_ip,
                 private_ip=seen.private_ip, index=first + i, registered=True, requested=True,
-                create_time=now(), update_time=now())))
-        rec = found.value
-        if existing is None:
-            rec.subgroups.append(pb.Subgroup(name=req.subgroup, connection=req.connection, size=len(records)))
-        else:
-            existing.size += len(records)
-        rec.generation += 1
+                ssh_access_point=seen.ssh_access_point, ssh_key=req.ssh_key,
+                ssh_user=req.ssh_user or users[seen.image], create_time=now(), update_time=now())))
         # Records and the new size in one transaction: the reconciler never sees one without the other.
-        await self.store.commit(records, [(found.key, rec, found.mod_revision)])
-        return rec
+        # The reconciler writes the MCIS record too (its status), so a lost race is tried again on the
+        # latest version; the spider registrations above are not repeated.
+        for _ in range(20):
+            rec = found.value
+            group = next((sg for sg in rec.subgroups if sg.name == req.subgroup), None)
+            if group is None:
+                # The group names the key too, so the key cannot be deleted while they use it.
+                rec.subgroups.append(pb.Subgroup(name=req.subgroup, connection=req.connection, size=len(records),
+                                                 ssh_key=req.ssh_key, ssh_user=req.ssh_user))
+            else:
+                group.size += len(records)
+            rec.generation += 1
+            try:
+                await self.store.commit(records, [(found.key, rec, found.mod_revision)])
+                return rec
+            except errors.Aborted:
+                await asyncio.sleep(0.005)
+                found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        raise errors.Aborted(f"MCIS {name!r} is being changed by many writers at once; retry")
 
     async def user_of(self, ns: str, collection: str, name: str) -> str:
         """The MCIS (and subgroup) that uses a namespace resource, or ""."""
@@ -363,39 +404,33 @@ class McisService:
     # ------------------------------------------------------- agents' work
 
     async def command(self, req: pb.McisCommandRequest) -> pb.McisCommandResponse:
-        """Run a command on every running VM in scope through its agent; one result per VM."""
+        """Run a command on every running VM in scope (through its agent, or over SSH); one result per VM."""
         if not req.command.strip():
             raise errors.InvalidArgument.field("command", "is required")
         if req.timeout_s < 0 or req.timeout_s > 3600:
             raise errors.InvalidArgument.field("timeout_s", "must be within 0..3600 seconds")
         mcis = await self.get(req.namespace, req.name)
-        if not agent_wanted(mcis):
-            raise errors.FailedPrecondition(f"MCIS {req.name!r} was made without agents; commands go through them")
         vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)
                if not v.value.removing and (not req.subgroup or v.value.subgroup == req.subgroup)
                and (not req.vm or v.value.name == req.vm)]
         if not vms:
             raise errors.NotFound(f"no VM of MCIS {req.name!r} matches subgroup={req.subgroup!r} vm={req.vm!r}")
-        running = [v.name for v in vms if v.status == common.RUNNING]
-        results = await self.monitoring.run(req.namespace, req.name, running, req.command, req.timeout_s or 60.0)
-        out = pb.McisCommandResponse()
-        for vm in sorted(vms, key=lambda v: (v.subgroup, v.index)):
-            got = results.get(vm.name)
-            if got is None:
-                out.results.append(pb.VmCommandResult(vm=vm.name, error=f"VM is {status.word(vm.status)}"))
-            elif isinstance(got, errors.DomainError):
-                out.results.append(pb.VmCommandResult(vm=vm.name, error=got.message))
-            else:
-                out.results.append(pb.VmCommandResult(vm=vm.name, result=got))
-        return out
+        vms.sort(key=lambda v: (v.subgroup, v.index))
+        results = await self.remote.run(req.namespace, mcis, vms, req.command, req.timeout_s or 60.0)
+        return pb.McisCommandResponse(results=results)
 
     async def metrics(self, req: pb.McisMetricsRequest) -> dpb.QueryMetricsResponse:
         await self.get(req.namespace, req.name)
         if not req.group:
             raise errors.InvalidArgument.field("group", "is required: cpu, cpufreq, memory, disk, diskio or network")
-        return await self.monitoring.metrics(dpb.QueryMcisMetricsRequest(
+        got = await self.monitoring.metrics(dpb.QueryMcisMetricsRequest(
             ns=req.namespace, mcis=req.name, group=req.group, period=req.period or "m",
             aggregate=req.aggregate or "avg", duration=req.duration or "10m"))
+        # Dragonfly names a VM `{ns}.{mcis}.{vm}`; here it is the VM of this MCIS, named as in ListMcisVms.
+        prefix = f"{req.namespace}.{req.name}."
+        for series in got.series:
+            series.vm = series.vm.removeprefix(prefix)
+        return got
 
     # ------------------------------------------------------------ following
 

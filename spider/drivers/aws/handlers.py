@@ -302,7 +302,8 @@ class Vms(base.VmHandler):
         return pb.Vm(iid=common.IID(csp_name=name_tag(i), csp_id=i["InstanceId"]), spec=i.get("InstanceType", ""),
                      image=i.get("ImageId", ""), zone=i.get("Placement", {}).get("AvailabilityZone", ""),
                      status=VM_STATUS.get(i.get("State", {}).get("Name", ""), common.FAILED),
-                     private_ip=i.get("PrivateIpAddress", ""), public_ip=i.get("PublicIpAddress", ""), disks=disks)
+                     private_ip=i.get("PrivateIpAddress", ""), public_ip=i.get("PublicIpAddress", ""), disks=disks,
+                     ssh_access_point=base.ssh_access_point(i.get("PublicIpAddress") or i.get("PrivateIpAddress", "")))
 
     async def _instances(self, **params: Any) -> list[dict[str, Any]]:
         reservations = await self.ec2.pages("DescribeInstances", "Reservations", "vm", **params)

@@ -51,6 +51,7 @@ def vm_message(view: D.DomainView, state: int, reason: int) -> pb.Vm:
     m = view.meta
     return pb.Vm(iid=common.IID(csp_name=view.name, csp_id=view.uuid), spec=m.spec, image=m.image, zone=m.zone,
                  root_disk_gib=int(m.root_gib or 0), status=vm_status(state, reason), private_ip=m.ip,
+                 ssh_access_point=base.ssh_access_point(m.ip),
                  disks=[d.volume for d in view.disks if d.volume.endswith(V.DISK)])
 
 
@@ -254,6 +255,7 @@ class LibvirtVms(base.VmHandler):
         out = vm_message(view, state, reason)
         if not out.private_ip and active:
             out.private_ip = await self._leased_address(csp_id)
+            out.ssh_access_point = base.ssh_access_point(out.private_ip)
         return out
 
     async def _leased_address(self, csp_id: str) -> str:

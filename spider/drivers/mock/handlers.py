@@ -196,7 +196,9 @@ class TwinVms(base.VmHandler):
     def _out(r: tw.Resource) -> pb.Vm:
         return pb.Vm(iid=_iid(r), spec=r.vm.spec, image=r.vm.image_id, zone=r.zone,
                      root_disk_gib=r.vm.root_disk_gib, status=VM_STATUS.get(r.state, common.FAILED),
-                     private_ip=r.vm.private_ip, public_ip=r.vm.public_ip, disks=list(r.vm.disk_ids))
+                     private_ip=r.vm.private_ip, public_ip=r.vm.public_ip, disks=list(r.vm.disk_ids),
+                     ssh_access_point=base.ssh_access_point(r.vm.public_ip or r.vm.private_ip, r.vm.ssh_port)
+                     if r.vm.ssh_port else "")
 
     async def start_vm(self, vm: pb.Vm, refs: base.VmRefs, token: str) -> pb.Vm:
         props = tw.VmProps(spec=refs.spec, image_id=refs.image, subnet_id=refs.subnet,
