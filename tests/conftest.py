@@ -16,6 +16,7 @@ import pytest_asyncio
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
+from tests.integration.tumblebug.monitored import monitored_tumblebug
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,13 @@ async def tumblebug(run_dir: Path, etcd: servers.Server, spider: servers.Server)
     server = await servers.start_tumblebug(run_dir / "tumblebug-shared", etcd, spider)
     yield server
     server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def monitored_server(run_dir: Path, spider: servers.Server) -> AsyncIterator[servers.Server]:
+    """A tumblebug that installs agents, with its own etcd, NATS and dragonfly (see `monitored_tumblebug`)."""
+    async with monitored_tumblebug(run_dir / "monitored", spider) as tumblebug:
+        yield tumblebug
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -29,8 +29,6 @@ import json
 import logging
 import os
 import random
-import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ from dragonfly.agent.config import SECTION, AgentConfig, TwinPerf, TwinSpec, fro
 from dragonfly.agent.sources import TwinSource
 from dragonfly.agent.twinbench import Peers, TwinBench
 from services import logs
+from services.stdin import open_stdin
 
 log = logging.getLogger("cb-agent.guests")
 
@@ -178,12 +177,7 @@ async def serve(stdin: asyncio.StreamReader) -> None:
 
 
 async def _main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    # SIGTERM halts the guests as a closed stdin does (their commands must not outlive them).
-    loop.add_signal_handler(signal.SIGTERM, reader.feed_eof)
-    await serve(reader)
+    await serve(await open_stdin())
 
 
 def main() -> None:

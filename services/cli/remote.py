@@ -62,7 +62,7 @@ def exec_(name: Annotated[str, typer.Argument(help="The MCIS.")],
           timeout: Annotated[float, typer.Option("--timeout", help="Seconds the command may run on each VM.",
                                                  min=0.1, max=3600)] = 60.0,
           namespace: Namespace = "", output_format: Output = "", verbose: Verbose = False) -> None:
-    """Run a command on the VMs of an MCIS through their agents; prints each VM's output."""
+    """Run a command on the VMs of an MCIS (through their agents; SSH for VMs without one); prints each VM's output."""
 
     def body() -> None:
         s = session(namespace=namespace, output_format=output_format)

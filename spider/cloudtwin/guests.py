@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import shutil
-import sys
 import tempfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -36,6 +32,7 @@ from dragonfly.agent.guests import CONNECT_RATE_ENV
 
 from . import faults, lifecycle
 from .catalog import Catalog
+from .helper_process import HelperProcess
 from .store import Record, Store
 
 log = logging.getLogger("cloudtwin.guests")
@@ -88,35 +85,20 @@ def wants_agent(user_data: str) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get(AGENT_SECTION), dict)
 
 
-@dataclass
-class Shard:
+class Shard(HelperProcess):
     """One helper process and the guests it runs."""
 
-    index: int
-    log_path: Path
-    connects_per_s: float = CONNECTS_PER_S
-    proc: asyncio.subprocess.Process | None = None
-    guests: set[str] = field(default_factory=set)
-    # Where the running VMs are, as this helper was last told (IP → latitude, longitude).
-    peers: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+    def __init__(self, index: int, log_path: Path, connects_per_s: float = CONNECTS_PER_S) -> None:
+        super().__init__("dragonfly.agent.guests", log_path, {CONNECT_RATE_ENV: f"{connects_per_s:g}"})
+        self.index = index
+        self.guests: set[str] = set()
+        # Where the running VMs are, as this helper was last told (IP → latitude, longitude).
+        self.peers: dict[str, tuple[float, float]] = {}
 
     async def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "dragonfly.agent.guests", stdin=asyncio.subprocess.PIPE, stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, CONNECT_RATE_ENV: f"{self.connects_per_s:g}"})
+        await super().start()
         self.guests.clear()
         self.peers.clear()
-
-    def order(self, order: dict[str, object]) -> None:
-        """Queue an order; `flush` sends what is queued."""
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(order).encode() + b"\n")
 
     def tell_peers(self, places: dict[str, tuple[float, float]]) -> None:
         """Queue what changed in where the running VMs are since this helper was last told."""
@@ -125,22 +107,6 @@ class Shard:
             self.order(order)
         if orders:
             self.peers = dict(places)
-
-    async def flush(self) -> None:
-        if self.proc is not None and self.proc.stdin is not None and self.alive():
-            await self.proc.stdin.drain()
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Close its stdin: it halts its guests and exits; killed if it does not."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
 
 
 class Guests:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 from . import lifecycle
 from .catalog import Catalog
 from .guests import wants_agent
+from .helper_process import HelperProcess
 from .store import Record, Store
 
 log = logging.getLogger("cloudtwin.ssh")
@@ -44,44 +43,16 @@ def serves_ssh(vm: pb.VmProps) -> bool:
     return bool(vm.key_pair_id) and not wants_agent(vm.user_data)
 
 
-class SshHelper:
+class SshHelper(HelperProcess):
     """The helper process and the VMs it serves."""
 
     def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
+        super().__init__("spider.cloudtwin.sshd", log_path)
         self.serving: set[str] = set()
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
     async def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "spider.cloudtwin.sshd", stdin=asyncio.subprocess.PIPE, stdout=out,
-                stderr=asyncio.subprocess.STDOUT)
+        await super().start()
         self.serving.clear()
-
-    def order(self, order: dict[str, object]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(order).encode() + b"\n")
-
-    async def flush(self) -> None:
-        if self.proc is not None and self.proc.stdin is not None and self.alive():
-            await self.proc.stdin.drain()
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Close its stdin: it stops its servers and exits; killed if it does not."""
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
 
 
 class SshHosts:

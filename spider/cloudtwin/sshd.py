@@ -22,14 +22,13 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import sys
 from dataclasses import dataclass, field
 
 import asyncssh
 
 from dragonfly.agent.commands import Runner
 from services import logs
+from services.stdin import open_stdin
 
 log = logging.getLogger("cloudtwin.sshd")
 
@@ -260,12 +259,7 @@ async def serve(stdin: asyncio.StreamReader) -> None:
 
 
 async def _main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    # SIGTERM stops the servers as a closed stdin does (their commands must not outlive them).
-    loop.add_signal_handler(signal.SIGTERM, reader.feed_eof)
-    await serve(reader)
+    await serve(await open_stdin())
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ from tests import servers
 from tests.e2e.test_cbctl import Cbctl
 from tests.e2e.test_cbctl_mcis import one_line_error
 from tests.e2e.test_gateway import KEY, start_gateway
-from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
-from tests.integration.tumblebug.monitored import monitored_tumblebug
+from tests.integration.tumblebug.helpers import namespace
+from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
 
 # The gateway's own deadline is short here, so a command longer than it passes only when cbctl
 # asks for a longer one (Grpc-Timeout).
@@ -31,29 +31,18 @@ GATEWAY_DEADLINE_S = 2
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def fleet(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
+async def fleet(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server, monitored_server: servers.Server,
                 cloudtwin: servers.Server) -> AsyncIterator[tuple[str, dict[str, str], str]]:
     """(namespace, VM → private IP, gateway URL) of a 2-VM MCIS `mon` whose agents are healthy."""
     run_dir = tmp_path_factory.mktemp("cbctl-monitoring")
-    async with monitored_tumblebug(run_dir, spider) as tumblebug, grpc.aio.insecure_channel(tumblebug.address) as ch, \
+    async with grpc.aio.insecure_channel(monitored_server.address) as ch, \
             grpc.aio.insecure_channel(spider.address) as spider_ch:
-        gw = await start_gateway(run_dir / "gateway", {"tumblebug": tumblebug.address},
+        gw = await start_gateway(run_dir / "gateway", {"tumblebug": monitored_server.address},
                                  CB_GATEWAY_TIMEOUT_SECONDS=str(GATEWAY_DEADLINE_S))
         try:
             tb, stub = tumblebug_pb2_grpc.TumblebugStub(ch), spider_pb2_grpc.SpiderStub(spider_ch)
             ns = await namespace(tb)
-            conn = (await connections(stub, cloudtwin, 1))[0]
-            spec, image = await cheapest_spec_and_image(stub, conn.name)
-            await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="mon", subgroups=[
-                pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=2)]))
-            await wait_mcis(tb, ns, "mon", settled_at("Running"))
-            deadline = time.monotonic() + 60  # agents register after boot; a loaded machine takes a while
-            while True:
-                vms = (await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="mon"))).vms
-                if all(v.agent_status == "Healthy" for v in vms) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
-            assert [v.agent_status for v in vms] == ["Healthy", "Healthy"]
+            vms = await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "mon", 2)
             yield ns, {v.name: v.private_ip for v in vms}, gw.url
             await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="mon", terminate=True, wait=True))
         finally:

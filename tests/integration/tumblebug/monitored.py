@@ -5,12 +5,18 @@ tumblebug (which runs without monitoring), and only one of them leads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
 from tests.integration.dragonfly.conftest import start_dragonfly, start_nats
+from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, settled_at, wait_mcis
 
 
 @contextlib.asynccontextmanager
@@ -26,3 +32,21 @@ async def monitored_tumblebug(run_dir: Path, spider: servers.Server) -> AsyncIte
         for server in (tumblebug, dragonfly, own):
             server.stop()
         nats.proc.stop()
+
+
+async def mcis_with_healthy_agents(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
+                                   cloudtwin: servers.Server, ns: str, name: str, size: int) -> list[pb.McisVm]:
+    """A Running MCIS of `size` VMs (group `g`, one CloudTwin connection) whose agents are all healthy."""
+    conn = (await connections(stub, cloudtwin, 1))[0]
+    spec, image = await cheapest_spec_and_image(stub, conn.name)
+    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name=name, subgroups=[
+        pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=size)]))
+    await wait_mcis(tb, ns, name, settled_at("Running"))
+    deadline = time.monotonic() + 60  # agents register after boot; a loaded machine takes a while
+    while True:
+        vms = list((await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis=name))).vms)
+        if all(v.agent_status == "Healthy" for v in vms) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert [v.agent_status for v in vms] == ["Healthy"] * size
+    return vms

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -16,16 +15,13 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
 from tests.helpers import expect_error
-from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
-from tests.integration.tumblebug.monitored import monitored_tumblebug
+from tests.integration.tumblebug.helpers import namespace
+from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def monitored(tmp_path_factory: object,
-                    spider: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    """NATS with per-VM credentials, dragonfly, and a tumblebug that installs agents."""
-    run_dir = Path(str(tmp_path_factory.mktemp("monitored")))  # type: ignore[attr-defined]
-    async with monitored_tumblebug(run_dir, spider) as tumblebug, grpc.aio.insecure_channel(tumblebug.address) as ch:
+@pytest_asyncio.fixture(loop_scope="session")
+async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
@@ -33,19 +29,7 @@ async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.Tumbleb
                                            stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
     tb = monitored
     ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    spec, image = await cheapest_spec_and_image(stub, conn.name)
-    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="mon", subgroups=[
-        pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=2)]))
-    await wait_mcis(tb, ns, "mon", settled_at("Running"))
-
-    deadline = time.monotonic() + 60  # agents register after boot; a loaded machine takes a while
-    while True:
-        vms = (await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="mon"))).vms
-        if all(v.agent_status == "Healthy" for v in vms) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    assert [v.agent_status for v in vms] == ["Healthy", "Healthy"]
+    vms = await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "mon", 2)
 
     ran = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name="mon",
                                                          command='echo "hello from $CB_VM_IP"; hostname'))

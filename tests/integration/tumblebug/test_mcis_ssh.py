@@ -12,7 +12,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest_asyncio
@@ -25,7 +24,6 @@ from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.store import Store
 from tests import servers
 from tests.helpers import expect_error
-from tests.integration.dragonfly.conftest import start_dragonfly, start_nats
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
 from tumblebug import keys
 
@@ -188,24 +186,10 @@ async def test_registered_vms_are_reached_with_their_key_and_user(
     assert not gone & {k for k, _ in await _etcd_values(etcd)}  # each key went with its resource
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def monitored(tmp_path_factory: object,
-                    spider: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    """A tumblebug that installs agents, with its own etcd, NATS and dragonfly (on the shared etcd
-    it would be a second replica of the session's tumblebug, and only one of them leads)."""
-    run_dir = Path(str(tmp_path_factory.mktemp("ssh-monitored")))  # type: ignore[attr-defined]
-    own = await servers.start_etcd(run_dir / "etcd")
-    nats = await start_nats(run_dir / "nats")
-    dragonfly = await start_dragonfly(run_dir / "dragonfly", own, nats)
-    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", own, spider,
-                                              CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
-    try:
-        async with grpc.aio.insecure_channel(tumblebug.address) as ch:
-            yield tumblebug_pb2_grpc.TumblebugStub(ch)
-    finally:
-        for server in (tumblebug, dragonfly, own):
-            server.stop()
-        nats.proc.stop()
+@pytest_asyncio.fixture(loop_scope="session")
+async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
+        yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 async def test_each_vm_takes_its_own_path(monitored: tumblebug_pb2_grpc.TumblebugStub,
