@@ -9,9 +9,11 @@ timeout closes the channel, which ends the command on the VM (OpenSSH's sshd
 hangs it up; CloudTwin kills its process group), and is reported in the result.
 Not reaching the VM or not being let in raises `SshError`, in words.
 
-Host keys are not checked: tumblebug has no trusted copy of a new VM's host key
-(clouds print it only to the VM's console), so the first key seen would be as
-good as none. Pinning it per VM record on first use is the step after this.
+Host keys are trusted on first use: tumblebug has no trusted copy of a new VM's
+host key (clouds print it only to the VM's console), so the key the first login
+sees is pinned on the VM's record (`SshRun.host_key`), and every later login must
+be answered with it — a different key is refused, in words, before the command
+is sent. A VM made again gets a new record, so its new key is pinned afresh.
 """
 
 from __future__ import annotations
@@ -48,10 +50,20 @@ class SshTarget:
     port: int
     user: str
     key: asyncssh.SSHKey = field(repr=False)
+    # The pinned host key (OpenSSH public-key line); "" until the first login pins one.
+    host_key: str = ""
 
     @property
     def where(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SshRun:
+    """A command's result, and the host key the VM answered with (to pin on first use)."""
+
+    result: dpb.CommandResult
+    host_key: str
 
 
 def load_key(private_key: str) -> asyncssh.SSHKey:
@@ -118,12 +130,20 @@ class _Session(asyncssh.SSHClientSession[bytes]):
 async def connect(target: SshTarget, timeout_s: float) -> asyncssh.SSHClientConnection:
     """A logged-in connection, or SshError saying why not."""
     try:
+        pinned: tuple[list[asyncssh.SSHKey], list[asyncssh.SSHKey], list[asyncssh.SSHKey]] | None = (
+            ([asyncssh.import_public_key(target.host_key)], [], []) if target.host_key else None)
+    except (asyncssh.KeyImportError, ValueError) as err:
+        raise SshError(f"the pinned host key of {target.host}:{target.port} cannot be read: {err}") from None
+    try:
         async with asyncio.timeout(timeout_s):
             # Nothing from this machine's SSH setup: no ~/.ssh/config, no agent, no other keys.
             return await asyncssh.connect(
-                target.host, target.port, username=target.user, client_keys=[target.key], known_hosts=None,
+                target.host, target.port, username=target.user, client_keys=[target.key], known_hosts=pinned,
                 agent_path=None, config=[], x509_trusted_certs=None, preferred_auth="publickey",
                 keepalive_interval=0)
+    except asyncssh.HostKeyNotVerifiable:
+        raise SshError(f"{target.host}:{target.port} answered with another SSH host key than the one pinned at "
+                       "the first login: refused (a VM rebuilt in place must be registered again)") from None
     except TimeoutError:
         raise SshError(f"no SSH answer from {target.host}:{target.port} within {timeout_s:g}s") from None
     except asyncssh.PermissionDenied:
@@ -139,10 +159,16 @@ async def connect(target: SshTarget, timeout_s: float) -> asyncssh.SSHClientConn
         raise SshError(f"SSH to {target.host}:{target.port} cannot start: {err}") from None
 
 
+def _host_key(conn: asyncssh.SSHClientConnection) -> str:
+    key = conn.get_server_host_key()
+    return key.export_public_key("openssh").decode().strip() if key is not None else ""
+
+
 async def run(target: SshTarget, command: str, timeout_s: float, connect_timeout_s: float = 10.0,
-              limit_bytes: int = OUTPUT_LIMIT_BYTES) -> dpb.CommandResult:
+              limit_bytes: int = OUTPUT_LIMIT_BYTES) -> SshRun:
     """Run `command` on the VM; its timeout (not counting the login) is reported in the result."""
     conn = await connect(target, connect_timeout_s)
+    host_key = target.host_key or _host_key(conn)
     started = time.monotonic()
     try:
         session = _Session(limit_bytes)
@@ -161,12 +187,12 @@ async def run(target: SshTarget, command: str, timeout_s: float, connect_timeout
                 await asyncio.wait_for(session.closed.wait(), TAIL_S)
         chan.close()  # after a timeout this is what ends the command on the VM
         code = session.exit_code
-        return dpb.CommandResult(
+        return SshRun(host_key=host_key, result=dpb.CommandResult(
             exit_code=-9 if code is None and timed_out else -1 if code is None else code,
             stdout=session.stdout.text(), stderr=session.stderr.text(), timed_out=timed_out,
             stdout_truncated=session.stdout.truncated, stderr_truncated=session.stderr.truncated,
             duration_s=round(time.monotonic() - started, 3),
             error=f"timed out after {timeout_s:g}s" if timed_out else
-            "" if code is not None else "the connection closed before the command's exit status came")
+            "" if code is not None else "the connection closed before the command's exit status came"))
     finally:
         conn.close()

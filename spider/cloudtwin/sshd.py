@@ -178,6 +178,21 @@ class _Auth(asyncssh.SSHServer):
         return _CommandSession(self.server)
 
 
+# Where a VM keeps its SSH host key: on its own disk, as sshd keeps /etc/ssh/ssh_host_*_key.
+HOST_KEY_FILE = ".ssh_host_ed25519_key"
+
+
+def host_key(sandbox: str) -> asyncssh.SSHKey:
+    """The VM's host key, made at its first start and the same at every later one (clients pin it)."""
+    path = os.path.join(sandbox, HOST_KEY_FILE)
+    if os.path.exists(path):
+        return asyncssh.read_private_key(path)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(path)
+    os.chmod(path, 0o600)
+    return key
+
+
 @dataclass
 class VmServer:
     """One VM's SSH server and what its commands left running."""
@@ -205,8 +220,6 @@ class Sshd:
     """The SSH servers of the VMs of one CloudTwin."""
 
     def __init__(self) -> None:
-        # Every twin VM answers with this one host key; clients of a twin are not meant to pin it.
-        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
         self.vms: dict[str, VmServer] = {}
 
     async def serve(self, vm: VmSsh) -> None:
@@ -217,7 +230,7 @@ class Sshd:
                                      "HOME": vm.sandbox})
         server = VmServer(vm, asyncssh.import_public_key(vm.public_key), runner)
         try:
-            await server.start(self.host_key)
+            await server.start(host_key(vm.sandbox))
         except OSError as err:
             log.warning("cannot serve SSH", extra={"vm_id": vm.vm_id, "ip": vm.ip, "port": vm.port,
                                                    "error": str(err)})

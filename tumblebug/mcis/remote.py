@@ -6,12 +6,15 @@ running VM — an MCIS made without agents, VMs brought in by RegisterVms, an ag
 that is down or not yet registered — is reached over SSH at the address its
 cloud gave, as its SSH key's user, with the private key tumblebug holds for that
 key. Every VM gets its own result saying which path was taken; one VM that
-cannot be reached is an error on that VM, never a failed call.
+cannot be reached is an error on that VM, never a failed call. The host key a
+VM shows at its first SSH login is pinned on its record; later logins must match.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 
 import asyncssh
@@ -20,12 +23,16 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
+from services.store import Store
+from tumblebug import keys as tb_keys
 from tumblebug import ssh
 from tumblebug.keyring import Keyring
 from tumblebug.mcis import status
 from tumblebug.mcis.reconciler import agent_wanted
 from tumblebug.monitoring import Monitoring
 from tumblebug.ssh_users import DEFAULT_USER
+
+log = logging.getLogger("tumblebug.remote")
 
 AGENT, SSH = "agent", "ssh"
 HEALTHY = "Healthy"
@@ -50,7 +57,8 @@ class _Login:
 class RemoteCommands:
     """Runs one command on many VMs, each by the path it can take."""
 
-    def __init__(self, keyring: Keyring, monitoring: Monitoring, limits: SshLimits) -> None:
+    def __init__(self, store: Store, keyring: Keyring, monitoring: Monitoring, limits: SshLimits) -> None:
+        self.store = store
         self.keyring = keyring
         self.monitoring = monitoring
         self.limits = limits
@@ -107,12 +115,28 @@ class RemoteCommands:
             try:
                 target = _target(vm, login, keys)
                 async with gate:
-                    return await ssh.run(target, command, timeout_s, self.limits.connect_timeout_s)
+                    done = await ssh.run(target, command, timeout_s, self.limits.connect_timeout_s)
             except ssh.SshError as err:
                 return f"ssh: {err.message}"
+            if not vm.ssh_host_key and done.host_key:
+                await self._pin(ns, mcis.name, vm.name, done.host_key)
+            return done.result
 
         results = await asyncio.gather(*(one(vm) for vm in vms))
         return {vm.name: r for vm, r in zip(vms, results, strict=True)}
+
+    async def _pin(self, ns: str, mcis: str, vm: str, host_key: str) -> None:
+        """Keep the host key of a VM's first login on its record (a key pinned meanwhile stays)."""
+        def change(record: pb.McisVm) -> pb.McisVm | None:
+            if record.ssh_host_key:
+                return None
+            record.ssh_host_key = host_key
+            return record
+
+        # The command has run: a record gone or busy only means the pin waits for the next login.
+        with contextlib.suppress(errors.NotFound, errors.Aborted):
+            await self.store.modify(tb_keys.vm(ns, mcis, vm), pb.McisVm, change, f"VM {vm!r}")
+            log.info("pinned the SSH host key of a VM", extra={"ns": ns, "mcis": mcis, "vm": vm})
 
     async def _keys(self, ns: str, names: set[str]) -> dict[str, asyncssh.SSHKey | ssh.SshError]:
         """Each SSH key's private key, read and opened once per request (or why it cannot be used)."""
@@ -168,7 +192,7 @@ def _target(vm: pb.McisVm, login: _Login, keys: dict[str, asyncssh.SSHKey | ssh.
         host, port = ssh.access_point(vm.ssh_access_point)
     except ValueError as err:
         raise ssh.SshError(str(err)) from None
-    return ssh.SshTarget(host, port, login.user, key)
+    return ssh.SshTarget(host, port, login.user, key, vm.ssh_host_key)
 
 
 def _result(vm: str, via: str, got: dpb.CommandResult | str) -> pb.VmCommandResult:

@@ -82,6 +82,10 @@ async def test_commands_over_ssh_on_an_mcis_without_agents(
         lines = r.result.stdout.splitlines()
         assert lines[0] == f"hello from {vms[name].private_ip}" and lines[1]  # each ran inside its own VM
     print(f"3 VMs over SSH: {took:.3f}s, per VM {[round(r.result.duration_s, 3) for r in ran.values()]}")
+    # Each VM's own host key was pinned at that first login.
+    pinned = {v.name: v.ssh_host_key for v in (await tb.ListMcisVms(pb.ListMcisVmsRequest(
+        namespace=ns, mcis="plain"))).vms}
+    assert all(k.startswith("ssh-ed25519 ") for k in pinned.values()) and len(set(pinned.values())) == 3, pinned
 
     failing = await _command(tb, ns, "plain", "echo out; echo err >&2; exit 7", vm="g-2")
     assert list(failing) == ["g-2"]
@@ -98,6 +102,22 @@ async def test_commands_over_ssh_on_an_mcis_without_agents(
     partial = await _command(tb, ns, "plain", "true")
     assert partial["g-1"].result.exit_code == 0 and partial["g-2"].result.exit_code == 0
     assert partial["g-3"].error == "VM is Suspended" and not partial["g-3"].via
+    # Its host key is on its disk: resumed, it answers with the key pinned before.
+    await tb.ResumeMcis(pb.McisActionRequest(namespace=ns, name="plain", vm="g-3", wait=True))
+    again = await _command(tb, ns, "plain", "true", vm="g-3", ready=1)
+    assert again["g-3"].result.exit_code == 0, again["g-3"]
+
+    # A VM that answers with another key than the pinned one is refused before the command goes.
+    store = Store.from_endpoints(etcd.address)
+    try:
+        def swap(record: pb.McisVm) -> pb.McisVm:
+            record.ssh_host_key = pinned["g-2"]
+            return record
+        await store.modify(keys.vm(ns, "plain", "g-1"), pb.McisVm, swap, "VM g-1")
+    finally:
+        await store.close()
+    spoofed = await _command(tb, ns, "plain", "touch ran", vm="g-1")
+    assert spoofed["g-1"].via == "ssh" and "another SSH host key" in spoofed["g-1"].error, spoofed["g-1"]
 
     # Nothing in etcd is a private key in plain text (spider's records and tumblebug's alike).
     default_key = keys.secret(ns, "ssh-keys", made.subgroups[0].ssh_key)
