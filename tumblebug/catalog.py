@@ -1,6 +1,8 @@
 """The catalog: specs and images of every spider connection, refreshed in the background.
 
-IDs are `{connection}+{name}`, so one ID says where a VM would go and what it would be.
+IDs are `{connection}+{name}`, so one ID says where a VM would go and what it would be. A query
+that names a connection the catalog has not seen yet (made since the last refresh) reads that
+connection's part at once rather than answering "nothing" until the next refresh.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Catalog:
         self._specs: list[pb.CatalogSpec] = []
         self._images: list[pb.CatalogImage] = []
         self._loaded = 0.0
+        self._known: set[str] = set()
         self._lock = asyncio.Lock()
 
     async def _fresh(self) -> None:
@@ -72,6 +75,24 @@ class Catalog:
             specs.extend(result[0])
             images.extend(result[1])
         self._specs, self._images, self._loaded = specs, images, time.monotonic()
+        self._known = {c.name for c in conns}
+
+    async def _fresh_for(self, connection: str) -> None:
+        """The catalog, with `connection`'s part even if it was made since the last refresh."""
+        await self._fresh()
+        if not connection or connection in self._known:
+            return
+        async with self._lock:
+            if connection in self._known:
+                return
+            try:
+                conn = await self.spider.call(self.spider.stub.GetConnection,
+                                              spb.GetConnectionRequest(name=connection))
+            except errors.NotFound:
+                return  # no such connection: the query finds nothing, as it should
+            specs, images = await self._one(conn)
+            self._specs, self._images = self._specs + specs, self._images + images
+            self._known = self._known | {connection}
 
     async def _one(self, conn: spb.Connection) -> tuple[list[pb.CatalogSpec], list[pb.CatalogImage]]:
         call, stub = self.spider.call, self.spider.stub
@@ -87,7 +108,7 @@ class Catalog:
                                  architecture=i.architecture) for i in images])
 
     async def specs(self, q: pb.ListCatalogSpecsRequest) -> tuple[list[pb.CatalogSpec], str]:
-        await self._fresh()
+        await self._fresh_for(q.connection)
         chosen = [s for s in self._specs
                   if (not q.vcpu_min or s.vcpu >= q.vcpu_min) and (not q.vcpu_max or s.vcpu <= q.vcpu_max)
                   and (not q.memory_gib_min or s.memory_gib >= q.memory_gib_min)
@@ -99,7 +120,7 @@ class Catalog:
         return _page(chosen, q.page_size, q.page_token)
 
     async def images(self, q: pb.ListCatalogImagesRequest) -> tuple[list[pb.CatalogImage], str]:
-        await self._fresh()
+        await self._fresh_for(q.connection)
         chosen = [i for i in self._images
                   if (not q.connection or i.connection == q.connection)
                   and (not q.architecture or i.architecture == q.architecture)

@@ -212,6 +212,11 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderS
     images = json.loads((await cbctl.ok("get", "catalogimages", "--where", f"connection={cheap[0]['connection']}",
                                         "-o", "json")).out)
     assert images and all(i["connection"] == cheap[0]["connection"] for i in images)
+    # A connection made after the catalog was read is in it at once when a query names it.
+    late = (await connections(stub, cloudtwin, 1))[0]
+    fresh = json.loads((await cbctl.ok("get", "catalogspecs", "--where", f"connection={late.name}", "-o",
+                                       "json")).out)
+    assert fresh and all(s["connection"] == late.name for s in fresh)
     one_line_error(await cbctl("get", "catalogspecs", "--where", "colour=red"), "no filter 'colour'", "vcpu")
     one_line_error(await cbctl("get", "catalogspecs", "--where", "price>=1"), "price takes <=")
 
