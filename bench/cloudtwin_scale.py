@@ -127,7 +127,8 @@ class Suite:
             "CB_DRAGONFLY_PORT": str(df_port), "CB_DRAGONFLY_HOST": "127.0.0.1",
             "CB_ETCD_ENDPOINTS": f"127.0.0.1:{etcd_port}", "CB_NATS_URL": self.nats_url,
             "CB_NATS_CREDS_FILE": str(self.auth.service_creds),
-            "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(self.auth.signer), "CB_LOG_LEVEL": "WARNING"})
+            "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(self.auth.signer),
+            "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(self.auth.account_admin), "CB_LOG_LEVEL": "WARNING"})
         self.procs.append(self.dragonfly)
         await procs.start_grpc(self.dragonfly, df_port)
         self.twin = procs.python_service("cloudtwin", "spider.cloudtwin.server", self.root, {

@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keys, wire
 from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config, vm_of
 from services import errors
 from services.bus import Bus
@@ -60,7 +60,7 @@ class Agents:
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
             vm = vm_of(msg.subject)
-            beat = json.loads(msg.data)
+            beat = wire.loads(msg.data)
             self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), float(beat["interval_s"]),
                                       int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
                                       str(beat.get("boot", "")))

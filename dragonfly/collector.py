@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,12 +13,17 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from dragonfly import wire
 from dragonfly.agent.sources import GROUPS
 from dragonfly.storage import Backend, Sample
 from dragonfly.subjects import METRICS_ALL, vm_of
 from services.bus import Bus
 
 log = logging.getLogger("dragonfly.collector")
+
+# The acknowledgements, encoded once: one goes back for every batch.
+ACK_OK = wire.dumps({"ok": True})
+ACK_DUPLICATE = wire.dumps({"ok": True, "duplicate": True})
 
 
 @dataclass
@@ -34,11 +38,19 @@ def samples_of(subject: str, data: bytes) -> tuple[str, str, int, list[Sample]]:
     """(vm key, boot, seq, samples) of one batch; the subject, which the server vouches for,
     names the VM, never the payload."""
     vm = vm_of(subject).key
-    batch = json.loads(data)
+    batch = wire.loads(data)
     t = float(batch["time"])
     groups = batch["groups"]
-    samples = [Sample(vm, g, t, {k: float(v) for k, v in groups[g].items()}) for g in GROUPS if g in groups]
+    samples = [Sample(vm, g, t, _numbers(groups[g])) for g in GROUPS if g in groups]
     return vm, str(batch.get("boot", "")), int(batch["seq"]), samples
+
+
+def _numbers(values: dict[str, float]) -> dict[str, float]:
+    """The group's values as they came, once each is known to be a number (not a bool, not text)."""
+    for v in values.values():
+        if type(v) is not float and type(v) is not int:
+            raise TypeError(f"{v!r} is not a number")
+    return values
 
 
 class Collector:
@@ -82,12 +94,12 @@ class Collector:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.counts.malformed += 1
             log.warning("malformed metric batch", extra={"subject": msg.subject, "error": str(err)})
-            await self._ack(msg, {"error": f"malformed batch: {err}"})
+            await self._ack(msg, wire.dumps({"error": f"malformed batch: {err}"}))
             return
         last = self._last.get(vm)
         if last is not None and last[0] == boot and seq <= last[1]:
             self.counts.duplicates += 1
-            await self._ack(msg, {"ok": True, "duplicate": True})
+            await self._ack(msg, ACK_DUPLICATE)
             return
         self._last[vm] = (boot, seq)
         if self.observe is not None:
@@ -125,9 +137,9 @@ class Collector:
         self.counts.batches += len(pending)
         self.counts.samples += sum(len(b) for _, b in pending)
         for msg, _ in pending:
-            await self._ack(msg, {"ok": True})
+            await self._ack(msg, ACK_OK)
 
-    async def _ack(self, msg: Msg, body: dict[str, object]) -> None:
+    async def _ack(self, msg: Msg, body: bytes) -> None:
         if msg.reply:
             with contextlib.suppress(Exception):
-                await msg.respond(json.dumps(body).encode())
+                await msg.respond(body)

@@ -19,6 +19,18 @@ def mcis_config(ns: str, mcis: str) -> str:
     return f"{ROOT}/ns/{ns}/mcis/{mcis}/config"
 
 
+# Credentials issued to agents: `{ns}/{mcis}/{vm}/{user}` (one watch follows them all).
+CREDENTIALS = f"{ROOT}/credentials/"
+
+
+def credentials(vm: VmId) -> str:
+    return f"{CREDENTIALS}{vm.ns}/{vm.mcis}/{vm.vm}/"
+
+
+def credential(vm: VmId, user: str) -> str:
+    return f"{credentials(vm)}{user}"
+
+
 ALERTS = f"{ROOT}/alerts"
 
 

@@ -7,17 +7,19 @@ import uuid
 from pathlib import Path
 
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
+from dragonfly.account import AccountSync
 from dragonfly.agents import Agents
 from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.webhook import WebhookSink
 from dragonfly.collector import Collector
+from dragonfly.credentials import AgentCredentials
 from dragonfly.servicer import DragonflyServicer
 from dragonfly.settings import DragonflySettings
-from dragonfly.storage import Backend
+from dragonfly.storage import Backend, accounting
 from dragonfly.storage.memory import MemoryBackend
 from dragonfly.storage.victoriametrics import VictoriaMetricsBackend
 from services.bus import Bus
-from services.natsauth import Creds, NatsAuthSettings, Signer
+from services.natsauth import AccountAdmin, Creds, NatsAuthSettings, Signer
 from services.rpc.server import Binding, run
 from services.settings import CommonSettings
 from services.store import Store
@@ -49,15 +51,27 @@ class DragonflyApp:
         creds = Creds.parse(_read(auth.creds_file, "credential"))
         self.bus = Bus(common.nats_url, self.identity, creds.client_options())
         self.backend: Backend = (VictoriaMetricsBackend(settings.vm_url) if settings.storage == "victoriametrics"
-                                 else MemoryBackend(settings.raw_points))
+                                 else MemoryBackend(settings.raw_points, settings.memory_mb))
+        self.accounting: accounting.MemoryAccounting | None = None
         self.agents = Agents(self.store, self.bus, settings.default_interval_s)
         sink = WebhookSink(settings.webhook_attempts, settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self.alerts = AlertEngine(self.store, self.bus, self.agents, sink, settings.alert_events_max,
                                   settings.alert_tick_s)
         self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,
                                    settings.flush_s, self.alerts.observe)
-        signer = Signer.load(_read(settings.agent_signer_file, "signing key")) if settings.agent_signer_file else None
-        self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, signer,
+        self.account: AccountSync | None = None
+        credentials = None
+        if settings.agent_signer_file:
+            if not settings.account_admin_file:
+                raise SystemExit("dragonfly issues agent credentials only if it can revoke them: "
+                                 "set CB_DRAGONFLY_ACCOUNT_ADMIN_FILE with CB_DRAGONFLY_AGENT_SIGNER_FILE")
+            signer = Signer.load(_read(settings.agent_signer_file, "signing key"))
+            admin = AccountAdmin.load(_read(settings.account_admin_file, "account admin"))
+            # Its own connection: the account admin is a user of the system account, not of CB.
+            admin_bus = Bus(common.nats_url, f"{self.identity}-account", admin.pusher.client_options())
+            self.account = AccountSync(self.store, admin_bus, admin, settings.account_resync_s)
+            credentials = AgentCredentials(self.store, signer, self.account, settings.agent_credential_ttl_s)
+        self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, credentials,
                                           settings.agent_nats_url or common.nats_url, self.alerts)
 
     def bindings(self) -> list[Binding]:
@@ -65,15 +79,23 @@ class DragonflyApp:
 
     async def start(self) -> None:
         await self.bus.connect()
+        if self.account is not None:
+            await self.account.start()
         await self.agents.start()
         await self.alerts.start()
         await self.collector.start()
+        if isinstance(self.backend, MemoryBackend):
+            self.accounting = accounting.register(self.backend)
         log.info("collecting", extra={"identity": self.identity})
 
     async def stop(self) -> None:
         await self.collector.stop()
         await self.alerts.stop()
+        if self.account is not None:
+            await self.account.stop()
         await self.bus.close()
+        if self.accounting is not None:
+            accounting.unregister(self.accounting)
         await self.backend.close()
         await self.store.close()
 

@@ -18,11 +18,12 @@ from dragonfly.agent.sources import GROUPS
 from dragonfly.agents import Agents, stamp
 from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.rules import validate
+from dragonfly.credentials import AgentCredentials
 from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
 from dragonfly.subjects import VmId
 from services import errors
 from services.bus import Bus
-from services.natsauth import Signer, decode_claims, format_creds
+from services.natsauth import decode_claims, format_creds
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -32,6 +33,7 @@ COMMAND_SLACK_S = 5.0
 # Extra time a benchmark request waits beyond its budget: starting worker processes, each
 # benchmark's grace before the agent cuts it off, the last disk flush.
 BENCH_SLACK_S = 10.0
+MAX_INSTANCE = 128
 
 
 def vm_id(ns: str, mcis: str, vm: str) -> VmId:
@@ -95,26 +97,40 @@ def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
 class DragonflyServicer(pb_grpc.DragonflyServicer):
     """Agents, metrics and commands of every VM that has an agent."""
 
-    def __init__(self, agents: Agents, backend: Backend, bus: Bus, signer: Signer | None, agent_nats_url: str,
-                 alerts: AlertEngine | None = None) -> None:
+    def __init__(self, agents: Agents, backend: Backend, bus: Bus, credentials: AgentCredentials | None,
+                 agent_nats_url: str, alerts: AlertEngine | None = None) -> None:
         self.agents = agents
         self.alerts = alerts
         self.backend = backend
         self.bus = bus
-        self.signer = signer
+        self.credentials = credentials
         self.agent_nats_url = agent_nats_url
+
+    def _credentials(self) -> AgentCredentials:
+        if self.credentials is None:
+            raise errors.FailedPrecondition("dragonfly has no agent signing key (CB_DRAGONFLY_AGENT_SIGNER_FILE)")
+        return self.credentials
 
     async def IssueAgentCredential(self, request: pb.IssueAgentCredentialRequest,
                                    context: grpc.aio.ServicerContext) -> pb.AgentCredential:
-        """Mint a credential that lets one VM's agent speak only as that VM."""
+        """Mint a credential that lets one VM's agent speak only as that VM; the VM name's
+        earlier credentials are revoked."""
         vm = vm_id(request.ns, request.mcis, request.vm)
-        if self.signer is None:
-            raise errors.FailedPrecondition("dragonfly has no agent signing key (CB_DRAGONFLY_AGENT_SIGNER_FILE)")
-        creds = self.signer.issue(vm.key, vm.permissions())
+        _check_instance(request.instance)
+        creds = await self._credentials().issue(vm, request.instance)
         text = format_creds(creds.jwt, creds.seed)
         interval = await self.agents.interval(vm.ns, vm.mcis)
         return pb.AgentCredential(creds=text, user_data=render(vm, self.agent_nats_url, text, interval),
                                   user=str(decode_claims(creds.jwt)["sub"]))
+
+    async def RevokeAgentCredential(self, request: pb.RevokeAgentCredentialRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.RevokeAgentCredentialResponse:
+        """Revoke one VM's agent credentials (only those of `instance`, when given): answered once
+        the NATS server refuses them and has closed their connections. Idempotent."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        _check_instance(request.instance)
+        users = await self._credentials().revoke(vm, request.instance)
+        return pb.RevokeAgentCredentialResponse(users=users)
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
         """Registered agents of a namespace or MCIS, with health from their heartbeats."""
@@ -278,6 +294,11 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         size = _page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
+
+
+def _check_instance(instance: str) -> None:
+    if len(instance) > MAX_INSTANCE:
+        raise errors.InvalidArgument.field("instance", f"at most {MAX_INSTANCE} characters")
 
 
 def _page_size(requested: int) -> int:

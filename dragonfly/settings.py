@@ -18,10 +18,25 @@ class DragonflySettings(ServerSettings):
     # `memory` (embedded, bounded, per process) or `victoriametrics` (shared; at vm_url).
     storage: str = "memory"
     vm_url: str = "http://127.0.0.1:8428"
-    # Raw points kept per VM and group by the memory backend (roll-ups keep a day of minutes, a month of hours).
+    # The memory backend's whole budget in MiB, shared by every series (VM and group) and in each by
+    # its raw points, minute and hour roll-ups in proportion to their cost at full retention (about
+    # 1/4, 1/2, 1/4). Limits shrink as series appear, down to floors (3 minutes of 1 s points, an
+    # hour of minutes, a day of hours) that win over the budget: ~30 KiB per series, ~180 KiB per
+    # VM, so 1 GiB keeps ~5,700 VMs at their floors (full retention, ~4.2 MiB per VM, ~245 VMs);
+    # 10,000 VMs need ~1.8 GiB. Held bytes and limits are on /metrics (cb_dragonfly_memory_*).
+    memory_mb: float = Field(default=1024, ge=16)
+    # The most raw points the memory backend keeps per series (fewer when the budget is tight);
+    # minute and hour roll-ups reach at most a day and a month beyond them.
     raw_points: int = Field(default=3600, ge=10)
     # The account signing key that mints agents' credentials (written by the launcher, mode 0600).
     agent_signer_file: str = ""
+    # What revokes them: the operator signing key, the account's JWT and a system user that may
+    # only push it (written by the launcher, mode 0600). Required with agent_signer_file.
+    account_admin_file: str = ""
+    # Agents' credentials expire after this (a year), so a revocation can be forgotten then.
+    agent_credential_ttl_s: float = Field(default=365 * 86400, ge=60)
+    # The account JWT is pushed again this often, in case the NATS server lost it.
+    account_resync_s: float = Field(default=60.0, gt=0)
     # The NATS URL agents are told to use; empty = CB_NATS_URL.
     agent_nats_url: str = ""
     # Interval of an MCIS nobody configured.

@@ -62,7 +62,11 @@ class Bus:
 
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+            try:
+                await self._nc.drain()
+            except (nats_errors.ConnectionReconnectingError, nats_errors.ConnectionClosedError):
+                # Away from the server (e.g. it restarts): nothing to drain to, so stop reconnecting.
+                await self._nc.close()
 
     async def publish(self, subject: str, data: bytes) -> None:
         try:

@@ -8,6 +8,11 @@ a credential for a new VM needs no reload and 10,000 agents cost the server
 nothing but their connections; what a user may publish and subscribe to travels
 inside its signed JWT.
 
+Accounts live in the server's full resolver (a directory of account JWTs), so an
+account can change while the server runs: its JWT, re-signed by an operator signing
+key, is pushed on `$SYS.REQ.CLAIMS.UPDATE` by a system-account user. That is how
+users are revoked (`AccountAdmin`).
+
 Ed25519 comes from `cryptography`; the nkey and JWT encodings are NATS's own
 (base32 with a type prefix and a CRC-16, and `ed25519-nkey` JWTs).
 """
@@ -19,8 +24,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Type prefixes of nkeys (the first base32 letter of a key names its role).
 OPERATOR, ACCOUNT, USER = 14 << 3, 0, 20 << 3
 _SEED = 18 << 3
+# Where the server's full resolver takes account JWTs from a system-account user.
+CLAIMS_UPDATE = "$SYS.REQ.CLAIMS.UPDATE"
 
 
 class NatsAuthSettings(BaseSettings):
@@ -115,10 +123,14 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def encode_jwt(subject: str, name: str, nats: dict[str, Any], issuer: KeyPair) -> str:
-    """A NATS JWT (`ed25519-nkey`) about `subject`, signed by `issuer`."""
-    claims: dict[str, Any] = {"iat": int(time.time()), "iss": issuer.public_key, "name": name,
+def encode_jwt(subject: str, name: str, nats: dict[str, Any], issuer: KeyPair, issued_at: int = 0,
+               expires_at: int = 0) -> str:
+    """A NATS JWT (`ed25519-nkey`) about `subject`, signed by `issuer`, issued now (or at
+    `issued_at`, Unix seconds) and valid until `expires_at` (0: no expiry)."""
+    claims: dict[str, Any] = {"iat": issued_at or int(time.time()), "iss": issuer.public_key, "name": name,
                               "sub": subject, "nats": {**nats, "version": 2}}
+    if expires_at:
+        claims["exp"] = expires_at
     # The JWT ID is the hash of the claims without it, as the Go library makes it.
     digest = hashlib.new("sha512_256", json.dumps({"jti": "", **claims}, separators=(",", ":")).encode())
     claims = {"jti": _b32(digest.digest()), **claims}
@@ -202,11 +214,12 @@ class Signer:
     account: str
     key: KeyPair
 
-    def issue(self, name: str, permissions: Permissions) -> Creds:
-        """A fresh user key and its JWT: the whole credential of one client."""
+    def issue(self, name: str, permissions: Permissions, expires_at: int = 0) -> Creds:
+        """A fresh user key and its JWT: the whole credential of one client (valid until
+        `expires_at`, Unix seconds; 0: no expiry)."""
         user = KeyPair.generate(USER)
         nats = {**permissions.claims(), "issuer_account": self.account, "type": "user"}
-        return Creds(encode_jwt(user.public_key, name, nats, self.key), user.seed)
+        return Creds(encode_jwt(user.public_key, name, nats, self.key, expires_at=expires_at), user.seed)
 
     def dump(self) -> str:
         return json.dumps({"account": self.account, "seed": self.key.seed})
@@ -224,11 +237,50 @@ _ACCOUNT_LIMITS = {**_SYSTEM_LIMITS, "mem_storage": -1, "disk_storage": -1, "str
 
 
 @dataclass
+class AccountAdmin:
+    """What it takes to change one account on a running server: an operator signing key to
+    sign its new JWT, the JWT as first issued (its limits and signing keys stay as they
+    were), and a system-account user that may do nothing but push account JWTs."""
+
+    signing: KeyPair
+    account_jwt: str
+    pusher: Creds
+
+    @property
+    def account(self) -> str:
+        return str(decode_claims(self.account_jwt)["sub"])
+
+    def with_revocations(self, revoked: Mapping[str, int]) -> str:
+        """The account's JWT refusing each user (public key → Unix time) whose JWT was
+        issued at or before that time; the server also closes such users' connections."""
+        base = decode_claims(self.account_jwt)
+        nats = {k: v for k, v in base["nats"].items() if k != "version"}
+        if revoked:
+            nats["revocations"] = dict(sorted(revoked.items()))
+        # Later than the preloaded JWT: a restarting server replaces what it stored with the
+        # preload unless the stored one is strictly newer, so an equal second would lose the list.
+        issued = max(int(time.time()), int(base["iat"]) + 1)
+        return encode_jwt(base["sub"], base["name"], nats, self.signing, issued_at=issued)
+
+    def dump(self) -> str:
+        return json.dumps({"signing_seed": self.signing.seed, "account_jwt": self.account_jwt,
+                           "pusher": {"jwt": self.pusher.jwt, "seed": self.pusher.seed}})
+
+    @classmethod
+    def load(cls, text: str) -> AccountAdmin:
+        data = json.loads(text)
+        return cls(KeyPair.from_seed(data["signing_seed"]), data["account_jwt"],
+                   Creds(data["pusher"]["jwt"], data["pusher"]["seed"]))
+
+
+@dataclass
 class Authority:
-    """The trust chain of one suite: an operator, the system account, and the `CB` account
-    every service and agent lives in, with the signing key that mints their users."""
+    """The trust chain of one suite: an operator (and its signing key, which re-signs
+    accounts), the system account, and the `CB` account every service and agent lives in,
+    with the signing key that mints their users."""
 
     operator: KeyPair
+    operator_signing: KeyPair
     system: KeyPair
     account: KeyPair
     signing: KeyPair
@@ -236,11 +288,14 @@ class Authority:
 
     @classmethod
     def create(cls) -> Authority:
-        auth = cls(KeyPair.generate(OPERATOR), KeyPair.generate(ACCOUNT), KeyPair.generate(ACCOUNT),
-                   KeyPair.generate(ACCOUNT))
+        auth = cls(KeyPair.generate(OPERATOR), KeyPair.generate(OPERATOR), KeyPair.generate(ACCOUNT),
+                   KeyPair.generate(ACCOUNT), KeyPair.generate(ACCOUNT))
         op = auth.operator
-        auth.jwts["operator"] = encode_jwt(op.public_key, "cb", {"type": "operator",
-                                                                  "system_account": auth.system.public_key}, op)
+        # The operator's own key signs once, here; later account changes use the signing key,
+        # so the key that whoever revokes users must hold can be replaced without a new operator.
+        auth.jwts["operator"] = encode_jwt(op.public_key, "cb", {
+            "type": "operator", "system_account": auth.system.public_key,
+            "signing_keys": [auth.operator_signing.public_key]}, op)
         auth.jwts["system"] = encode_jwt(auth.system.public_key, "SYS", {"type": "account",
                                                                           "limits": _SYSTEM_LIMITS}, op)
         auth.jwts["account"] = encode_jwt(auth.account.public_key, "CB", {
@@ -251,11 +306,18 @@ class Authority:
     def signer(self) -> Signer:
         return Signer(self.account.public_key, self.signing)
 
-    def server_config(self) -> str:
-        """nats-server configuration: trust this operator, know these two accounts."""
+    def admin(self) -> AccountAdmin:
+        """The means to change the `CB` account while the server runs (revoke users)."""
+        pusher = Signer(self.system.public_key, self.system).issue(
+            "cb-account-admin", Permissions(publish=[CLAIMS_UPDATE], subscribe=["_INBOX.>"]))
+        return AccountAdmin(self.operator_signing, self.jwts["account"], pusher)
+
+    def server_config(self, jwt_dir: Path) -> str:
+        """nats-server configuration: trust this operator; accounts in a full resolver at
+        `jwt_dir` (seeded with these two, changed by pushes), never deleted by a push."""
         return (f'operator: "{self.jwts["operator"]}"\n'
                 f"system_account: {self.system.public_key}\n"
-                "resolver: MEMORY\n"
+                f'resolver: {{\n  type: full\n  dir: "{jwt_dir}"\n  allow_delete: false\n}}\n'
                 "resolver_preload: {\n"
                 f'  {self.system.public_key}: "{self.jwts["system"]}"\n'
                 f'  {self.account.public_key}: "{self.jwts["account"]}"\n'
@@ -269,6 +331,7 @@ class AuthFiles:
     server_config: Path
     service_creds: Path
     signer: Path
+    account_admin: Path
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -279,12 +342,19 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def write_suite_auth(directory: Path) -> AuthFiles:
-    """A fresh authority for one suite run: the server's config, the services' credential
-    (unrestricted, in the CB account) and the account signing key that mints agents' credentials."""
+    """A fresh authority for one suite run: the server's config and its resolver directory, the
+    services' credential (unrestricted, in the CB account), the account signing key that mints
+    agents' credentials, and the account admin that revokes them."""
     auth = Authority.create()
-    files = AuthFiles(directory / "nats-auth.conf", directory / "service.creds", directory / "agent-signer.json")
-    _write_secret(files.server_config, auth.server_config())
+    files = AuthFiles(directory / "nats-auth.conf", directory / "service.creds", directory / "agent-signer.json",
+                      directory / "account-admin.json")
+    jwt_dir = directory / "nats-accounts"
+    # Accounts of an earlier authority mean nothing to this one.
+    shutil.rmtree(jwt_dir, ignore_errors=True)
+    jwt_dir.mkdir(mode=0o700, parents=True)
+    _write_secret(files.server_config, auth.server_config(jwt_dir.resolve()))
     service = auth.signer.issue("cb-services", Permissions(unrestricted=True))
     _write_secret(files.service_creds, format_creds(service.jwt, service.seed))
     _write_secret(files.signer, auth.signer.dump())
+    _write_secret(files.account_admin, auth.admin().dump())
     return files

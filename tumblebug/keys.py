@@ -41,6 +41,15 @@ def vm(ns: str, mcis_name: str, name: str) -> str:
     return f"{NS_ROOT}{ns}/mcis/{mcis_name}/vm/{name}"
 
 
+# Agent credentials still to be revoked: `{ns}/{mcis}/{vm}/{request_id}` (outside NS_ROOT, which
+# the reconciler's informer reads as MCIS and VM records).
+REVOCATIONS = f"{ROOT}/agent-revocations/"
+
+
+def revocation(ns: str, mcis_name: str, vm_name: str, request_id: str) -> str:
+    return f"{REVOCATIONS}{ns}/{mcis_name}/{vm_name}/{request_id}"
+
+
 def parse(key: str) -> tuple[str, str, str] | None:
     """(namespace, mcis, vm) of an MCIS or VM key (vm = "" for the MCIS itself); None for others."""
     if not key.startswith(NS_ROOT):

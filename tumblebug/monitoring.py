@@ -35,11 +35,17 @@ class Monitoring:
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 30.0) -> T:
         return await rpc_call(rpc, request, timeout, f"dragonfly ({self.address})")
 
-    async def agent_user_data(self, ns: str, mcis: str, vm: str) -> str:
-        """User-data that boots this VM's agent with its own credential (a secret: never stored)."""
+    async def agent_user_data(self, ns: str, mcis: str, vm: str, instance: str = "") -> str:
+        """User-data that boots this VM's agent with its own credential (a secret: never stored);
+        `instance` tells this VM from a later one of the same name."""
         stub = self._need()
-        issued = await self.call(stub.IssueAgentCredential, dpb.IssueAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
+        issued = await self.call(stub.IssueAgentCredential, dpb.IssueAgentCredentialRequest(
+            ns=ns, mcis=mcis, vm=vm, instance=instance))
         return issued.user_data
+
+    async def revoke_agent(self, request: dpb.RevokeAgentCredentialRequest) -> None:
+        """Have the credential of a VM that is gone refused by NATS from now on."""
+        await self.call(self._need().RevokeAgentCredential, request, timeout=10)
 
     async def health(self, ns: str, mcis: str) -> dict[str, str]:
         """VM name → agent health word, for the agents of one MCIS that registered."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import socket
@@ -23,21 +22,19 @@ from nats import errors as nats_errors
 from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 
+from dragonfly import wire
 from dragonfly.agent import benchmarks
 from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
 from dragonfly.agent.config import AgentConfig
 from dragonfly.agent.sources import Source
+from dragonfly.wire import dumps
 
 log = logging.getLogger("cb-agent")
 
 VERSION = "0.1.0"
 # How long a collector may take to acknowledge a batch.
 ACK_TIMEOUT_S = 2.0
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
 
 
 class ConnectPacer:
@@ -232,7 +229,7 @@ class Agent:
 
     def _apply(self, data: bytes) -> None:
         try:
-            interval = float(json.loads(data or b"{}").get("interval_s", 0))
+            interval = float(wire.loads(data or b"{}").get("interval_s", 0))
         except (ValueError, AttributeError):
             return
         if 0.1 <= interval <= 3600 and interval != self.interval_s:
@@ -257,7 +254,7 @@ class Agent:
 
     async def _command(self, msg: Msg) -> None:
         try:
-            req = json.loads(msg.data)
+            req = wire.loads(msg.data)
             command = str(req["command"])
             timeout = min(float(req.get("timeout_s") or 60.0), self.config.command_timeout_max_s)
             limit = min(int(req.get("output_limit_bytes") or self.config.output_limit_bytes),
@@ -270,7 +267,7 @@ class Agent:
 
     async def _benchmark(self, msg: Msg) -> None:
         try:
-            request = benchmarks.BenchRequest.from_wire(json.loads(msg.data), self.config.bench_budget_max_s)
+            request = benchmarks.BenchRequest.from_wire(wire.loads(msg.data), self.config.bench_budget_max_s)
         except (ValueError, TypeError, AttributeError) as err:
             await self._respond(msg, {"error": f"bad benchmark request: {err}", "reason": "invalid"})
             return

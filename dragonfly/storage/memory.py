@@ -1,137 +1,137 @@
-"""The embedded backend: per series, a bounded ring of raw points and rings of minute and
-hour roll-ups (min, max, sum, count, last per field), so memory stays bounded while
-queries still reach back a day (minutes) or a month (hours)."""
+"""The embedded backend: every series in this process, as flat float arrays, within a byte budget.
+
+Per series (a VM's metric group) raw points, then minute and hour roll-ups (min, max, sum,
+count, last per field) of what the raw points let go, so queries still reach back a day
+(minutes) or a month (hours). How much each series keeps follows from the budget and the
+number of series (dragonfly/storage/budget.py): limits shrink as VMs appear, and a series
+trims to the new limits on its next trim, in slices, so a write stays an append."""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from dragonfly.storage import Query, Result, Sample
+from dragonfly.storage.budget import CEILINGS, Budget, Limits, slack
+from dragonfly.storage.layout import Layouts
+from dragonfly.storage.reads import read
+from dragonfly.storage.series import Series
 
-# A cell of a roll-up: [min, max, sum, count, last, time of last] per field.
-Cell = dict[str, list[float]]
+log = logging.getLogger("dragonfly.storage")
 
-
-def _merge(cell: Cell, t: float, values: dict[str, float]) -> None:
-    for name, v in values.items():
-        agg = cell.get(name)
-        if agg is None:
-            cell[name] = [v, v, v, 1.0, v, t]
-        else:
-            agg[0], agg[1] = min(agg[0], v), max(agg[1], v)
-            agg[2] += v
-            agg[3] += 1.0
-            if t >= agg[5]:  # points may arrive out of order (a backlog): last is the newest in time
-                agg[4], agg[5] = v, t
+MB = 1 << 20
+# Limits are logged when one moved by more than this since the last line (they move with
+# nearly every new series while thousands of VMs appear).
+LOG_STEP = 0.1
 
 
-def _combine(into: Cell, cell: Cell) -> None:
-    for name, agg in cell.items():
-        mine = into.get(name)
-        if mine is None:
-            into[name] = list(agg)
-            continue
-        mine[0], mine[1] = min(mine[0], agg[0]), max(mine[1], agg[1])
-        mine[2] += agg[2]
-        mine[3] += agg[3]
-        if agg[5] >= mine[5]:
-            mine[4], mine[5] = agg[4], agg[5]
+@dataclass(frozen=True)
+class MemoryStats:
+    """What the backend holds against its budget (exported on /metrics)."""
 
-
-def _finish(cell: Cell, aggregate: str) -> dict[str, float]:
-    pick = {"min": lambda a: a[0], "max": lambda a: a[1], "avg": lambda a: a[2] / a[3], "last": lambda a: a[4]}
-    fn = pick[aggregate]
-    return {name: fn(agg) for name, agg in cell.items()}
-
-
-@dataclass
-class Rollup:
-    """Fixed-width buckets, newest last, at most `limit` of them."""
-
-    width_s: float
-    limit: int
-    starts: list[float] = field(default_factory=list)
-    cells: list[Cell] = field(default_factory=list)
-
-    def add(self, t: float, values: dict[str, float]) -> None:
-        start = t - t % self.width_s
-        i = bisect.bisect_left(self.starts, start)
-        if i == len(self.starts) or self.starts[i] != start:
-            if i == 0 and len(self.starts) >= self.limit:
-                return  # older than everything kept
-            self.starts.insert(i, start)
-            self.cells.insert(i, {})
-        _merge(self.cells[i], t, values)
-        if len(self.starts) > self.limit:
-            del self.starts[0], self.cells[0]
-
-
-@dataclass
-class SeriesData:
-    raw_limit: int
-    times: list[float] = field(default_factory=list)
-    values: list[dict[str, float]] = field(default_factory=list)
-    minutes: Rollup = field(default_factory=lambda: Rollup(60.0, 1440))
-    hours: Rollup = field(default_factory=lambda: Rollup(3600.0, 720))
-    # Whether older raw points were ever let go (then only the roll-ups reach further back).
-    trimmed: bool = False
-
-    def add(self, t: float, values: dict[str, float]) -> None:
-        i = bisect.bisect_right(self.times, t)
-        self.times.insert(i, t)
-        self.values.insert(i, values)
-        # Trim in slices, not one point at a time, to keep appends cheap.
-        if len(self.times) > self.raw_limit + max(16, self.raw_limit // 10):
-            cut = len(self.times) - self.raw_limit
-            del self.times[:cut], self.values[:cut]
-            self.trimmed = True
-        self.minutes.add(t, values)
-        self.hours.add(t, values)
-
-    def read(self, q: Query) -> list[tuple[float, dict[str, float]]]:
-        lo, hi = bisect.bisect_left(self.times, q.start), bisect.bisect_right(self.times, q.end)
-        raw_covers = not self.trimmed or self.times[0] <= q.start
-        if q.step_s <= 0:
-            return list(zip(self.times[lo:hi], self.values[lo:hi], strict=True))
-        if raw_covers or q.step_s < 60:
-            buckets: dict[float, Cell] = {}
-            for t, v in zip(self.times[lo:hi], self.values[lo:hi], strict=True):
-                _merge(buckets.setdefault(t - t % q.step_s, {}), t, v)
-            return [(start, _finish(cell, q.aggregate)) for start, cell in sorted(buckets.items())]
-        # Older than the raw ring: combine the roll-up that fits the step.
-        rollup = self.minutes if q.step_s < 3600 else self.hours
-        combined: dict[float, Cell] = {}
-        for start, cell in zip(rollup.starts, rollup.cells, strict=True):
-            if q.start - rollup.width_s < start <= q.end:
-                _combine(combined.setdefault(start - start % q.step_s, {}), cell)
-        return [(start, _finish(cell, q.aggregate)) for start, cell in sorted(combined.items())]
+    series: int
+    fields: float  # per series, on average
+    bytes_held: int
+    budget_bytes: int
+    limits: Limits
+    layouts: int
+    points: int  # written since start
 
 
 class MemoryBackend:
-    """Everything in this process: fast, bounded, and gone when the process goes."""
+    """Everything in this process: fast, bounded by `memory_mb`, and gone when the process goes.
+    `raw_points` is the most raw points a series keeps (fewer when the budget is tight)."""
 
-    def __init__(self, raw_points: int = 3600) -> None:
-        self.raw_points = raw_points
-        self._series: dict[tuple[str, str], SeriesData] = {}
+    def __init__(self, raw_points: int = CEILINGS.raw, memory_mb: float = 1024) -> None:
+        ceilings = Limits(raw_points, CEILINGS.minutes, CEILINGS.hours)
+        self.budget = Budget(int(memory_mb * MB), ceilings)
+        self.limits = ceilings
         self.points = 0
+        self._groups: dict[str, dict[str, Series]] = {}
+        self._layouts = Layouts()
+        self._series = 0
+        self._fields = 0  # over every series: their average width sizes the limits
+        self._raw_cap = ceilings.raw + slack(ceilings.raw)
+        self._logged = ceilings
+        self._warned = False
 
     async def write(self, samples: Sequence[Sample]) -> None:
+        groups = self._groups
         for s in samples:
-            key = (s.vm, s.group)
-            data = self._series.get(key)
-            if data is None:
-                data = self._series[key] = SeriesData(self.raw_points)
-            data.add(s.time, s.values)
+            by_vm = groups.get(s.group)
+            series = by_vm.get(s.vm) if by_vm is not None else None
+            if series is None:
+                series = self._add_series(s.group, s.vm, s.values)
+            values = s.values
+            # The agent sends a group's fields in the same order every time: the values go in as they are.
+            if tuple(values) == series.layout.names:
+                series.add(s.time, values.values())
+            else:
+                series.add(s.time, self._row(series, values))
+            if len(series.times) > self._raw_cap:
+                series.trim(self.limits)
         self.points += len(samples)
 
+    def _add_series(self, group: str, vm: str, values: Mapping[str, float]) -> Series:
+        series = self._groups.setdefault(group, {})[vm] = Series(self._layouts.get(values))
+        self._series += 1
+        self._fields += series.layout.width
+        self._relimit()
+        return series
+
+    def _row(self, series: Series, values: Mapping[str, float]) -> list[float]:
+        """`values` in the series' layout order, NaN for what they lack; a field the series has
+        not seen widens its layout first."""
+        layout = series.layout
+        if not values.keys() <= layout.index.keys():
+            layout = self._layouts.widen(layout, values)
+            self._fields += layout.width - series.layout.width
+            series.widen(layout)
+            self._relimit()
+        row = [math.nan] * layout.width
+        for name, v in values.items():
+            row[layout.index[name]] = v
+        return row
+
+    def _relimit(self) -> None:
+        fields = self._fields / self._series
+        limits = self.budget.limits(self._series, fields)
+        if limits != self.limits:
+            self.limits = limits
+            self._raw_cap = limits.raw + slack(limits.raw)
+            if limits.moved(self._logged, LOG_STEP):
+                self._logged = limits
+                log.info("memory storage limits", extra={
+                    "series": self._series, "raw_points": limits.raw, "minute_buckets": limits.minutes,
+                    "hour_buckets": limits.hours, "budget_mb": round(self.budget.total_bytes / MB)})
+        if not self._warned and self.budget.exceeded(limits, self._series, fields):
+            # Only the floors can exceed the budget; said once, the gauges on /metrics go on telling.
+            self._warned = True
+            log.warning("memory storage: the floors of this many series exceed the budget; raise "
+                        "CB_DRAGONFLY_MEMORY_MB or use victoriametrics", extra={
+                            "series": self._series, "budget_mb": round(self.budget.total_bytes / MB),
+                            "needed_mb": round(self.budget.held_at(limits, self._series, fields) / MB)})
+
     async def query(self, q: Query) -> list[Result]:
-        out = []
-        for (vm, group), data in sorted(self._series.items()):
-            if group == q.group and (vm == q.vm_prefix or (q.vm_prefix.endswith(".") and vm.startswith(q.vm_prefix))):
-                out.append(Result(vm, group, data.read(q)))
-        return out
+        by_vm = self._groups.get(q.group, {})
+        if q.vm_prefix.endswith("."):
+            vms = sorted(vm for vm in by_vm if vm.startswith(q.vm_prefix))
+        else:
+            vms = [q.vm_prefix] if q.vm_prefix in by_vm else []
+        return [Result(vm, q.group, read(by_vm[vm], q)) for vm in vms]
+
+    def stats(self) -> MemoryStats:
+        """The backend's accounting. Safe from another thread (the /metrics server's): it reads
+        snapshots of the index, taken whole under the interpreter lock."""
+        indexes = list(self._groups.values())
+        every = [series for by_vm in indexes for series in list(by_vm.values())]
+        held = sum(series.nbytes() for series in every) + sum(map(sys.getsizeof, indexes))
+        return MemoryStats(series=self._series, fields=self._fields / max(1, self._series),
+                           bytes_held=held, budget_bytes=self.budget.total_bytes,
+                           limits=self.limits, layouts=len(self._layouts), points=self.points)
 
     async def close(self) -> None:
-        self._series.clear()
+        self._groups.clear()

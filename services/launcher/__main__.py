@@ -94,7 +94,8 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         "CB_SPIDER_PORT": str(ports["spider"]),
         "CB_SPIDER_CALL_LOG_FILE": str(run_dir / "logs" / "spider-calls.jsonl"),
     })
-    dragonfly_env = {"CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer)}
+    dragonfly_env = {"CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer),
+                     "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(auth.account_admin)}
     if shutil.which(victoriametrics.BINARY):  # the shared metric engine, when installed (Grafana reads it too)
         vm_port = procs.free_port()
         victoria = victoriametrics.process(run_dir, vm_port)

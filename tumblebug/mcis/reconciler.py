@@ -13,6 +13,9 @@ MCIS that changed, compares what is wanted with what is recorded:
 5. the MCIS summary is recomputed, the failure policy applied once the VMs of
    a request settle, and a deleted MCIS removed once its VMs are gone.
 
+A VM with an agent that is terminated or removed has its agent credential revoked
+(see `revocations`: owed in etcd first, so it is retried rather than lost).
+
 A VM's spider create carries a request ID kept in its record, so after a crash
 the same create is sent again and spider answers with the VM it already made.
 """
@@ -36,6 +39,7 @@ from services import errors
 from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis import status
+from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import now
 from tumblebug.settings import TumblebugSettings
@@ -79,6 +83,7 @@ class Reconciler:
         self.store = store
         self.spider = spider
         self.monitoring = monitoring
+        self.revocations = Revocations(store, monitoring)
         self.settings = settings
         self.queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.queued: set[tuple[str, str]] = set()
@@ -102,6 +107,8 @@ class Reconciler:
             self._changed(key)
         loops = [asyncio.create_task(self._worker()) for _ in range(self.settings.workers)]
         loops.append(asyncio.create_task(self._poller()))
+        if self.monitoring.enabled:
+            loops.append(asyncio.create_task(self.revocations.run()))
         try:
             await asyncio.gather(*loops)
         finally:
@@ -284,8 +291,10 @@ class Reconciler:
         if key in self.inflight:
             return
         op: Callable[[], Awaitable[None]] | None = None
+        # Whether a VM on its way out may hold an agent credential to have revoked.
+        revoke = self.monitoring.enabled and agent_wanted(mcis) and had_credential(vm)
         if vm.removing:
-            op = lambda: self._remove(key, vm, mcis.force_delete)  # noqa: E731
+            op = lambda: self._remove(key, vm, mcis.force_delete, revoke)  # noqa: E731
         elif not vm.requested:
             if vm.target_status == common.RUNNING:
                 op = lambda: self._create(ns, name, mcis, key, vm)  # noqa: E731
@@ -295,7 +304,7 @@ class Reconciler:
         elif vm.status in (common.FAILED, common.TERMINATING) or vm.status in status.MOVING:
             op = None  # failed stays failed; moving ones are polled
         elif vm.target_status == common.TERMINATED and vm.status != common.TERMINATED:
-            op = lambda: self._verb(key, vm, "terminate")  # noqa: E731
+            op = lambda: self._verb(key, vm, "terminate", revoke)  # noqa: E731
         elif vm.target_action == pb.ACTION_REBOOT and vm.status == common.RUNNING:
             op = lambda: self._verb(key, vm, "reboot")  # noqa: E731
         elif vm.target_status == common.SUSPENDED and vm.status == common.RUNNING:
@@ -366,7 +375,7 @@ class Reconciler:
         if agent_wanted(mcis) and self.monitoring.enabled:
             # A fresh credential each time: it travels in the user-data only, never in a record.
             try:
-                want.user_data = await self.monitoring.agent_user_data(ns, name, vm.name)
+                want.user_data = await self.monitoring.agent_user_data(ns, name, vm.name, vm.request_id)
             except errors.DomainError as err:
                 # Monitoring is down: the VM is worth more than its agent. Say so on the VM.
                 note = f"no agent: {err.message}"
@@ -385,7 +394,7 @@ class Reconciler:
             return
         await self._write_vm(key, lambda v: _observe(v, made))
 
-    async def _verb(self, key: str, vm: pb.McisVm, verb: str) -> None:
+    async def _verb(self, key: str, vm: pb.McisVm, verb: str, revoke: bool = False) -> None:
         stub = self.spider.stub
         request = spb.VmActionRequest(connection=vm.connection, name=vm.iid.name)
         try:
@@ -412,11 +421,13 @@ class Reconciler:
 
             await self._write_vm(key, refused)
             return
+        if verb == "terminate" and revoke:
+            await self.revocations.owe(key, vm)  # the VM is gone for good: so is its agent's identity
         done = pb.ACTION_NONE if verb in ("reboot", "terminate") else None
         await self._write_vm(key, lambda v: _set(v, status=reply.status, error="",
                                                  **({"target_action": done} if done is not None else {})))
 
-    async def _remove(self, key: str, vm: pb.McisVm, force: bool) -> None:
+    async def _remove(self, key: str, vm: pb.McisVm, force: bool, revoke: bool) -> None:
         if vm.requested:
             try:
                 await self.spider.call(self.spider.stub.DeleteVm, spb.DeleteResourceRequest(
@@ -426,6 +437,8 @@ class Reconciler:
             except errors.FailedPrecondition:
                 if not force:
                     raise
+        if revoke:
+            await self.revocations.owe(key, vm)  # before the record goes: a crash between loses nothing
         with contextlib.suppress(errors.NotFound):
             await self.store.delete(key)
             self._forgot(key)

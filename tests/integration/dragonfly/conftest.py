@@ -63,7 +63,8 @@ async def start_dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats, **env
     full = {
         "CB_DRAGONFLY_PORT": str(port), "CB_DRAGONFLY_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
         "CB_NATS_URL": nats.url, "CB_NATS_CREDS_FILE": str(nats.files.service_creds),
-        "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(nats.files.signer), "CB_GRACE_SECONDS": "1",
+        "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(nats.files.signer),
+        "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(nats.files.account_admin), "CB_GRACE_SECONDS": "1",
         "CB_DRAGONFLY_DEFAULT_INTERVAL_S": "1", **env,
     }
     proc = procs.python_service(f"dragonfly-{port}", "dragonfly.server", run_dir, full)

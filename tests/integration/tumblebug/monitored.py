@@ -21,23 +21,26 @@ from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connect
 
 @contextlib.asynccontextmanager
 async def monitored_tumblebug(run_dir: Path, spider: servers.Server) -> AsyncIterator[servers.Server]:
-    own = await servers.start_etcd(run_dir / "etcd")
-    nats = await start_nats(run_dir / "nats")
-    dragonfly = await start_dragonfly(run_dir / "dragonfly", own, nats)
-    tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", own, spider,
-                                              CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
-    try:
+    # Whatever started is stopped, also when a later part fails to start.
+    async with contextlib.AsyncExitStack() as started:
+        own = await servers.start_etcd(run_dir / "etcd")
+        started.callback(own.stop)
+        nats = await start_nats(run_dir / "nats")
+        started.callback(nats.proc.stop)
+        dragonfly = await start_dragonfly(run_dir / "dragonfly", own, nats)
+        started.callback(dragonfly.stop)
+        tumblebug = await servers.start_tumblebug(run_dir / "tumblebug", own, spider,
+                                                  CB_TUMBLEBUG_DRAGONFLY_ADDR=dragonfly.address)
+        started.callback(tumblebug.stop)
         yield tumblebug
-    finally:
-        for server in (tumblebug, dragonfly, own):
-            server.stop()
-        nats.proc.stop()
 
 
 async def mcis_with_healthy_agents(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
-                                   cloudtwin: servers.Server, ns: str, name: str, size: int) -> list[pb.McisVm]:
-    """A Running MCIS of `size` VMs (group `g`, one CloudTwin connection) whose agents are all healthy."""
-    conn = (await connections(stub, cloudtwin, 1))[0]
+                                   cloudtwin: servers.Server, ns: str, name: str, size: int,
+                                   conn: servers.TwinConnection | None = None) -> list[pb.McisVm]:
+    """A Running MCIS of `size` VMs (group `g`, one CloudTwin connection, new unless given) whose
+    agents are all healthy."""
+    conn = conn or (await connections(stub, cloudtwin, 1))[0]
     spec, image = await cheapest_spec_and_image(stub, conn.name)
     await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name=name, subgroups=[
         pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=size)]))

@@ -1,5 +1,6 @@
 """An MCIS with agents: every VM boots its own cb-agent (CloudTwin guests), tumblebug shows
-their health, runs commands through them, and asks dragonfly for their metrics."""
+their health, runs commands through them, and asks dragonfly for their metrics; a VM that
+goes takes its agent's credential with it."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import nats as nats_py
 import pytest_asyncio
+from nats.aio.client import Client
 
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from dragonfly.agent import config
 from tests import servers
 from tests.helpers import expect_error
-from tests.integration.tumblebug.helpers import namespace
+from tests.integration.tumblebug.helpers import connections, namespace
 from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
 
 
@@ -62,3 +68,64 @@ async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.Tumbleb
     by_vm = {r.vm: r for r in partial.results}
     assert by_vm["g-1"].result.exit_code == 0 and by_vm["g-2"].error == "VM is Suspended"
     await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="mon", terminate=True, wait=True))
+
+
+async def agent_configs(twin: servers.Server, conn: servers.TwinConnection) -> dict[str, config.AgentConfig]:
+    """VM name → the agent configuration in its user-data, as the cloud holds it (what anyone who
+    can read the VM's user-data has)."""
+    async with grpc.aio.insecure_channel(twin.address) as ch:
+        page = await tw_grpc.CloudTwinStub(ch).ListResources(tw.ListResourcesRequest(
+            provider=conn.provider, region=conn.region, kind=tw.VM, page_size=1000),
+            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", "x")))
+    found = [config.parse(r.vm.user_data) for r in page.resources if r.vm.user_data]
+    return {c.vm.vm: c for c in found}
+
+
+async def connect_as(agent: config.AgentConfig, closed: asyncio.Event | None = None) -> Client:
+    async def on_closed() -> None:
+        if closed is not None:
+            closed.set()
+
+    return await nats_py.connect(agent.nats_url, allow_reconnect=False, closed_cb=on_closed,
+                                 inbox_prefix=agent.vm.inbox_prefix, **agent.creds.client_options())
+
+
+async def refused(agent: config.AgentConfig) -> bool:
+    try:
+        nc = await connect_as(agent)
+    except Exception as err:  # nats-py raises its base Error with the server's words
+        assert "authorization" in str(err).lower(), err
+        return True
+    await nc.close()
+    return False
+
+
+async def refused_within(agent: config.AgentConfig, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await refused(agent):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+async def test_a_removed_vm_loses_its_agent_credential(monitored: tumblebug_pb2_grpc.TumblebugStub,
+                                                       stub: spider_pb2_grpc.SpiderStub,
+                                                       cloudtwin: servers.Server) -> None:
+    tb = monitored
+    ns = await namespace(tb)
+    conn = (await connections(stub, cloudtwin, 1))[0]
+    await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "rev", 2, conn)
+    agents = await agent_configs(cloudtwin, conn)
+    assert sorted(agents) == ["g-1", "g-2"]
+    # Someone holding g-2's user-data speaks as g-2 beside its agent, until the VM goes.
+    closed = asyncio.Event()
+    await connect_as(agents["g-2"], closed)
+
+    await tb.ScaleSubgroup(pb.ScaleSubgroupRequest(namespace=ns, mcis="rev", subgroup="g", size=1, wait=True))
+    await asyncio.wait_for(closed.wait(), 15)
+    assert await refused(agents["g-2"])
+    assert not await refused(agents["g-1"])
+
+    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="rev", terminate=True, wait=True))
+    assert await refused_within(agents["g-1"], 15)

@@ -1,0 +1,155 @@
+"""Revoking agents' credentials, enforced by the NATS server: a revoked credential can no longer
+connect and its live connection is closed; a new credential for a VM name revokes the old one;
+revocations outlive a dragonfly restart and a NATS restart."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import grpc
+import nats as nats_py
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
+from dragonfly.subjects import VmId
+from services import natsauth
+from tests import servers
+from tests.helpers import expect_error
+from tests.integration.dragonfly.conftest import Nats, start_dragonfly, start_nats
+
+Stub = dragonfly_pb2_grpc.DragonflyStub
+
+
+def new_vm(name: str = "vm-1") -> VmId:
+    return VmId("ns-rev", f"m-{uuid.uuid4().hex[:6]}", name)
+
+
+async def issue(df: Stub, vm: VmId, instance: str = "") -> pb.AgentCredential:
+    return await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm,
+                                                                        instance=instance))
+
+
+async def revoke(df: Stub, vm: VmId, instance: str = "") -> list[str]:
+    done = await df.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm,
+                                                                          instance=instance))
+    return list(done.users)
+
+
+async def connect_as(server: Nats, vm: VmId, cred: pb.AgentCredential, closed: asyncio.Event | None = None) -> Client:
+    """An agent's connection with its credential (no reconnects: a closed one stays closed)."""
+    async def on_closed() -> None:
+        if closed is not None:
+            closed.set()
+
+    return await nats_py.connect(server.url, allow_reconnect=False, inbox_prefix=vm.inbox_prefix,
+                                 closed_cb=on_closed, **natsauth.Creds.parse(cred.creds).client_options())
+
+
+async def refused(server: Nats, vm: VmId, cred: pb.AgentCredential) -> bool:
+    try:
+        nc = await connect_as(server, vm, cred)
+    except Exception as err:  # nats-py raises its base Error with the server's words
+        assert "authorization" in str(err).lower(), err
+        return True
+    await nc.close()
+    return False
+
+
+async def heard(server: Nats, vm: VmId, nc: Client) -> bool:
+    """Whether a metric published on `nc` reaches a service subscribed to the VM's subject."""
+    service = await nats_py.connect(server.url, **server.service_creds.client_options())
+    got: asyncio.Queue[Msg] = asyncio.Queue()
+    try:
+        await service.subscribe(vm.metrics, cb=got.put)
+        await service.flush()
+        await nc.publish(vm.metrics, b"{}")
+        await nc.flush()
+        await asyncio.wait_for(got.get(), 2)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        await service.close()
+
+
+async def closed_within(closed: asyncio.Event, timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(closed.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_a_revoked_credential_is_refused_and_its_connection_closed(df: Stub, nats: Nats) -> None:
+    vm = new_vm()
+    cred = await issue(df, vm)
+    closed = asyncio.Event()
+    live = await connect_as(nats, vm, cred, closed)
+    assert await heard(nats, vm, live)
+    assert await revoke(df, vm) == [cred.user]
+    # Answered once the server took the new account JWT: the live connection is closed by then.
+    assert await closed_within(closed, 1.0)
+    with pytest.raises(nats_py.errors.ConnectionClosedError):
+        await live.publish(vm.metrics, b"{}")
+    assert await refused(nats, vm, cred)
+    assert await revoke(df, vm) == []  # idempotent
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, df.RevokeAgentCredential(
+        pb.RevokeAgentCredentialRequest(ns="ns-rev", mcis="m", vm="a.b")), "vm")
+
+
+async def test_a_new_credential_for_a_vm_name_revokes_the_old_one(df: Stub, nats: Nats) -> None:
+    vm = new_vm("g-1")
+    old = await issue(df, vm, instance="first")
+    old_closed, new_closed = asyncio.Event(), asyncio.Event()
+    await connect_as(nats, vm, old, old_closed)
+    new = await issue(df, vm, instance="second")
+    assert await closed_within(old_closed, 1.0) and await refused(nats, vm, old)
+    current = await connect_as(nats, vm, new, new_closed)
+    try:
+        assert await heard(nats, vm, current)
+        # A late revoke of the first VM of that name leaves the second alone.
+        assert await revoke(df, vm, instance="first") == []
+        assert await heard(nats, vm, current)
+        # The same VM asking again (a create sent twice) keeps the credential it may have booted with.
+        again = await issue(df, vm, instance="second")
+        assert await heard(nats, vm, current)
+        assert sorted(await revoke(df, vm, instance="second")) == sorted([new.user, again.user])
+        assert await closed_within(new_closed, 1.0) and await refused(nats, vm, new)
+    finally:
+        await current.close()
+
+
+async def test_revocations_survive_a_dragonfly_and_a_nats_restart(run_dir: Path) -> None:
+    # Its own etcd and NATS: the revocation list is rebuilt from this etcd alone.
+    root = run_dir / "revocation-restarts"
+    etcd = await servers.start_etcd(root / "etcd")
+    own = await start_nats(root / "nats")
+    dragonfly = await start_dragonfly(root / "dragonfly", etcd, own)
+    first, second = new_vm("a"), new_vm("b")
+    try:
+        async with grpc.aio.insecure_channel(dragonfly.address) as ch:
+            df = Stub(ch)
+            cred_a, cred_b = await issue(df, first), await issue(df, second)
+            await revoke(df, first)
+            assert await refused(own, first, cred_a)
+            dragonfly.stop()
+            await servers.restart(dragonfly)
+            # The new account JWT carries the revocation from before the restart as well.
+            assert await revoke(df, second) == [cred_b.user]
+            assert await refused(own, first, cred_a) and await refused(own, second, cred_b)
+            third = new_vm("c")
+            fresh = await issue(df, third)
+            own.proc.stop()
+            await own.restart()
+            # The server keeps the pushed account JWT in its resolver directory.
+            assert await refused(own, first, cred_a) and await refused(own, second, cred_b)
+            assert not await refused(own, third, fresh)
+    finally:
+        dragonfly.stop()
+        own.proc.stop()
+        etcd.stop()
