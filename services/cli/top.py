@@ -93,19 +93,19 @@ def _order(rows: list[VmRow], by: str) -> list[VmRow]:
     return sorted(rows, key=key)
 
 
-def human_bytes(value: float | None, per_second: bool = False) -> str:
+def human_bytes(value: float | None) -> str:
+    """Short, as top and docker stats print them: `614M`, `95K`, `1.2G`."""
     if value is None:
         return "-"
-    suffix = "/s" if per_second else ""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}{suffix}" if unit == "B" else f"{value:.1f} {unit}{suffix}"
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(value) < 1024 or unit == "T":
+            return (f"{value:.0f}" if unit == "B" or abs(value) >= 100 else f"{value:.1f}") + unit
         value /= 1024
-    return "-"  # unreachable: TiB ends the loop
+    return "-"  # unreachable: T ends the loop
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}%"
+    return "-" if value is None else f"{value:.1f}"
 
 
 def table(title: str, rows: list[VmRow]) -> Table:
@@ -113,15 +113,16 @@ def table(title: str, rows: list[VmRow]) -> Table:
     cpus = [r.cpu_percent for r in rows if r.cpu_percent is not None]
     average = f", CPU avg {sum(cpus) / len(cpus):.1f}%" if cpus else ""
     out = Table(title=f"{title}: {len(rows)} VMs{average}, {time.strftime('%H:%M:%S')}", title_justify="left",
-                box=None, pad_edge=False, header_style="bold")
-    for header in ("VM", "GROUP", "STATUS", "AGENT", "CPU", "MEM", "MEM-USED", "DISK-R", "DISK-W", "NET-RX",
-                   "NET-TX"):
-        out.add_column(header, justify="right" if header not in ("VM", "GROUP", "STATUS", "AGENT") else "left")
+                box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    # Units in the headers keep the cells short: the table fits 80 columns.
+    for header in ("VM", "GROUP", "STATUS", "AGENT", "CPU%", "MEM%", "USED", "RD/s", "WR/s", "RX/s", "TX/s"):
+        out.add_column(header, justify="right" if header not in ("VM", "GROUP", "STATUS", "AGENT") else "left",
+                       no_wrap=True)
     for r in rows:
         out.add_row(r.vm, r.subgroup, r.status, r.agent or "-", _percent(r.cpu_percent),
                     _percent(r.memory_percent), human_bytes(r.memory_used_bytes),
-                    human_bytes(r.disk_read_bytes_per_second, True), human_bytes(r.disk_write_bytes_per_second, True),
-                    human_bytes(r.net_recv_bytes_per_second, True), human_bytes(r.net_sent_bytes_per_second, True))
+                    human_bytes(r.disk_read_bytes_per_second), human_bytes(r.disk_write_bytes_per_second),
+                    human_bytes(r.net_recv_bytes_per_second), human_bytes(r.net_sent_bytes_per_second))
     return out
 
 
