@@ -128,7 +128,11 @@ class Suite:
             "CB_ETCD_ENDPOINTS": f"127.0.0.1:{etcd_port}", "CB_NATS_URL": self.nats_url,
             "CB_NATS_CREDS_FILE": str(self.auth.service_creds),
             "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(self.auth.signer),
-            "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(self.auth.account_admin), "CB_LOG_LEVEL": "WARNING"})
+            "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(self.auth.account_admin), "CB_LOG_LEVEL": "WARNING",
+            # The final count reads every VM's raw points back to the first: the memory backend's
+            # budget must hold the whole run (its raw share is a quarter; at the 1 GiB default,
+            # 10,000 VMs keep only the floor of 3 minutes).
+            "CB_DRAGONFLY_MEMORY_MB": str(MEMORY_MB)})
         self.procs.append(self.dragonfly)
         await procs.start_grpc(self.dragonfly, df_port)
         self.twin = procs.python_service("cloudtwin", "spider.cloudtwin.server", self.root, {
@@ -224,6 +228,10 @@ class Usage:
         return {"processes": per, "suite_cpu_cores": round(ours, 3), "machine_busy_cores": round(busy, 3),
                 "other_cpu_cores": round(max(0.0, busy - ours), 3), "cores": psutil.cpu_count(),
                 "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+# dragonfly's memory budget for the run (see Suite.start).
+MEMORY_MB = 12288
 
 
 class Profiler:
@@ -700,7 +708,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                     started, args.drain_timeout)
             await nc.close()
     return {"nats_ceiling": ceiling, "boot": boot, "phases": phases, "nats_outage": away, "final": final,
-            "shards": args.shards, "wall_s": round(time.monotonic() - started, 1)}
+            "shards": args.shards, "dragonfly_memory_mb": MEMORY_MB, "wall_s": round(time.monotonic() - started, 1)}
 
 
 def main() -> None:

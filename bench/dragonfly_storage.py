@@ -156,34 +156,39 @@ def second(vms: Sequence[str], fields: dict[str, tuple[str, ...]], t: float, rng
 
 @dataclass
 class Run:
-    """Writes `points` seconds of every series into a store, timing only the writes."""
+    """Writes a point of every series per pass into a store, timing only the writes (CPU time)."""
 
     store: Any
     vms: list[str]
     fields: dict[str, tuple[str, ...]]
     t0: float = 1_700_000_000.0
     step_s: float = 1.0
-    written: int = 0
+    passes_done: int = 0
+    # Since the last `rate()`: points written and CPU seconds, leaving out the first pass (it
+    # creates every series).
+    counted: int = 0
     write_s: float = 0.0
     first_pass_s: float = 0.0
 
     async def passes(self, count: int, rng: random.Random) -> None:
         for _ in range(count):
-            t = self.t0 + self.written // max(1, len(self.vms) * len(self.fields)) * self.step_s
-            samples = second(self.vms, self.fields, t, rng)
-            began = time.perf_counter()
+            samples = second(self.vms, self.fields, self.t0 + self.passes_done * self.step_s, rng)
+            began = time.process_time()
             for i in range(0, len(samples), BATCH):
                 await self.store.write(samples[i:i + BATCH])
-            spent = time.perf_counter() - began
-            if not self.written:
-                self.first_pass_s = spent  # includes creating every series
+            spent = time.process_time() - began
+            if not self.passes_done:
+                self.first_pass_s = spent
             else:
+                self.counted += len(samples)
                 self.write_s += spent
-            self.written += len(samples)
+            self.passes_done += 1
 
-    def steady_rate(self, per_pass: int) -> float:
-        steady = self.written - per_pass
-        return round(steady / self.write_s) if self.write_s else 0.0
+    def rate(self) -> int:
+        """Points per CPU second since the last call."""
+        rate = round(self.counted / self.write_s) if self.write_s else 0
+        self.counted, self.write_s = 0, 0.0
+        return rate
 
 
 async def scale_child(variant: str, series: int, checkpoints: list[int]) -> dict[str, Any]:
@@ -198,20 +203,19 @@ async def scale_child(variant: str, series: int, checkpoints: list[int]) -> dict
     rng = random.Random(7)
     out: dict[str, Any] = {"series": per_pass, "fields_per_series": round(sum(map(len, fields.values())) / len(fields),
                                                                           2), "at": {}}
-    done = 0
     for point in checkpoints:
-        await run.passes(point - done, rng)
-        done = point
+        await run.passes(point - run.passes_done, rng)
         gc.collect()
         held = rss_bytes() - before
-        row: dict[str, Any] = {"rss_mb": round(held / 2**20, 1), "rss_bytes_per_point": round(held / run.written, 1)}
+        # The write rate over the passes since the previous checkpoint.
+        row: dict[str, Any] = {"write_points_per_cpu_s": run.rate(), "rss_mb": round(held / 2**20, 1),
+                               "rss_bytes_per_point_written": round(held / (run.passes_done * per_pass), 1)}
         if isinstance(run.store, MemoryBackend):
             stats = run.store.stats()
             row.update(bytes_held_mb=round(stats.bytes_held / 2**20, 1),
                        limits={"raw": stats.limits.raw, "minutes": stats.limits.minutes, "hours": stats.limits.hours})
         out["at"][str(point)] = row
-    out["write_points_per_s"] = run.steady_rate(per_pass)
-    out["first_pass_points_per_s"] = round(per_pass / run.first_pass_s) if run.first_pass_s else 0
+    out["first_pass_points_per_cpu_s"] = round(per_pass / run.first_pass_s) if run.first_pass_s else 0
     return out
 
 
@@ -230,7 +234,7 @@ async def steady_child(series: int, minutes: int, memory_mb: float) -> dict[str,
             "bytes_held_mb": round(stats.bytes_held / 2**20, 2), "rss_mb": round((rss_bytes() - before) / 2**20, 1),
             "held_to_budget": round(stats.bytes_held / stats.budget_bytes, 3),
             "limits": {"raw": stats.limits.raw, "minutes": stats.limits.minutes, "hours": stats.limits.hours},
-            "write_points_per_s": run.steady_rate(len(vms) * len(fields))}
+            "write_points_per_cpu_s": run.rate()}
 
 
 def child(args: list[str]) -> dict[str, Any]:
@@ -245,7 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small run that only shows the shape")
     parser.add_argument("--series", type=int, default=60_000)
-    parser.add_argument("--points", type=int, default=240, help="points per series written to the backend")
+    parser.add_argument("--points", type=int, default=360, help="points per series written to the backend")
     parser.add_argument("--baseline-points", type=int, default=30,
                         help="points per series for the floor and the dict layout (they hold every sample)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -258,19 +262,22 @@ def main() -> None:
             result = asyncio.run(steady_child(args.series, int(rest[0]), float(rest[1])))
         print(json.dumps(result))
         return
-    series, points, base = (600, 40, 20) if args.quick else (args.series, args.points, args.baseline_points)
-    same = sorted({base, points}) if points > base else [points]
+    series, points, base = (600, 300, 20) if args.quick else (args.series, args.points, args.baseline_points)
+    # The backend at the baselines' count, then mostly appending, then trimming and rolling up.
+    marks = sorted({base, points * 2 // 3, points})
     scale = {"floor": child(["--series", str(series), "--child", f"scale:floor:{base}"]),
              "dict_layout": child(["--series", str(series), "--child", f"scale:dict_layout:{base}"]),
-             "memory": child(["--series", str(series), "--child", f"scale:memory:{','.join(map(str, same))}"])}
-    floor_rate = scale["floor"]["write_points_per_s"]
-    scale["memory_to_floor"] = round(scale["memory"]["write_points_per_s"] / floor_rate, 3) if floor_rate else 0
-    scale["memory_to_dict_layout"] = round(scale["memory"]["write_points_per_s"]
-                                           / max(1, scale["dict_layout"]["write_points_per_s"]), 2)
-    at_base = str(min(base, points))
-    if at_base in scale["memory"]["at"] and at_base in scale["dict_layout"]["at"]:
-        scale["rss_dict_layout_to_memory"] = round(scale["dict_layout"]["at"][at_base]["rss_mb"]
-                                                   / max(0.1, scale["memory"]["at"][at_base]["rss_mb"]), 1)
+             "memory": child(["--series", str(series), "--child", f"scale:memory:{','.join(map(str, marks))}"])}
+    at_base = {name: scale[name]["at"][str(base)] for name in ("floor", "dict_layout", "memory")}
+    steady_rate = scale["memory"]["at"][str(points)]["write_points_per_cpu_s"]
+    scale["compared_at_baseline_points"] = {
+        "memory_write_rate_to_floor": round(at_base["memory"]["write_points_per_cpu_s"]
+                                            / max(1, at_base["floor"]["write_points_per_cpu_s"]), 3),
+        "memory_write_rate_to_dict_layout": round(at_base["memory"]["write_points_per_cpu_s"]
+                                                  / max(1, at_base["dict_layout"]["write_points_per_cpu_s"]), 2),
+        "memory_trimming_write_rate_to_dict_layout": round(
+            steady_rate / max(1, at_base["dict_layout"]["write_points_per_cpu_s"]), 2),
+        "dict_layout_rss_to_memory": round(at_base["dict_layout"]["rss_mb"] / max(0.1, at_base["memory"]["rss_mb"]), 1)}
     steady_args = ["--series", "60", "--child", "steady:600:4"] if args.quick else \
         ["--series", "600", "--child", "steady:10000:64"]
     out = {"benchmark": "dragonfly-storage", "quick": args.quick, "scale": scale, "steady": child(steady_args)}

@@ -21,9 +21,9 @@ class DragonflySettings(ServerSettings):
     # The memory backend's whole budget in MiB, shared by every series (VM and group) and in each by
     # its raw points, minute and hour roll-ups in proportion to their cost at full retention (about
     # 1/4, 1/2, 1/4). Limits shrink as series appear, down to floors (3 minutes of 1 s points, an
-    # hour of minutes, a day of hours) that win over the budget: ~30 KiB per series, ~180 KiB per
-    # VM, so 1 GiB keeps ~5,700 VMs at their floors (full retention, ~4.2 MiB per VM, ~245 VMs);
-    # 10,000 VMs need ~1.8 GiB. Held bytes and limits are on /metrics (cb_dragonfly_memory_*).
+    # hour of minutes, a day of hours) that win over the budget: ~34 KiB per series, ~200 KiB per
+    # VM, so 1 GiB keeps ~5,100 VMs at their floors (full retention, ~4.4 MiB per VM, ~230 VMs);
+    # 10,000 VMs need ~2 GiB. Held bytes and limits are on /metrics (cb_dragonfly_memory_*).
     memory_mb: float = Field(default=1024, ge=16)
     # The most raw points the memory backend keeps per series (fewer when the budget is tight);
     # minute and hour roll-ups reach at most a day and a month beyond them.

@@ -15,13 +15,11 @@ class Layout:
 
     names: tuple[str, ...]
     index: dict[str, int] = field(init=False, repr=False)
+    width: int = field(init=False, repr=False)  # values per point; a plain field, read on every write
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {name: i for i, name in enumerate(self.names)})
-
-    @property
-    def width(self) -> int:
-        return len(self.names)
+        object.__setattr__(self, "width", len(self.names))
 
 
 class Layouts:

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dragonfly.storage import Query, Result, Sample
-from dragonfly.storage.budget import CEILINGS, Budget, Limits, slack
+from dragonfly.storage.budget import CEILINGS, Budget, Limits, raw_slack
 from dragonfly.storage.layout import Layouts
 from dragonfly.storage.reads import read
-from dragonfly.storage.series import Series
+from dragonfly.storage.series import Series, raw_room
 
 log = logging.getLogger("dragonfly.storage")
 
@@ -54,12 +54,15 @@ class MemoryBackend:
         self._layouts = Layouts()
         self._series = 0
         self._fields = 0  # over every series: their average width sizes the limits
-        self._raw_cap = ceilings.raw + slack(ceilings.raw)
+        self._raw_cap = ceilings.raw + raw_slack(ceilings.raw)
+        self._raw_room = raw_room(ceilings)
         self._logged = ceilings
         self._warned = False
+        # Series were added or widened since the limits were last worked out.
+        self._stale = False
 
     async def write(self, samples: Sequence[Sample]) -> None:
-        groups = self._groups
+        groups, room = self._groups, self._raw_room
         for s in samples:
             by_vm = groups.get(s.group)
             series = by_vm.get(s.vm) if by_vm is not None else None
@@ -68,18 +71,20 @@ class MemoryBackend:
             values = s.values
             # The agent sends a group's fields in the same order every time: the values go in as they are.
             if tuple(values) == series.layout.names:
-                series.add(s.time, values.values())
+                series.add(s.time, values.values(), room)
             else:
-                series.add(s.time, self._row(series, values))
-            if len(series.times) > self._raw_cap:
+                series.add(s.time, self._row(series, values), room)
+            if series.count > self._raw_cap:
                 series.trim(self.limits)
         self.points += len(samples)
+        if self._stale:  # once per batch, however many series it brought
+            self._relimit()
 
     def _add_series(self, group: str, vm: str, values: Mapping[str, float]) -> Series:
         series = self._groups.setdefault(group, {})[vm] = Series(self._layouts.get(values))
         self._series += 1
         self._fields += series.layout.width
-        self._relimit()
+        self._stale = True
         return series
 
     def _row(self, series: Series, values: Mapping[str, float]) -> list[float]:
@@ -90,18 +95,20 @@ class MemoryBackend:
             layout = self._layouts.widen(layout, values)
             self._fields += layout.width - series.layout.width
             series.widen(layout)
-            self._relimit()
+            self._stale = True
         row = [math.nan] * layout.width
         for name, v in values.items():
             row[layout.index[name]] = v
         return row
 
     def _relimit(self) -> None:
+        self._stale = False
         fields = self._fields / self._series
         limits = self.budget.limits(self._series, fields)
         if limits != self.limits:
             self.limits = limits
-            self._raw_cap = limits.raw + slack(limits.raw)
+            self._raw_cap = limits.raw + raw_slack(limits.raw)
+            self._raw_room = raw_room(limits)
             if limits.moved(self._logged, LOG_STEP):
                 self._logged = limits
                 log.info("memory storage limits", extra={

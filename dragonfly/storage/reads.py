@@ -30,7 +30,8 @@ def _raw_points(series: Series, q: Query) -> Points:
     times, values, names = series.times, series.values, series.layout.names
     width = len(names)
     out: Points = []
-    for i in range(bisect.bisect_left(times, q.start), bisect.bisect_right(times, q.end)):
+    n = series.count
+    for i in range(bisect.bisect_left(times, q.start, 0, n), bisect.bisect_right(times, q.end, 0, n)):
         # A field the point lacks is NaN in storage, and absent from the answer.
         point = {name: v for name, v in zip(names, values[i * width:(i + 1) * width], strict=True) if v == v}
         if point:
@@ -41,7 +42,8 @@ def _raw_points(series: Series, q: Query) -> Points:
 def _raw_buckets(series: Series, q: Query) -> Points:
     times, values, names = series.times, series.values, series.layout.names
     width = len(names)
-    lo, hi = bisect.bisect_left(times, q.start), bisect.bisect_right(times, q.end)
+    n = series.count
+    lo, hi = bisect.bisect_left(times, q.start, 0, n), bisect.bisect_right(times, q.end, 0, n)
     out: Points = []
     for start, first, end in runs(times, lo, hi, q.step_s):
         cell = cells.empty(width)
@@ -73,8 +75,8 @@ def _rolled_up(series: Series, q: Query, width_s: float) -> Points:
         lo, hi = tier.span(first, end)
         for k in range(lo, hi):
             cells.combine(into(tier.starts[k]), 0, tier.cells, k * size, width)
-    times = series.times
-    lo, hi = bisect.bisect_left(times, first), bisect.bisect_left(times, end)
+    times, n = series.times, series.count
+    lo, hi = bisect.bisect_left(times, first, 0, n), bisect.bisect_left(times, end, 0, n)
     for start, a, b in runs(times, lo, hi, width_s):
         cells.fold_rows(into(start), 0, times, series.values, a, b, width)
     out: Points = []

@@ -1,5 +1,6 @@
-"""The benchmarks still run: `bench/tumblebug.py --quick` and `bench/spider.py --quick` as a user runs
-them, each printing one JSON document of the expected shape (numbers, not their values)."""
+"""The benchmarks still run: `bench/tumblebug.py --quick`, `bench/spider.py --quick` and
+`bench/dragonfly_storage.py --quick` as a user runs them, each printing one JSON document of the
+expected shape (numbers, not their values)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,15 @@ def test_tumblebug_and_spider_benchmarks_print_their_json() -> None:
     assert positive(spider["create_zero_latency"]["vms_per_second"])
     lat_spider = spider["create_with_latency"]
     assert lat_spider["wall_seconds"] >= lat_spider["floor_seconds"] > 0
+
+
+@pytest.mark.timeout(60)
+def test_dragonfly_storage_benchmark_prints_its_json() -> None:
+    out = run_bench("dragonfly_storage.py", timeout=50)
+    assert out["benchmark"] == "dragonfly-storage"
+    for name in ("floor", "dict_layout", "memory"):
+        rows = out["scale"][name]["at"].values()
+        assert rows and all(positive(row["write_points_per_cpu_s"]) and positive(row["rss_mb"]) for row in rows)
+    assert all(positive(value) for value in out["scale"]["compared_at_baseline_points"].values())
+    steady = out["steady"]
+    assert 0 < steady["bytes_held_mb"] <= steady["budget_mb"] and positive(steady["write_points_per_cpu_s"])

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from dragonfly.storage import Query, Sample, accounting
-from dragonfly.storage.budget import CEILINGS, FLOORS, Budget, Limits, slack
+from dragonfly.storage.budget import CEILINGS, FLOORS, Budget, Limits, raw_slack
 from dragonfly.storage.layout import Layouts
 from dragonfly.storage.memory import MB, MemoryBackend
 
@@ -77,7 +77,7 @@ async def test_floors_hold_and_the_budget_says_it_is_exceeded(caplog: pytest.Log
         "victoriametrics"]
     await backend.write([cpu("ns.m.vm-0", T0 + i, 2.0) for i in range(1, 400)])
     raw = await backend.query(Query("ns.m.vm-0", "cpu", T0, T0 + 400))
-    assert FLOORS.raw <= len(raw[0].points) <= FLOORS.raw + slack(FLOORS.raw)
+    assert FLOORS.raw <= len(raw[0].points) <= FLOORS.raw + raw_slack(FLOORS.raw)
 
 
 async def test_queries_past_the_raw_points_use_the_roll_ups() -> None:
@@ -85,7 +85,7 @@ async def test_queries_past_the_raw_points_use_the_roll_ups() -> None:
     hours = 3
     await backend.write([cpu("ns.m.vm", T0 + i, float(i % 60)) for i in range(hours * 3600)])
     raw = await backend.query(Query("ns.m.vm", "cpu", T0, T0 + hours * 3600))
-    assert len(raw[0].points) <= 200 + slack(200)
+    assert len(raw[0].points) <= 200 + raw_slack(200)
     minutes = await backend.query(Query("ns.m.vm", "cpu", T0, T0 + hours * 3600, step_s=60, aggregate="max"))
     assert [t for t, _ in minutes[0].points] == [T0 + 60 * m for m in range(hours * 60)]
     assert all(v["utilization_percent"] == 59 and v["idle_percent"] == 62 for _, v in minutes[0].points)
