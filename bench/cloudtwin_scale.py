@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -731,6 +732,8 @@ def main() -> None:
         args.providers, args.vms, args.intervals = 5, 20, "2,1"
         args.window, args.ceiling_s, args.boot_timeout = args.window or 4.0, 1.0, 30.0
         args.outage = min(args.outage, 1.0)
+    # Stopped with SIGTERM, the run unwinds as on Ctrl-C: the suite it started is stopped, by PID.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(run(args))
     print(json.dumps({"benchmark": "cloudtwin_scale", "quick": args.quick, **result}, indent=2))
 

@@ -96,6 +96,12 @@ class AccountSync:
         self.records.wrote(key, record, revision)
 
     def _changed(self, key: str) -> None:
+        entry = self.records.cache.get(key)
+        # A credential just issued changes nothing the server must refuse; only revocations and
+        # removals do. (Waking for each issue made every new VM cost a pass over all records.)
+        if entry is not None and isinstance(entry.value, pb.IssuedCredential) \
+                and not entry.value.HasField("revoked_time"):
+            return
         self._wake.set()
 
     def current(self) -> dict[str, int]:
