@@ -68,6 +68,13 @@ async def monitored_server(run_dir: Path, spider: servers.Server) -> AsyncIterat
 
 
 @pytest_asyncio.fixture(loop_scope="session")
+async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    """A client of the agent-installing tumblebug."""
+    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
+        yield tumblebug_pb2_grpc.TumblebugStub(ch)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
 async def tb(tumblebug: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
     async with grpc.aio.insecure_channel(tumblebug.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import asyncssh
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
+from services.capped import Capped
 
 # Per stream, as the agent's default.
 OUTPUT_LIMIT_BYTES = 1024 * 1024
@@ -81,30 +82,12 @@ def access_point(point: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-@dataclass
-class _Capped:
-    """The first `limit` bytes of a stream, and whether there was more."""
-
-    limit: int
-    data: bytearray = field(default_factory=bytearray)
-    truncated: bool = False
-
-    def add(self, chunk: bytes) -> None:
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-        self.data += chunk[:max(0, room)]
-
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
-
-
 class _Session(asyncssh.SSHClientSession[bytes]):
     """Collects one command's output and how it ended."""
 
     def __init__(self, limit: int) -> None:
-        self.stdout = _Capped(limit)
-        self.stderr = _Capped(limit)
+        self.stdout = Capped(limit)
+        self.stderr = Capped(limit)
         self.exit_code: int | None = None
         self.ended = asyncio.Event()   # exit status, exit signal, or the channel closed
         self.closed = asyncio.Event()

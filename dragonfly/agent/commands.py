@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from services.capped import Capped
+
 # After the shell exits, how long to wait for the rest of its output.
 _TAIL_S = 0.2
 
@@ -33,25 +35,6 @@ class CommandResult:
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-class _Capped:
-    """Keeps the first `limit` bytes of a stream, counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    async def drain(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            room = self.limit - len(self.data)
-            if len(chunk) > room:
-                self.truncated = True
-            self.data += chunk[:max(0, room)]
-
-    def text(self) -> str:
-        return self.data.decode(errors="replace")
 
 
 async def _exit_code(proc: asyncio.subprocess.Process, timeout_s: float) -> int | None:
@@ -83,7 +66,7 @@ class Runner:
         except OSError as exc:
             return CommandResult(-1, "", "", False, False, False, 0.0, error=f"cannot start: {exc}")
         self.pgids.add(proc.pid)  # the session leader's PID is the group's ID
-        out, err = _Capped(limit_bytes), _Capped(limit_bytes)
+        out, err = Capped(limit_bytes), Capped(limit_bytes)
         assert proc.stdout is not None and proc.stderr is not None
         readers = [asyncio.create_task(out.drain(proc.stdout)), asyncio.create_task(err.drain(proc.stderr))]
         timed_out = False

@@ -19,7 +19,8 @@ from rich.table import Table
 
 from services.cli import output
 from services.cli.client import Client
-from services.cli.commands import Namespace, Output, Verbose, console, run, session
+from services.cli.commands import Namespace, Output, Verbose, console, list_all, run, session
+from services.cli.kinds import Kind
 
 # The metric groups a row shows, and the fields it takes from each.
 GROUPS = ("cpu", "memory", "diskio", "network")
@@ -57,20 +58,12 @@ class VmRow:
             self.net_sent_bytes_per_second = values.get("sent_bytes_per_second")
 
 
-def sample(client: Client, mcis_path: str) -> list[VmRow]:
+def sample(client: Client, mcis_kind: Kind, mcis_path: str) -> list[VmRow]:
     """Every VM of the MCIS with its last stored metrics."""
-    rows: dict[str, VmRow] = {}
-    token = ""
-    while True:
-        page = client.call("GET", f"{mcis_path}/vms", params={"pageSize": 500, **({"pageToken": token} if token
-                                                                                     else {})})
-        for vm in page.get("vms") or []:
-            if not vm.get("removing"):
-                rows[vm["name"]] = VmRow(vm["name"], vm.get("subgroup", ""), str(vm.get("status", "")).capitalize(),
-                                         vm.get("agentStatus", ""))
-        token = page.get("nextPageToken", "")
-        if not token:
-            break
+    rows = {vm["name"]: VmRow(vm["name"], vm.get("subgroup", ""), str(vm.get("status", "")).capitalize(),
+                              vm.get("agentStatus", ""))
+            for vm in list_all(client, mcis_kind, {}, path=f"{mcis_path}/vms", list_field="vms")
+            if not vm.get("removing")}
     for group in GROUPS:
         got = client.call("GET", f"{mcis_path}/metrics/{group}",
                           params={"period": "m", "aggregate": "last", "duration": "2m"})
@@ -140,13 +133,14 @@ def top(name: Annotated[str, typer.Argument(help="The MCIS.")],
         s = session(namespace=namespace, output_format=output_format)
         if sort not in SORTS:
             raise typer.BadParameter(f"--sort must be one of {', '.join(SORTS)}")
-        path = s.kind("mcis").item_path(s.scope, name)
+        mcis = s.kind("mcis")
+        path = mcis.item_path(s.scope, name)
         rounds = 1 if once else count
         title = f"mcis/{name}"
         with s.client:
             if s.output in ("json", "yaml") or not console.is_terminal:
                 for i in _rounds(rounds, interval):
-                    rows = _order(sample(s.client, path), sort)
+                    rows = _order(sample(s.client, mcis, path), sort)
                     if s.output == "json":
                         print(json.dumps([asdict(r) for r in rows]), flush=True)
                     elif s.output == "yaml":
@@ -157,7 +151,7 @@ def top(name: Annotated[str, typer.Argument(help="The MCIS.")],
                 return
             with Live(console=console, auto_refresh=False, screen=False) as live:
                 for _ in _rounds(rounds, interval):
-                    live.update(table(title, _order(sample(s.client, path), sort)), refresh=True)
+                    live.update(table(title, _order(sample(s.client, mcis, path), sort)), refresh=True)
 
     try:
         run(verbose, body)

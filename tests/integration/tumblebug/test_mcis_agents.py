@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import nats as nats_py
-import pytest_asyncio
 from nats.aio.client import Client
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
@@ -23,12 +21,6 @@ from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import connections, namespace
 from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
-        yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.TumblebugStub,

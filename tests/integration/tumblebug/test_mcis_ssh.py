@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
-import pytest_asyncio
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
@@ -204,12 +202,6 @@ async def test_registered_vms_are_reached_with_their_key_and_user(
         await tb.DeleteResource(pb.DeleteResourceRequest(namespace=ns, collection="ssh-keys", name=name))
     gone = {keys.secret(ns, "ssh-keys", n) for n in ("right", "given", "wrong")}
     assert not gone & {k for k, _ in await _etcd_values(etcd)}  # each key went with its resource
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
-        yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 async def test_each_vm_takes_its_own_path(monitored: tumblebug_pb2_grpc.TumblebugStub,
