@@ -131,7 +131,7 @@ def test_performance_weighers_use_measurements_and_flag_estimates(table: Candida
     w = weigh(table, "performance")
     assert w.score.argmax() == table.row_of["n-fra+m1.huge"]  # 12e6 estimated beats 4e6 measured
     assert w.estimated[table.row_of["n-fra+m1.huge"]] and not w.estimated[table.row_of["a-seoul+c1.large"]]
-    assert w.figures["samples"][table.row_of["a-seoul+c1.large"]] == 3
+    assert w.figures_at(table.row_of["a-seoul+c1.large"])["samples"] == 3
     ppc = weigh(table, "performance_per_cost")
     # g1.small's estimate 1e6 / 0.02 = 5e7 beats c1.large's measured 4e6 / 0.10 = 4e7, and says it is
     # an estimate; the unknown price scores 0 and is flagged.

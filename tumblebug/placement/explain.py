@@ -105,8 +105,8 @@ class _Explainer:
                 v[getattr(m, key)] = -1.0
                 return v
             _, x, fun = self.solve(cons, set_cost(count_used), need_y=key == "y", need_z=key == "z")
-            most = round(-fun)
-            return f"at most {most} {name if most != 1 else name[:-1]} can be used" if x is not None else ""
+            used = round(-fun)
+            return f"at most {used} {name if used != 1 else name[:-1]} can be used" if x is not None else ""
         if name == "share":
             def most(m: Model) -> np.ndarray:
                 v = np.zeros(m.nvars)

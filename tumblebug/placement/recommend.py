@@ -111,7 +111,7 @@ def score_rows(table: CandidateTable, rows: Ints, weights: Mapping[str, float], 
             continue
         weighing = WEIGHERS.get(name, "weights")().weigh(ctx, rows)
         parts[name] = weighing
-        total += (w / norm) * weighing.score
+        total += weighing.score * (w / norm)
     return total, parts
 
 
@@ -128,7 +128,7 @@ def recommend(table: CandidateTable, req: RecommendRequest, rtt: RttMatrix | Non
     for pos in best:
         scores = tuple(
             WeigherScore(name, float(weights[name]), float(p.score[pos]),
-                         {k: float(v[pos]) for k, v in p.figures.items()}, bool(p.estimated[pos]))
+                         p.figures_at(int(pos)), bool(p.estimated[pos]))
             for name, p in parts.items())
         ranked.append(Ranked(table.candidates[int(rows[pos])], float(total[pos]), scores))
     return Recommendation(ranked, len(table), len(rows))

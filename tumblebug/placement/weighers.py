@@ -36,6 +36,16 @@ class Weighing:
     score: Floats
     figures: dict[str, Floats]
     estimated: Bools
+    # Figures held per table row rather than per weighed row, and the weighed rows to reach them.
+    by_row: dict[str, np.ndarray] | None = None
+    rows: Ints | None = None
+
+    def figures_at(self, pos: int) -> dict[str, float]:
+        """Every figure of the weighed row at position `pos`."""
+        out = {k: float(v[pos]) for k, v in self.figures.items()}
+        if self.by_row and self.rows is not None:
+            out.update({k: float(v[self.rows[pos]]) for k, v in self.by_row.items()})
+        return out
 
 
 class Weigher:
@@ -58,6 +68,15 @@ WEIGHERS: Registry[Weigher] = Registry("weigher", "cb.tumblebug.placement.weighe
 
 def normalise(values: Floats, higher_is_better: bool) -> Floats:
     """Min-max onto [0, 1] (best 1); NaN (unknown) scores 0; all equal score 1."""
+    lo, hi = float(np.min(values, initial=np.inf)), float(np.max(values, initial=-np.inf))
+    if not (np.isnan(lo) or np.isnan(hi)):  # the common case: two reductions and two in-place passes
+        if hi <= lo:
+            return np.ones(len(values))
+        out = values - lo
+        out /= hi - lo
+        if not higher_is_better:
+            np.subtract(1.0, out, out=out)
+        return out
     known = ~np.isnan(values)
     if not known.any():
         return np.zeros(len(values))
@@ -71,7 +90,7 @@ def normalise(values: Floats, higher_is_better: bool) -> Floats:
 
 def _known_price(table: CandidateTable, rows: Ints) -> Floats:
     price = table.price[rows]
-    return np.where(price > 0, price, np.nan)
+    return price if float(np.min(price, initial=1.0)) > 0 else np.where(price > 0, price, np.nan)
 
 
 class Cost(Weigher, name="cost"):
@@ -79,7 +98,7 @@ class Cost(Weigher, name="cost"):
 
     def weigh(self, ctx: Context, rows: Ints) -> Weighing:
         price = _known_price(ctx.table, rows)
-        return Weighing(normalise(price, False), {"price_per_hour": ctx.table.price[rows]}, np.isnan(price))
+        return Weighing(normalise(price, False), {}, np.isnan(price), {"price_per_hour": ctx.table.price}, rows)
 
 
 class Performance(Weigher, name="performance"):
@@ -88,9 +107,9 @@ class Performance(Weigher, name="performance"):
     def weigh(self, ctx: Context, rows: Ints) -> Weighing:
         col = ctx.table.metric(ctx.options.metric)
         value = col.value[rows]
-        return Weighing(normalise(value, True),
-                        {ctx.options.metric: value, "samples": col.samples[rows].astype(np.float64),
-                         "spread": col.spread[rows]}, col.estimated[rows])
+        # Samples and spread are read for the few results only (`Weighing.row` maps positions back).
+        return Weighing(normalise(value, True), {ctx.options.metric: value}, col.estimated[rows],
+                        {"samples": col.samples, "spread": col.spread}, rows)
 
 
 class PerformancePerCost(Weigher, name="performance_per_cost"):
@@ -101,8 +120,8 @@ class PerformancePerCost(Weigher, name="performance_per_cost"):
         price = _known_price(ctx.table, rows)
         ratio = col.value[rows] / price
         return Weighing(normalise(ratio, True),
-                        {f"{ctx.options.metric}_per_price": ratio, "price_per_hour": ctx.table.price[rows]},
-                        col.estimated[rows] | np.isnan(price))
+                        {f"{ctx.options.metric}_per_price": ratio}, col.estimated[rows] | np.isnan(price),
+                        {"price_per_hour": ctx.table.price}, rows)
 
 
 def _worst_per_site(per_source: Floats) -> Floats:
