@@ -1,4 +1,4 @@
-"""The gRPC face of spider: each RPC checks its input and hands over to the registry,
+"""The gRPC face of spider: each RPC checks its input and hands over to the connections,
 the shared resource lifecycle, or the kind's own operations."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from services import errors
 from services.names import require
 from spider.calllog import CallLog
+from spider.connections import Connections, OpenConnection
 from spider.drivers import registry as drivers
 from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VPC
 from spider.ops import disks, keypairs, security_groups, vms, vpcs
-from spider.registry import OpenConnection, Registry
 from spider.resources import Resources, kind_of
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -27,13 +27,13 @@ EMPTY = empty_pb2.Empty()
 class SpiderServicer(spider_pb2_grpc.SpiderServicer):
     """cbapi.spider.v1.Spider: one API over every cloud driver."""
 
-    def __init__(self, registry: Registry, resources: Resources, call_log: CallLog) -> None:
-        self.registry = registry
+    def __init__(self, connections: Connections, resources: Resources, call_log: CallLog) -> None:
+        self.connections = connections
         self.res = resources
         self.call_log = call_log
 
     async def _conn(self, name: str) -> OpenConnection:
-        return await self.registry.open(require(name, "connection"))
+        return await self.connections.open(require(name, "connection"))
 
     # ------------------------------------------------------------ drivers
 
@@ -45,46 +45,46 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def CreateCredential(self, request: pb.CreateCredentialRequest, context: Ctx) -> pb.Credential:
         """Store a credential sealed with AES-GCM; the reply names its keys, never its values."""
-        return await self.registry.create_credential(request.credential)
+        return await self.connections.create_credential(request.credential)
 
     async def GetCredential(self, request: pb.GetCredentialRequest, context: Ctx) -> pb.Credential:
-        return await self.registry.get_credential(require(request.name, "name"))
+        return await self.connections.get_credential(require(request.name, "name"))
 
     async def ListCredentials(self, request: pb.ListCredentialsRequest, context: Ctx) -> pb.ListCredentialsResponse:
-        items, token = await self.registry.list_credentials(request.page_size, request.page_token)
+        items, token = await self.connections.list_credentials(request.page_size, request.page_token)
         return pb.ListCredentialsResponse(credentials=items, next_page_token=token)
 
     async def DeleteCredential(self, request: pb.DeleteCredentialRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_credential(require(request.name, "name"))
+        await self.connections.delete_credential(require(request.name, "name"))
         return EMPTY
 
     async def CreateRegion(self, request: pb.CreateRegionRequest, context: Ctx) -> pb.Region:
-        return await self.registry.create_region(request.region)
+        return await self.connections.create_region(request.region)
 
     async def GetRegion(self, request: pb.GetRegionRequest, context: Ctx) -> pb.Region:
-        return await self.registry.get_region(require(request.name, "name"))
+        return await self.connections.get_region(require(request.name, "name"))
 
     async def ListRegions(self, request: pb.ListRegionsRequest, context: Ctx) -> pb.ListRegionsResponse:
-        items, token = await self.registry.list_regions(request.page_size, request.page_token)
+        items, token = await self.connections.list_regions(request.page_size, request.page_token)
         return pb.ListRegionsResponse(regions=items, next_page_token=token)
 
     async def DeleteRegion(self, request: pb.DeleteRegionRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_region(require(request.name, "name"))
+        await self.connections.delete_region(require(request.name, "name"))
         return EMPTY
 
     async def CreateConnection(self, request: pb.CreateConnectionRequest, context: Ctx) -> pb.Connection:
         """Bind driver, credential and region; the driver proves it can reach the cloud first."""
-        return await self.registry.create_connection(request.connection)
+        return await self.connections.create_connection(request.connection)
 
     async def GetConnection(self, request: pb.GetConnectionRequest, context: Ctx) -> pb.Connection:
-        return await self.registry.get_connection(require(request.name, "name"))
+        return await self.connections.get_connection(require(request.name, "name"))
 
     async def ListConnections(self, request: pb.ListConnectionsRequest, context: Ctx) -> pb.ListConnectionsResponse:
-        items, token = await self.registry.list_connections(request.page_size, request.page_token)
+        items, token = await self.connections.list_connections(request.page_size, request.page_token)
         return pb.ListConnectionsResponse(connections=items, next_page_token=token)
 
     async def DeleteConnection(self, request: pb.DeleteConnectionRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_connection(require(request.name, "name"), request.force)
+        await self.connections.delete_connection(require(request.name, "name"), request.force)
         return EMPTY
 
     # ------------------------------------------------------------ catalog

@@ -5,9 +5,9 @@ from __future__ import annotations
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import require
+from spider.connections import OpenConnection
 from spider.drivers.base import DiskHandler
 from spider.kinds import DISK, VM
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 

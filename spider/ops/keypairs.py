@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
+from spider.connections import OpenConnection
 from spider.drivers.base import KeyPairHandler
 from spider.kinds import KEY_PAIR
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 

@@ -7,9 +7,9 @@ import ipaddress
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import require
+from spider.connections import OpenConnection
 from spider.drivers.base import SecurityGroupHandler
 from spider.kinds import SECURITY_GROUP, VPC
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 DIRECTIONS = ("inbound", "outbound")

@@ -9,10 +9,10 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, require
+from spider.connections import OpenConnection
 from spider.drivers.base import VmHandler, VmRefs
 from spider.kinds import KEY_PAIR, SECURITY_GROUP, VM, VPC
 from spider.ops.vpcs import subnet_of
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 # The status a verb needs, and the word for it in an error.

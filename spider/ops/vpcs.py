@@ -9,9 +9,9 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, suffix
+from spider.connections import OpenConnection
 from spider.drivers.base import VpcHandler
 from spider.kinds import VPC
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 
