@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,12 +23,14 @@ from spider import keyspace
 from spider.calllog import CallLog
 from spider.calls import CallSite, Gate, Limits
 from spider.drivers import registry as drivers
-from spider.drivers.base import CloudConnection, ConnectionInfo, Driver
+from spider.drivers.base import CloudConnection, ConnectionInfo, Driver, capability_mismatches, slot_of
 from spider.settings import SpiderSettings
 
 # An open connection is re-read from the store after this long, so a change
 # made through another spider replica is seen.
 OPEN_TTL_S = 10.0
+
+H = TypeVar("H")
 
 
 def _now() -> Timestamp:
@@ -50,11 +53,12 @@ class OpenConnection:
     gate: Gate
     opened: float
 
-    def handler(self, attr: str, what: str) -> object:
-        found = getattr(self.cloud, attr)
+    def handler(self, kind: type[H]) -> H:
+        """The connection's handler of that type, e.g. `handler(ImageHandler)`."""
+        found = self.cloud.get(kind)
         if found is None:
             raise errors.FailedPrecondition(
-                f"driver {self.record.driver!r} does not support {what} (see its capabilities)")
+                f"driver {self.record.driver!r} does not support {slot_of(kind).noun} (see its capabilities)")
         return found
 
 
@@ -217,4 +221,11 @@ class Connections:
         info = ConnectionInfo(connection=conn.name, driver=conn.driver, region=region.region, zone=region.zone,
                               settings=dict(region.settings), credential=await self._secret_values(conn.credential))
         cloud = await driver.connect(info, gate)
+        wrong = capability_mismatches(driver.capabilities(), cloud)
+        if wrong:
+            # A driver bug: refusing the connection keeps it from failing later at some odd call.
+            if cloud.close is not None:
+                await cloud.close()
+            raise errors.FailedPrecondition(f"driver {driver.name!r} does not match its declared capabilities: "
+                                            f"{'; '.join(wrong)}")
         return OpenConnection(conn, driver, cloud, gate, time.monotonic())

@@ -69,7 +69,7 @@ class Resources:
         self.identity = identity
 
     def handler(self, conn: OpenConnection, kind: Kind[Any]) -> Any:
-        return conn.handler(kind.handler, f"{kind.noun}s")
+        return conn.handler(kind.handler)
 
     # ------------------------------------------------------------------ reads
 

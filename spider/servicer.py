@@ -16,6 +16,7 @@ from services.names import require
 from spider.calllog import CallLog
 from spider.connections import Connections, OpenConnection
 from spider.drivers import registry as drivers
+from spider.drivers.base import ImageHandler, PriceHandler, RegionZoneHandler, SpecHandler
 from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VPC
 from spider.ops import disks, keypairs, security_groups, vms, vpcs
 from spider.resources import Resources, kind_of
@@ -92,7 +93,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
     async def ListImages(self, request: pb.ListImagesRequest, context: Ctx) -> pb.ListImagesResponse:
         """Images of the connection's region, filtered and paged (clouds have thousands)."""
         conn = await self._conn(request.connection)
-        images: list[pb.Image] = await conn.handler("image", "images").list_images()  # type: ignore[attr-defined]
+        images: list[pb.Image] = await conn.handler(ImageHandler).list_images()
         if request.filter:
             f = request.filter.lower()
             images = [i for i in images if f in i.name.lower() or f in i.os.lower() or f in i.display_name.lower()]
@@ -101,26 +102,26 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def GetImage(self, request: pb.GetImageRequest, context: Ctx) -> pb.Image:
         conn = await self._conn(request.connection)
-        return await conn.handler("image", "images").get_image(require(request.name, "name"))  # type: ignore[attr-defined]
+        return await conn.handler(ImageHandler).get_image(require(request.name, "name"))
 
     async def ListSpecs(self, request: pb.ListSpecsRequest, context: Ctx) -> pb.ListSpecsResponse:
         conn = await self._conn(request.connection)
-        specs = await conn.handler("spec", "specs").list_specs()  # type: ignore[attr-defined]
+        specs = await conn.handler(SpecHandler).list_specs()
         page, token = _paginate(specs, request.page_size, request.page_token)
         return pb.ListSpecsResponse(specs=page, next_page_token=token)
 
     async def GetSpec(self, request: pb.GetSpecRequest, context: Ctx) -> pb.Spec:
         conn = await self._conn(request.connection)
-        return await conn.handler("spec", "specs").get_spec(require(request.name, "name"))  # type: ignore[attr-defined]
+        return await conn.handler(SpecHandler).get_spec(require(request.name, "name"))
 
     async def ListRegionZones(self, request: pb.ListRegionZonesRequest, context: Ctx) -> pb.ListRegionZonesResponse:
         conn = await self._conn(request.connection)
-        zones = await conn.handler("region_zone", "region and zone listing").list_region_zones()  # type: ignore[attr-defined]
+        zones = await conn.handler(RegionZoneHandler).list_region_zones()
         return pb.ListRegionZonesResponse(region_zones=zones)
 
     async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
         conn = await self._conn(request.connection)
-        prices = await conn.handler("price", "prices").list_prices()  # type: ignore[attr-defined]
+        prices = await conn.handler(PriceHandler).list_prices()
         page, token = _paginate(prices, request.page_size, request.page_token)
         return pb.ListPricesResponse(prices=page, next_page_token=token)
 

@@ -61,7 +61,7 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) 
     refs = await _refs(res, conn, vm)
     if req.validate_only:
         return vm
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
 
     async def make(rec: pb.Vm, token: str) -> pb.Vm:
         ask = pb.Vm()
@@ -78,7 +78,7 @@ async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         return rec
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     try:
         seen = await handler.get_vm(rec.iid.csp_id)
     except errors.NotFound:
@@ -91,7 +91,7 @@ async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: 
     """A page of records with their status from one cloud listing."""
     vms, next_token = await res.page(conn.record.name, VM, page_size, token)
     if vms:
-        handler: VmHandler = res.handler(conn, VM)
+        handler = conn.handler(VmHandler)
         seen = {v.iid.csp_id: v for v in await handler.list_vms()}
         for vm in vms:
             cloud = seen.get(vm.iid.csp_id)
@@ -121,7 +121,7 @@ async def status(res: Resources, conn: OpenConnection, name: str) -> pb.VmStatus
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         return pb.VmStatusResponse(name=name, status=common.CREATING)
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     try:
         return pb.VmStatusResponse(name=name, status=await handler.get_vm_status(rec.iid.csp_id))
     except errors.NotFound:
@@ -133,7 +133,7 @@ async def act(res: Resources, conn: OpenConnection, name: str, verb: str) -> pb.
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         raise errors.FailedPrecondition(f"VM {name!r} is still being created; cannot {verb} it yet")
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     now = await handler.get_vm_status(rec.iid.csp_id)
     if now not in ALLOWED[verb]:
         need = " or ".join(status_name(s) for s in ALLOWED[verb])
