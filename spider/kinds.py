@@ -67,6 +67,9 @@ def _observe_vm(rec: pb.Vm, seen: pb.Vm) -> None:
     rec.public_ip = seen.public_ip
     rec.ssh_access_point = seen.ssh_access_point
     rec.zone = seen.zone or rec.zone
+    # Attached data disks by their spider names (the caller maps the cloud's IDs: see ops.vms).
+    del rec.disks[:]
+    rec.disks.extend(seen.disks)
     rec.user_data = ""  # never stored
 
 

@@ -97,6 +97,11 @@ class Resources:
                                             f"({common.Phase.Name(found.value.meta.phase)})")
         return found.value
 
+    async def names_by_csp_id(self, conn: str, kind: Kind[R]) -> dict[str, str]:
+        """Cloud ID → spider name of every record of a kind in a connection."""
+        records = await self.store.list_all(keyspace.resources(conn, kind.collection), kind.message)
+        return {r.value.iid.csp_id: r.value.iid.name for r in records if r.value.iid.csp_id}
+
     async def page(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
         await self.connections.get_connection(conn)
         if page_size < 0:

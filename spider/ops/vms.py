@@ -11,7 +11,7 @@ from services import errors
 from services.names import check_name, require
 from spider.connections import OpenConnection
 from spider.drivers.base import VmHandler, VmRefs
-from spider.kinds import KEY_PAIR, SECURITY_GROUP, VM, VPC
+from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VM, VPC
 from spider.ops.vpcs import subnet_of
 from spider.resources import Resources
 
@@ -73,6 +73,18 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) 
     return record
 
 
+async def _name_disks(res: Resources, cname: str, seen: list[pb.Vm]) -> None:
+    """Drivers report attached data disks by cloud ID; a VM shows them by their spider names
+    (CB-Spider's DataDiskIIDs). Disks spider has no record of are left out: `disks:reconcile` lists them."""
+    if not any(vm.disks for vm in seen):
+        return
+    names = await res.names_by_csp_id(cname, DISK)
+    for vm in seen:
+        named = [names[csp_id] for csp_id in vm.disks if csp_id in names]
+        del vm.disks[:]
+        vm.disks.extend(named)
+
+
 async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
     """The record, refreshed with what the cloud reports now."""
     rec = (await res.get(conn.record.name, VM, name)).value
@@ -84,6 +96,7 @@ async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
     except errors.NotFound:
         rec.status = common.NOT_EXIST
         return rec
+    await _name_disks(res, conn.record.name, [seen])
     return await res.observe(conn.record.name, VM, name, seen)
 
 
@@ -92,7 +105,9 @@ async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: 
     vms, next_token = await res.page(conn.record.name, VM, page_size, token)
     if vms:
         handler = conn.handler(VmHandler)
-        seen = {v.iid.csp_id: v for v in await handler.list_vms()}
+        cloud_vms = await handler.list_vms()
+        await _name_disks(res, conn.record.name, cloud_vms)
+        seen = {v.iid.csp_id: v for v in cloud_vms}
         for vm in vms:
             cloud = seen.get(vm.iid.csp_id)
             if cloud is not None:

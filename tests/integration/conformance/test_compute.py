@@ -127,12 +127,17 @@ async def test_disk_lifecycle(stub: spider_pb2_grpc.SpiderStub, target: Target) 
     await wait_disk_status(stub, c, disk, "available")
     attached = await stub.AttachDisk(pb.AttachDiskRequest(connection=c, name=disk, vm=vm))
     assert attached.attached_vm == vm and attached.status == "attached"
+    # The VM lists its data disks by their spider names (CB-Spider's DataDiskIIDs), read and listed.
+    assert list((await stub.GetVm(pb.GetResourceRequest(connection=c, name=vm))).disks) == [disk]
+    listed = await stub.ListVms(pb.ListResourcesRequest(connection=c, page_size=1000))
+    assert [list(v.disks) for v in listed.vms if v.iid.name == vm] == [[disk]]
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
                        stub.AttachDisk(pb.AttachDiskRequest(connection=c, name=disk, vm=vm)))
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
                        stub.DeleteDisk(pb.DeleteResourceRequest(connection=c, name=disk)))
     detached = await stub.DetachDisk(pb.DetachDiskRequest(connection=c, name=disk))
     assert detached.attached_vm == ""
+    assert list((await stub.GetVm(pb.GetResourceRequest(connection=c, name=vm))).disks) == []
     if target.capabilities.disk_resize:
         grown = await stub.ResizeDisk(pb.ResizeDiskRequest(connection=c, name=disk, size_gib=20))
         assert grown.size_gib == 20
