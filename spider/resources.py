@@ -97,10 +97,13 @@ class Resources:
                                             f"({common.Phase.Name(found.value.meta.phase)})")
         return found.value
 
+    async def records(self, conn: str, kind: Kind[R]) -> list[R]:
+        """Every record of a kind in a connection."""
+        return [r.value for r in await self.store.list_all(keyspace.resources(conn, kind.collection), kind.message)]
+
     async def names_by_csp_id(self, conn: str, kind: Kind[R]) -> dict[str, str]:
         """Cloud ID → spider name of every record of a kind in a connection."""
-        records = await self.store.list_all(keyspace.resources(conn, kind.collection), kind.message)
-        return {r.value.iid.csp_id: r.value.iid.name for r in records if r.value.iid.csp_id}
+        return {r.iid.csp_id: r.iid.name for r in await self.records(conn, kind) if r.iid.csp_id}
 
     async def page(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
         await self.connections.get_connection(conn)
@@ -260,6 +263,19 @@ class Resources:
         kind.observe(record, seen)
         await self.store.create(keyspace.resource(cname, kind.collection, name), record)
         return record
+
+    async def unregister(self, conn: str, kind: Kind[R], name: str) -> R:
+        """Forget a resource and leave it in the cloud (CB-Spider's unregister).
+
+        No cloud call: it works while the cloud is unreachable. Refused while a create or
+        delete is in flight, since that call would complete a record that no longer exists."""
+        found = await self.get(conn, kind, name)
+        rec = found.value
+        if rec.meta.phase != common.PHASE_READY and rec.meta.owner:
+            doing = "created" if rec.meta.phase == common.PHASE_CREATING else "deleted"
+            raise errors.FailedPrecondition(f"{kind.noun} {name!r} is being {doing}; unregister it when that is done")
+        await self.store.delete(keyspace.resource(conn, kind.collection, name), found.mod_revision)
+        return rec
 
     async def reconcile(self, conn: OpenConnection, kind: Kind[R]) -> pb.ReconcileResourcesResponse:
         """Compare the records with the cloud: mapped, only in spider, only in the cloud."""

@@ -18,7 +18,7 @@ from spider.connections import Connections, OpenConnection
 from spider.drivers import registry as drivers
 from spider.drivers.base import ImageHandler, PriceHandler, RegionZoneHandler, SpecHandler
 from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VPC
-from spider.ops import disks, keypairs, security_groups, vms, vpcs
+from spider.ops import disks, keypairs, register, security_groups, vms, vpcs
 from spider.resources import Resources, kind_of
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -262,6 +262,14 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         kind = kind_of(request.collection)
         rec = await self.res.register(await self._conn(request.connection), kind, request.name, request.csp_id)
         return pb.RegisterResourceResponse(collection=kind.collection, iid=rec.iid)
+
+    async def UnregisterResource(self, request: pb.UnregisterResourceRequest,
+                                 context: Ctx) -> pb.UnregisterResourceResponse:
+        """Forget one resource in spider and leave it in the cloud (the reverse of register)."""
+        kind = kind_of(request.collection)
+        rec = await register.unregister(self.res, require(request.connection, "connection"), kind,
+                                        require(request.name, "name"))
+        return pb.UnregisterResourceResponse(collection=kind.collection, iid=rec.iid)
 
     async def ReconcileResources(self, request: pb.ReconcileResourcesRequest,
                                  context: Ctx) -> pb.ReconcileResourcesResponse:

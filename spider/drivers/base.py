@@ -28,12 +28,14 @@ class CloudError(Exception):
     """An error a cloud returned, classified by the driver."""
 
     def __init__(self, error: type[errors.DomainError], message: str, cloud_code: str = "",
-                 retryable: bool = False) -> None:
+                 retryable: bool = False, transport: bool = False) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
         self.cloud_code = cloud_code
         self.retryable = retryable
+        # No answer came back from the cloud's endpoint (refused, reset, timed out, no route).
+        self.transport = transport
 
     def to_domain(self) -> errors.DomainError:
         prefix = f"{self.cloud_code}: " if self.cloud_code else ""
