@@ -194,3 +194,18 @@ async def test_local_suite_key_is_found(cbctl: Cbctl, tmp_path: Path) -> None:
     assert (await cbctl.ok("get", "drivers", CB_API_KEY="")).out.startswith("NAME")
     status = await cbctl("status")
     assert status.code == 1 and "not running" in status.out
+
+
+async def test_register_and_unregister_a_spider_resource(cbctl: Cbctl, cloudtwin: servers.Server, stub: object) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin))[0]
+    conn = await servers.make_connection(stub, cloudtwin, provider, region)  # type: ignore[arg-type]
+    made = await cbctl.ok("create", "vpc", "net", "-c", conn.name, "--set", "ipv4Cidr=10.1.0.0/16", "-o", "json")
+    csp_id = json.loads(made.out)["iid"]["cspId"]
+    forgotten = await cbctl.ok("unregister", "vpc", "net", "-c", conn.name)
+    assert forgotten.out.strip() == f"vpc/net unregistered; {csp_id} stays in the cloud"
+    assert "NOT_FOUND" in (await cbctl("get", "vpc", "net", "-c", conn.name)).err
+    adopted = await cbctl.ok("register", "vpc", "again", "--csp-id", csp_id, "-c", conn.name)
+    assert adopted.out.strip() == f"vpc/again registered ({csp_id})"
+    refused = await cbctl("unregister", "image", "x", "-c", conn.name)
+    assert refused.code == 1 and "cannot be registered or unregistered" in refused.err
+    await cbctl.ok("delete", "vpc", "again", "-c", conn.name)
