@@ -13,9 +13,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
 
 from cbapi.spider.v1 import spider_pb2 as pb
+from services import errors
 from spider.calllog import CallLog
 from spider.drivers.base import CloudError
 
@@ -63,6 +66,33 @@ class CallSite:
     region: str
 
 
+class CloudUnreachable(errors.Unavailable):
+    """A connection's cloud endpoint gave no answer: UNAVAILABLE, blaming the cloud and not spider.
+
+    It carries ErrorInfo{reason: CLOUD_UNREACHABLE, domain: spider}, so a caller (the gateway)
+    does not report spider itself as down. The message names the connection, not the endpoint's
+    address (the transport's own words stay in the call log). No upstream code: the cloud did not
+    answer, so the failure stays ambiguous (spider looks for what the cloud may have made) and
+    retryable for tumblebug."""
+
+    REASON = "CLOUD_UNREACHABLE"
+    DOMAIN = "spider"
+
+    def __init__(self, site: CallSite, api: str, attempts: int) -> None:
+        super().__init__(f"the cloud of connection {site.connection!r} ({site.driver}, {site.provider} "
+                         f"{site.region}) is unreachable: {api} got no answer from its endpoint after {attempts} "
+                         f"attempt{'s' if attempts > 1 else ''}; check the region's endpoint setting and "
+                         f"whether the cloud is up")
+        self.site = site
+
+    def details(self) -> list[any_pb2.Any]:
+        info = any_pb2.Any()
+        info.Pack(error_details_pb2.ErrorInfo(reason=self.REASON, domain=self.DOMAIN, metadata={
+            "connection": self.site.connection, "driver": self.site.driver, "provider": self.site.provider,
+            "region": self.site.region}))
+        return [*super().details(), info]
+
+
 class Gate:
     """A connection's Caller: see spider.drivers.base.Caller."""
 
@@ -86,7 +116,7 @@ class Gate:
                 except CloudError as err:
                     self._record(api, resource_type, resource_name, start, attempt, err)
                     if not err.retryable or attempt > self.limits.max_retries:
-                        raise err.to_domain() from err
+                        raise (CloudUnreachable(self.site, api, attempt) if err.transport else err.to_domain()) from err
                 else:
                     self._record(api, resource_type, resource_name, start, attempt, None)
                     return result

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
+from spider.drivers.base import DiskHandler, KeyPairHandler, SecurityGroupHandler, VmHandler, VpcHandler
 
 R = TypeVar("R", pb.Vpc, pb.SecurityGroup, pb.KeyPair, pb.Vm, pb.Disk)
 
@@ -24,8 +25,8 @@ class Kind(Generic[R]):
     collection: str
     noun: str
     message: type[R]
-    # The CloudConnection attribute holding the handler.
-    handler: str
+    # The driver handler type serving this kind (looked up with OpenConnection.handler).
+    handler: type[Any]
     list_cloud: Callable[[Any], Awaitable[list[R]]]
     get_cloud: Callable[[Any, str], Awaitable[R]]
     delete_cloud: Callable[[Any, str], Awaitable[None]]
@@ -66,6 +67,9 @@ def _observe_vm(rec: pb.Vm, seen: pb.Vm) -> None:
     rec.public_ip = seen.public_ip
     rec.ssh_access_point = seen.ssh_access_point
     rec.zone = seen.zone or rec.zone
+    # Attached data disks by their spider names (the caller maps the cloud's IDs: see ops.vms).
+    del rec.disks[:]
+    rec.disks.extend(seen.disks)
     rec.user_data = ""  # never stored
 
 
@@ -79,16 +83,16 @@ def _observe_disk(rec: pb.Disk, seen: pb.Disk) -> None:
         rec.attached_vm = ""  # the cloud detached it (e.g. its VM was terminated)
 
 
-VPC: Kind[pb.Vpc] = Kind("vpcs", "VPC", pb.Vpc, "vpc", lambda h: h.list_vpcs(), lambda h, i: h.get_vpc(i),
+VPC: Kind[pb.Vpc] = Kind("vpcs", "VPC", pb.Vpc, VpcHandler, lambda h: h.list_vpcs(), lambda h, i: h.get_vpc(i),
                          lambda h, i: h.delete_vpc(i), _observe_vpc)
 SECURITY_GROUP: Kind[pb.SecurityGroup] = Kind(
-    "security-groups", "security group", pb.SecurityGroup, "security_group", lambda h: h.list_security_groups(),
+    "security-groups", "security group", pb.SecurityGroup, SecurityGroupHandler, lambda h: h.list_security_groups(),
     lambda h, i: h.get_security_group(i), lambda h, i: h.delete_security_group(i), _observe_sg)
-KEY_PAIR: Kind[pb.KeyPair] = Kind("keypairs", "key pair", pb.KeyPair, "key_pair", lambda h: h.list_key_pairs(),
+KEY_PAIR: Kind[pb.KeyPair] = Kind("keypairs", "key pair", pb.KeyPair, KeyPairHandler, lambda h: h.list_key_pairs(),
                                   lambda h, i: h.get_key_pair(i), lambda h, i: h.delete_key_pair(i), _observe_kp)
-VM: Kind[pb.Vm] = Kind("vms", "VM", pb.Vm, "vm", lambda h: h.list_vms(), lambda h, i: h.get_vm(i),
+VM: Kind[pb.Vm] = Kind("vms", "VM", pb.Vm, VmHandler, lambda h: h.list_vms(), lambda h, i: h.get_vm(i),
                        lambda h, i: h.terminate_vm(i), _observe_vm, live=lambda vm: vm.status not in GONE)
-DISK: Kind[pb.Disk] = Kind("disks", "disk", pb.Disk, "disk", lambda h: h.list_disks(), lambda h, i: h.get_disk(i),
+DISK: Kind[pb.Disk] = Kind("disks", "disk", pb.Disk, DiskHandler, lambda h: h.list_disks(), lambda h, i: h.get_disk(i),
                            lambda h, i: h.delete_disk(i), _observe_disk)
 
 BY_COLLECTION: dict[str, Kind[Any]] = {k.collection: k for k in (VPC, SECURITY_GROUP, KEY_PAIR, VM, DISK)}

@@ -26,9 +26,9 @@ from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, suffix
 from services.store import Store, Versioned
-from spider import keys
+from spider import keyspace
+from spider.connections import Connections, OpenConnection
 from spider.kinds import BY_COLLECTION, Kind, R
-from spider.registry import OpenConnection, Registry
 
 log = logging.getLogger("spider.resources")
 
@@ -63,18 +63,18 @@ def kind_of(collection: str) -> Kind[Any]:
 class Resources:
     """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
 
-    def __init__(self, store: Store, registry: Registry, identity: str) -> None:
+    def __init__(self, store: Store, connections: Connections, identity: str) -> None:
         self.store = store
-        self.registry = registry
+        self.connections = connections
         self.identity = identity
 
     def handler(self, conn: OpenConnection, kind: Kind[Any]) -> Any:
-        return conn.handler(kind.handler, f"{kind.noun}s")
+        return conn.handler(kind.handler)
 
     # ------------------------------------------------------------------ reads
 
     async def get(self, conn: str, kind: Kind[R], name: str) -> Versioned[R]:
-        return await self.store.must_get(keys.resource(conn, kind.collection, name), kind.message,
+        return await self.store.must_get(keyspace.resource(conn, kind.collection, name), kind.message,
                                          f"{kind.noun} {name!r} in connection {conn!r}")
 
     async def replay(self, conn: str, kind: Kind[R], name: str, request_id: str) -> R | None:
@@ -82,14 +82,14 @@ class Resources:
         a repeated request is answered before any reference is looked up again."""
         if not request_id or not name:
             return None
-        found = await self.store.get(keys.resource(conn, kind.collection, name), kind.message)
+        found = await self.store.get(keyspace.resource(conn, kind.collection, name), kind.message)
         if found is None or found.value.meta.request_id != request_id:
             return None
         return found.value if found.value.meta.phase == common.PHASE_READY else None
 
     async def ready(self, conn: str, kind: Kind[R], name: str, field: str) -> R:
         """A record that is READY, for use as a reference by another resource."""
-        found = await self.store.get(keys.resource(conn, kind.collection, name), kind.message)
+        found = await self.store.get(keyspace.resource(conn, kind.collection, name), kind.message)
         if found is None:
             raise errors.NotFound(f"{field}: {kind.noun} {name!r} not found in connection {conn!r}")
         if found.value.meta.phase != common.PHASE_READY:
@@ -97,11 +97,19 @@ class Resources:
                                             f"({common.Phase.Name(found.value.meta.phase)})")
         return found.value
 
+    async def records(self, conn: str, kind: Kind[R]) -> list[R]:
+        """Every record of a kind in a connection."""
+        return [r.value for r in await self.store.list_all(keyspace.resources(conn, kind.collection), kind.message)]
+
+    async def names_by_csp_id(self, conn: str, kind: Kind[R]) -> dict[str, str]:
+        """Cloud ID → spider name of every record of a kind in a connection."""
+        return {r.iid.csp_id: r.iid.name for r in await self.records(conn, kind) if r.iid.csp_id}
+
     async def page(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
-        await self.registry.get_connection(conn)
+        await self.connections.get_connection(conn)
         if page_size < 0:
             raise errors.InvalidArgument.field("page_size", "must not be negative")
-        page = await self.store.page(keys.resources(conn, kind.collection), kind.message,
+        page = await self.store.page(keyspace.resources(conn, kind.collection), kind.message,
                                      min(page_size or 100, 1000), token)
         return [i.value for i in page.items], page.next_key
 
@@ -121,7 +129,7 @@ class Resources:
                       make: Make[R]) -> tuple[R, R]:
         cname = conn.record.name
         name = check_name(desired.iid.name, f"{kind.message.DESCRIPTOR.name.lower()}.iid.name")
-        key = keys.resource(cname, kind.collection, name)
+        key = keyspace.resource(cname, kind.collection, name)
         record = kind.message()
         record.CopyFrom(desired)
         record.iid.csp_name = conn.driver.name_rules.cloud_name(name, suffix())
@@ -152,7 +160,7 @@ class Resources:
             return rec, found.mod_revision
         if rec.meta.phase == common.PHASE_DELETING:
             raise errors.FailedPrecondition(f"{what} is being deleted")
-        if rec.meta.owner and await self.store.get(keys.instance(rec.meta.owner), common.KeyValue) is not None:
+        if rec.meta.owner and await self.store.get(keyspace.instance(rec.meta.owner), common.KeyValue) is not None:
             # The first attempt is still running somewhere: two cloud calls at once would race.
             raise errors.Aborted(f"{what} is still being created by the first request; retry shortly")
         rec.meta.owner = self.identity
@@ -200,11 +208,11 @@ class Resources:
             rec.meta.update_time.CopyFrom(_now())
             return rec
 
-        return await self.store.modify(keys.resource(conn, kind.collection, name), kind.message, change,
+        return await self.store.modify(keyspace.resource(conn, kind.collection, name), kind.message, change,
                                        f"{kind.noun} {name!r}")
 
     async def modify(self, conn: str, kind: Kind[R], name: str, change: Callable[[R], R | None]) -> R:
-        return await self.store.modify(keys.resource(conn, kind.collection, name), kind.message, change,
+        return await self.store.modify(keyspace.resource(conn, kind.collection, name), kind.message, change,
                                        f"{kind.noun} {name!r} in connection {conn!r}")
 
     # ---------------------------------------------------------------- delete
@@ -213,7 +221,7 @@ class Resources:
                      destroy: Callable[[R], Awaitable[None]] | None = None) -> R:
         """Mark DELETING, delete in the cloud, forget. `force` forgets even when the cloud refuses."""
         cname = conn.record.name
-        key = keys.resource(cname, kind.collection, name)
+        key = keyspace.resource(cname, kind.collection, name)
         found = await self.get(cname, kind, name)
         rec = found.value
         if rec.meta.phase == common.PHASE_CREATING and rec.meta.owner and not force:
@@ -244,7 +252,7 @@ class Resources:
         check_name(name, "name")
         if not csp_id:
             raise errors.InvalidArgument.field("csp_id", "the cloud's ID of the resource is required")
-        for rec in await self.store.list_all(keys.resources(cname, kind.collection), kind.message):
+        for rec in await self.store.list_all(keyspace.resources(cname, kind.collection), kind.message):
             if rec.value.iid.csp_id == csp_id:
                 raise errors.AlreadyExists(f"{kind.noun} {csp_id!r} is already registered as {rec.value.iid.name!r}")
         seen = await kind.get_cloud(self.handler(conn, kind), csp_id)
@@ -253,12 +261,25 @@ class Resources:
         record.iid.name = name
         record.meta.CopyFrom(common.RecordMeta(phase=common.PHASE_READY, create_time=_now(), update_time=_now()))
         kind.observe(record, seen)
-        await self.store.create(keys.resource(cname, kind.collection, name), record)
+        await self.store.create(keyspace.resource(cname, kind.collection, name), record)
         return record
+
+    async def unregister(self, conn: str, kind: Kind[R], name: str) -> R:
+        """Forget a resource and leave it in the cloud (CB-Spider's unregister).
+
+        No cloud call: it works while the cloud is unreachable. Refused while a create or
+        delete is in flight, since that call would complete a record that no longer exists."""
+        found = await self.get(conn, kind, name)
+        rec = found.value
+        if rec.meta.phase != common.PHASE_READY and rec.meta.owner:
+            doing = "created" if rec.meta.phase == common.PHASE_CREATING else "deleted"
+            raise errors.FailedPrecondition(f"{kind.noun} {name!r} is being {doing}; unregister it when that is done")
+        await self.store.delete(keyspace.resource(conn, kind.collection, name), found.mod_revision)
+        return rec
 
     async def reconcile(self, conn: OpenConnection, kind: Kind[R]) -> pb.ReconcileResourcesResponse:
         """Compare the records with the cloud: mapped, only in spider, only in the cloud."""
-        records = [r.value for r in await self.store.list_all(keys.resources(conn.record.name, kind.collection),
+        records = [r.value for r in await self.store.list_all(keyspace.resources(conn.record.name, kind.collection),
                                                                kind.message)]
         cloud = [c for c in await kind.list_cloud(self.handler(conn, kind)) if kind.live(c)]
         by_id = {c.iid.csp_id: c for c in cloud}
@@ -281,17 +302,17 @@ class Resources:
     async def recover(self, alive: set[str]) -> int:
         """Resolve every intent whose owner is gone. Returns how many were resolved."""
         resolved = 0
-        for conn_rec in await self.store.list_all(keys.connection(), pb.Connection):
+        for conn_rec in await self.store.list_all(keyspace.connection(), pb.Connection):
             cname = conn_rec.value.name
             for kind in BY_COLLECTION.values():
-                stale = [r for r in await self.store.list_all(keys.resources(cname, kind.collection), kind.message)
+                stale = [r for r in await self.store.list_all(keyspace.resources(cname, kind.collection), kind.message)
                          if r.value.meta.phase != common.PHASE_READY and r.value.meta.owner not in alive]
                 if stale:
                     resolved += await self._recover_kind(cname, kind, stale)
         return resolved
 
     async def _recover_kind(self, cname: str, kind: Kind[R], stale: list[Versioned[R]]) -> int:
-        conn = await self.registry.open(cname)
+        conn = await self.connections.open(cname)
         handler = self.handler(conn, kind)
         cloud = await kind.list_cloud(handler)
         done = 0

@@ -14,9 +14,9 @@ from services.rpc.server import Binding, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Lease, Store
-from spider import keys
+from spider import keyspace
 from spider.calllog import CallLog
-from spider.registry import Registry
+from spider.connections import Connections
 from spider.resources import Resources
 from spider.servicer import SpiderServicer
 from spider.settings import SpiderSettings
@@ -27,7 +27,7 @@ SERVICE_NAME = "cbapi.spider.v1.Spider"
 
 
 class SpiderApp:
-    """Spider: the servicer, its registry and resources, and the recovery reconciler."""
+    """Spider: the servicer, its connections and resources, and the recovery reconciler."""
 
     name = "spider"
 
@@ -38,9 +38,9 @@ class SpiderApp:
         self.store = Store.from_endpoints(common.etcd_endpoints)
         self.call_log = CallLog(settings.call_log_file)
         sealer = Sealer(load_key(common.secret_key, common.secret_key_file))
-        self.registry = Registry(self.store, sealer, settings, self.call_log)
-        self.resources = Resources(self.store, self.registry, self.identity)
-        self.servicer = SpiderServicer(self.registry, self.resources, self.call_log)
+        self.connections = Connections(self.store, sealer, settings, self.call_log)
+        self.resources = Resources(self.store, self.connections, self.identity)
+        self.servicer = SpiderServicer(self.connections, self.resources, self.call_log)
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: Lease | None = None
 
@@ -68,8 +68,8 @@ class SpiderApp:
         while True:
             try:
                 self._lease = await self.store.grant_lease(self.settings.instance_ttl_s)
-                await self.store.put(keys.instance(self.identity), common_pb2.KeyValue(key="instance",
-                                                                                       value=self.identity),
+                await self.store.put(keyspace.instance(self.identity), common_pb2.KeyValue(key="instance",
+                                                                                           value=self.identity),
                                      lease=self._lease)
                 await self._lease.lost.wait()
                 log.warning("instance lease lost; renewing")
@@ -80,7 +80,7 @@ class SpiderApp:
         """As leader: resolve intents of dead spider instances, every few seconds."""
         while True:
             try:
-                alive = {i.value.value for i in await self.store.list_all(keys.instance(), common_pb2.KeyValue)}
+                alive = {i.value.value for i in await self.store.list_all(keyspace.instance(), common_pb2.KeyValue)}
                 alive.discard("")
                 count = await self.resources.recover(alive)
                 if count:

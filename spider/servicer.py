@@ -1,4 +1,4 @@
-"""The gRPC face of spider: each RPC checks its input and hands over to the registry,
+"""The gRPC face of spider: each RPC checks its input and hands over to the connections,
 the shared resource lifecycle, or the kind's own operations."""
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from services import errors
 from services.names import require
 from spider.calllog import CallLog
+from spider.connections import Connections, OpenConnection
 from spider.drivers import registry as drivers
+from spider.drivers.base import ImageHandler, PriceHandler, RegionZoneHandler, SpecHandler
 from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VPC
-from spider.ops import disks, keypairs, security_groups, vms, vpcs
-from spider.registry import OpenConnection, Registry
+from spider.ops import disks, keypairs, register, security_groups, vms, vpcs
 from spider.resources import Resources, kind_of
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -27,13 +28,13 @@ EMPTY = empty_pb2.Empty()
 class SpiderServicer(spider_pb2_grpc.SpiderServicer):
     """cbapi.spider.v1.Spider: one API over every cloud driver."""
 
-    def __init__(self, registry: Registry, resources: Resources, call_log: CallLog) -> None:
-        self.registry = registry
+    def __init__(self, connections: Connections, resources: Resources, call_log: CallLog) -> None:
+        self.connections = connections
         self.res = resources
         self.call_log = call_log
 
     async def _conn(self, name: str) -> OpenConnection:
-        return await self.registry.open(require(name, "connection"))
+        return await self.connections.open(require(name, "connection"))
 
     # ------------------------------------------------------------ drivers
 
@@ -45,46 +46,46 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def CreateCredential(self, request: pb.CreateCredentialRequest, context: Ctx) -> pb.Credential:
         """Store a credential sealed with AES-GCM; the reply names its keys, never its values."""
-        return await self.registry.create_credential(request.credential)
+        return await self.connections.create_credential(request.credential)
 
     async def GetCredential(self, request: pb.GetCredentialRequest, context: Ctx) -> pb.Credential:
-        return await self.registry.get_credential(require(request.name, "name"))
+        return await self.connections.get_credential(require(request.name, "name"))
 
     async def ListCredentials(self, request: pb.ListCredentialsRequest, context: Ctx) -> pb.ListCredentialsResponse:
-        items, token = await self.registry.list_credentials(request.page_size, request.page_token)
+        items, token = await self.connections.list_credentials(request.page_size, request.page_token)
         return pb.ListCredentialsResponse(credentials=items, next_page_token=token)
 
     async def DeleteCredential(self, request: pb.DeleteCredentialRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_credential(require(request.name, "name"))
+        await self.connections.delete_credential(require(request.name, "name"))
         return EMPTY
 
     async def CreateRegion(self, request: pb.CreateRegionRequest, context: Ctx) -> pb.Region:
-        return await self.registry.create_region(request.region)
+        return await self.connections.create_region(request.region)
 
     async def GetRegion(self, request: pb.GetRegionRequest, context: Ctx) -> pb.Region:
-        return await self.registry.get_region(require(request.name, "name"))
+        return await self.connections.get_region(require(request.name, "name"))
 
     async def ListRegions(self, request: pb.ListRegionsRequest, context: Ctx) -> pb.ListRegionsResponse:
-        items, token = await self.registry.list_regions(request.page_size, request.page_token)
+        items, token = await self.connections.list_regions(request.page_size, request.page_token)
         return pb.ListRegionsResponse(regions=items, next_page_token=token)
 
     async def DeleteRegion(self, request: pb.DeleteRegionRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_region(require(request.name, "name"))
+        await self.connections.delete_region(require(request.name, "name"))
         return EMPTY
 
     async def CreateConnection(self, request: pb.CreateConnectionRequest, context: Ctx) -> pb.Connection:
         """Bind driver, credential and region; the driver proves it can reach the cloud first."""
-        return await self.registry.create_connection(request.connection)
+        return await self.connections.create_connection(request.connection)
 
     async def GetConnection(self, request: pb.GetConnectionRequest, context: Ctx) -> pb.Connection:
-        return await self.registry.get_connection(require(request.name, "name"))
+        return await self.connections.get_connection(require(request.name, "name"))
 
     async def ListConnections(self, request: pb.ListConnectionsRequest, context: Ctx) -> pb.ListConnectionsResponse:
-        items, token = await self.registry.list_connections(request.page_size, request.page_token)
+        items, token = await self.connections.list_connections(request.page_size, request.page_token)
         return pb.ListConnectionsResponse(connections=items, next_page_token=token)
 
     async def DeleteConnection(self, request: pb.DeleteConnectionRequest, context: Ctx) -> empty_pb2.Empty:
-        await self.registry.delete_connection(require(request.name, "name"), request.force)
+        await self.connections.delete_connection(require(request.name, "name"), request.force)
         return EMPTY
 
     # ------------------------------------------------------------ catalog
@@ -92,7 +93,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
     async def ListImages(self, request: pb.ListImagesRequest, context: Ctx) -> pb.ListImagesResponse:
         """Images of the connection's region, filtered and paged (clouds have thousands)."""
         conn = await self._conn(request.connection)
-        images: list[pb.Image] = await conn.handler("image", "images").list_images()  # type: ignore[attr-defined]
+        images: list[pb.Image] = await conn.handler(ImageHandler).list_images()
         if request.filter:
             f = request.filter.lower()
             images = [i for i in images if f in i.name.lower() or f in i.os.lower() or f in i.display_name.lower()]
@@ -101,26 +102,26 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
     async def GetImage(self, request: pb.GetImageRequest, context: Ctx) -> pb.Image:
         conn = await self._conn(request.connection)
-        return await conn.handler("image", "images").get_image(require(request.name, "name"))  # type: ignore[attr-defined]
+        return await conn.handler(ImageHandler).get_image(require(request.name, "name"))
 
     async def ListSpecs(self, request: pb.ListSpecsRequest, context: Ctx) -> pb.ListSpecsResponse:
         conn = await self._conn(request.connection)
-        specs = await conn.handler("spec", "specs").list_specs()  # type: ignore[attr-defined]
+        specs = await conn.handler(SpecHandler).list_specs()
         page, token = _paginate(specs, request.page_size, request.page_token)
         return pb.ListSpecsResponse(specs=page, next_page_token=token)
 
     async def GetSpec(self, request: pb.GetSpecRequest, context: Ctx) -> pb.Spec:
         conn = await self._conn(request.connection)
-        return await conn.handler("spec", "specs").get_spec(require(request.name, "name"))  # type: ignore[attr-defined]
+        return await conn.handler(SpecHandler).get_spec(require(request.name, "name"))
 
     async def ListRegionZones(self, request: pb.ListRegionZonesRequest, context: Ctx) -> pb.ListRegionZonesResponse:
         conn = await self._conn(request.connection)
-        zones = await conn.handler("region_zone", "region and zone listing").list_region_zones()  # type: ignore[attr-defined]
+        zones = await conn.handler(RegionZoneHandler).list_region_zones()
         return pb.ListRegionZonesResponse(region_zones=zones)
 
     async def ListPrices(self, request: pb.ListPricesRequest, context: Ctx) -> pb.ListPricesResponse:
         conn = await self._conn(request.connection)
-        prices = await conn.handler("price", "prices").list_prices()  # type: ignore[attr-defined]
+        prices = await conn.handler(PriceHandler).list_prices()
         page, token = _paginate(prices, request.page_size, request.page_token)
         return pb.ListPricesResponse(prices=page, next_page_token=token)
 
@@ -261,6 +262,14 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
         kind = kind_of(request.collection)
         rec = await self.res.register(await self._conn(request.connection), kind, request.name, request.csp_id)
         return pb.RegisterResourceResponse(collection=kind.collection, iid=rec.iid)
+
+    async def UnregisterResource(self, request: pb.UnregisterResourceRequest,
+                                 context: Ctx) -> pb.UnregisterResourceResponse:
+        """Forget one resource in spider and leave it in the cloud (the reverse of register)."""
+        kind = kind_of(request.collection)
+        rec = await register.unregister(self.res, require(request.connection, "connection"), kind,
+                                        require(request.name, "name"))
+        return pb.UnregisterResourceResponse(collection=kind.collection, iid=rec.iid)
 
     async def ReconcileResources(self, request: pb.ReconcileResourcesRequest,
                                  context: Ctx) -> pb.ReconcileResourcesResponse:

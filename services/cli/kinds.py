@@ -78,6 +78,8 @@ class Kind:
     children: tuple[Child, ...] = ()
     # Followed by per-VM-group progress (an MCIS) rather than by its status alone.
     grouped: bool = False
+    # Spider's: `cbctl register` adopts a cloud resource as one, `cbctl unregister` forgets one.
+    registrable: bool = False
 
     @property
     def service(self) -> str:
@@ -129,19 +131,21 @@ KINDS: tuple[Kind, ...] = (
          columns=(("NAME", "name"), ("DISPLAY-NAME", "displayName"), ("OS", "os"), ("ARCH", "architecture"))),
     Kind("spec", "specs", f"{_CONN}/specs", "specs", creatable=False, deletable=False,
          columns=(("NAME", "name"), ("VCPU", "vcpu"), ("MEMORY-GIB", "memoryGib"), ("PRICE/H", "pricePerHour"))),
-    Kind("vpc", "vpcs", f"{_CONN}/vpcs", "vpcs", name_path="iid.name",
+    Kind("vpc", "vpcs", f"{_CONN}/vpcs", "vpcs", name_path="iid.name", registrable=True,
          columns=(_IID, ("CIDR", "ipv4Cidr"), ("SUBNETS", "subnets[].iid.name"), _CSP)),
     Kind("securitygroup", "securitygroups", f"{_CONN}/security-groups", "securityGroups", name_path="iid.name",
+         registrable=True,
          aliases=("sg", "sgs", "security-group", "security-groups"),
          columns=(_IID, ("VPC", "vpc"), ("RULES", "rules"), _CSP)),
     Kind("keypair", "keypairs", f"{_CONN}/keypairs", "keyPairs", name_path="iid.name", aliases=("key", "keys", "kp"),
+         registrable=True,
          columns=(_IID, ("FINGERPRINT", "fingerprint"), _CSP)),
-    Kind("vm", "vms", f"{_CONN}/vms", "vms", name_path="iid.name", aliases=("vms",),
+    Kind("vm", "vms", f"{_CONN}/vms", "vms", name_path="iid.name", aliases=("vms",), registrable=True,
          columns=(_IID, ("STATUS", "status"), ("SPEC", "spec"), ("PRIVATE-IP", "privateIp"),
                   ("PUBLIC-IP", "publicIp"), _CSP),
          verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING"}, ready_status="RUNNING",
          watch_params={"intervalSeconds": "0.5"}),
-    Kind("disk", "disks", f"{_CONN}/disks", "disks", name_path="iid.name",
+    Kind("disk", "disks", f"{_CONN}/disks", "disks", name_path="iid.name", registrable=True,
          columns=(_IID, ("SIZE-GIB", "sizeGib"), ("STATUS", "status"), ("VM", "attachedVm"), _CSP)),
     # ---- tumblebug
     Kind("namespace", "namespaces", "/tumblebug/v1/namespaces", "namespaces", aliases=("ns",),

@@ -59,7 +59,7 @@ def status() -> None:
     for name, info in suite.items():
         address = info["address"]
         if address.startswith("http://"):
-            health = "SERVING" if _http_healthy(address) else "NOT SERVING"
+            health = "SERVING" if _http_healthy(name, address) else "NOT SERVING"
         elif "://" in address:
             health = "running" if _alive(info["pid"]) else "stopped"
         else:
@@ -68,12 +68,20 @@ def status() -> None:
     console.print(table)
 
 
-def _http_healthy(base_url: str) -> bool:
-    """An HTTP server of ours (the gateway) answers /healthz."""
+# Where each HTTP server of the suite says it is healthy: etcd and VictoriaMetrics answer
+# /health (etcd with {"health": "true"}); the gateway, ours, answers /healthz.
+HEALTH_PATHS = {"etcd": "/health", "victoria-metrics": "/health"}
+
+
+def _http_healthy(name: str, base_url: str) -> bool:
+    """The server answers 200 on its health path (etcd also says `"health": "true"` in its body)."""
     try:
-        return httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200
+        reply = httpx.get(f"{base_url}{HEALTH_PATHS.get(name, '/healthz')}", timeout=1.0)
     except httpx.HTTPError:
         return False
+    if reply.status_code != 200:
+        return False
+    return name != "etcd" or reply.json().get("health") == "true"
 
 
 def _alive(pid: int) -> bool:

@@ -59,13 +59,19 @@ def _already_running(run_dir: Path) -> str:
             f"Use it as it is, or stop it first: Ctrl-C in its terminal, or `kill {pid}`.")
 
 
-def _busy_ports(ports: dict[str, int]) -> str:
+# CloudTwin serves SSH on each VM's own loopback address; its first VM gets this one.
+FIRST_VM_ADDRESS = "127.0.1.1"
+
+
+def _busy_ports(ports: dict[str, int], cloudtwin_ssh_port: int = 0) -> str:
     busy = [f"{name} port {port}" for name, port in ports.items() if procs.port_in_use(port)]
+    if cloudtwin_ssh_port and procs.port_in_use(cloudtwin_ssh_port, FIRST_VM_ADDRESS):
+        busy.append(f"cloudtwin SSH port {cloudtwin_ssh_port}")
     if not busy:
         return ""
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
-            "CB_SPIDER_PORT, CB_TUMBLEBUG_PORT, CB_GATEWAY_PORT).")
+            "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_GATEWAY_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
@@ -149,7 +155,7 @@ async def main() -> int:
         "tumblebug": int(os.environ.get("CB_TUMBLEBUG_PORT", "50252")),
         "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
-    message = _busy_ports(ports)
+    message = _busy_ports(ports, int(os.environ.get("CB_CLOUDTWIN_SSH_PORT", "2222")))
     if message:
         print(message, file=sys.stderr)
         return 1

@@ -14,25 +14,28 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from cbapi.common.v1 import common_pb2
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 
 T = TypeVar("T")
+H = TypeVar("H")
 
 
 class CloudError(Exception):
     """An error a cloud returned, classified by the driver."""
 
     def __init__(self, error: type[errors.DomainError], message: str, cloud_code: str = "",
-                 retryable: bool = False) -> None:
+                 retryable: bool = False, transport: bool = False) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
         self.cloud_code = cloud_code
         self.retryable = retryable
+        # No answer came back from the cloud's endpoint (refused, reset, timed out, no route).
+        self.transport = transport
 
     def to_domain(self) -> errors.DomainError:
         prefix = f"{self.cloud_code}: " if self.cloud_code else ""
@@ -239,6 +242,34 @@ class DiskHandler(ABC):
     async def resize_disk(self, csp_id: str, size_gib: int) -> pb.Disk: ...
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where a connection keeps one kind of handler, and the capability that declares it."""
+
+    handler: type
+    attr: str
+    capability: str
+    noun: str
+
+
+SLOTS: tuple[Slot, ...] = (
+    Slot(ImageHandler, "image", "images", "images"),
+    Slot(SpecHandler, "spec", "specs", "specs"),
+    Slot(RegionZoneHandler, "region_zone", "region_zones", "region and zone listing"),
+    Slot(PriceHandler, "price", "prices", "prices"),
+    Slot(VpcHandler, "vpc", "vpc", "VPCs"),
+    Slot(SecurityGroupHandler, "security_group", "security_group", "security groups"),
+    Slot(KeyPairHandler, "key_pair", "key_pair", "key pairs"),
+    Slot(VmHandler, "vm", "vm", "VMs"),
+    Slot(DiskHandler, "disk", "disk", "disks"),
+)
+_SLOT_OF: dict[type, Slot] = {s.handler: s for s in SLOTS}
+
+
+def slot_of(handler: type) -> Slot:
+    return _SLOT_OF[handler]
+
+
 @dataclass
 class CloudConnection:
     """An open connection to one cloud region: the handlers the driver supports (None if not)."""
@@ -255,6 +286,30 @@ class CloudConnection:
     vm: VmHandler | None = None
     disk: DiskHandler | None = None
     close: Callable[[], Awaitable[None]] | None = None
+
+    def get(self, handler: type[H]) -> H | None:
+        """The handler of that type (e.g. `get(ImageHandler)`), or None when this connection has none."""
+        found = getattr(self, slot_of(handler).attr)
+        return cast(H, found) if isinstance(found, handler) else None
+
+
+def capability_mismatches(caps: pb.Capabilities, cloud: CloudConnection) -> list[str]:
+    """Where a driver's declared capabilities and a connection's real handlers disagree.
+
+    A handler must be declared, and of its slot's type. A declared handler may be missing from
+    one connection (libvirt without nwfilters has no security groups) only when a note of the
+    capabilities says why (`"<capability>: …"`)."""
+    out = []
+    for slot in SLOTS:
+        found = getattr(cloud, slot.attr)
+        declared = getattr(caps, slot.capability)
+        if found is not None and not isinstance(found, slot.handler):
+            out.append(f"{slot.attr} is a {type(found).__name__}, not a {slot.handler.__name__}")
+        elif found is not None and not declared:
+            out.append(f"it has a {slot.handler.__name__} but does not declare {slot.capability}")
+        elif found is None and declared and not any(n.startswith(f"{slot.capability}:") for n in caps.notes):
+            out.append(f"it declares {slot.capability} but has no {slot.handler.__name__}, and no note says why")
+    return out
 
 
 class Driver(ABC):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
+from spider.connections import OpenConnection
 from spider.drivers.base import KeyPairHandler
 from spider.kinds import KEY_PAIR
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 
@@ -19,7 +19,7 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateKeyPairRequ
         raise errors.InvalidArgument.field("key_pair.public_key", "must be an OpenSSH public key (ssh-ed25519 …)")
     if req.validate_only:
         return kp
-    handler: KeyPairHandler = res.handler(conn, KEY_PAIR)
+    handler = conn.handler(KeyPairHandler)
     record, made = await res.create(conn, KEY_PAIR, kp, req.request_id, handler.create_key_pair)
     out = pb.KeyPair()
     out.CopyFrom(record)

@@ -7,9 +7,9 @@ import ipaddress
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import require
+from spider.connections import OpenConnection
 from spider.drivers.base import SecurityGroupHandler
 from spider.kinds import SECURITY_GROUP, VPC
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 DIRECTIONS = ("inbound", "outbound")
@@ -39,7 +39,7 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateSecurityGro
     vpc = await res.ready(conn.record.name, VPC, sg.vpc, "security_group.vpc")
     if req.validate_only:
         return sg
-    handler: SecurityGroupHandler = res.handler(conn, SECURITY_GROUP)
+    handler = conn.handler(SecurityGroupHandler)
 
     async def make(rec: pb.SecurityGroup, token: str) -> pb.SecurityGroup:
         return await handler.create_security_group(rec, vpc.iid.csp_id, token)
@@ -53,7 +53,7 @@ async def change_rules(res: Resources, conn: OpenConnection, req: pb.RulesReques
     if not req.rules:
         raise errors.InvalidArgument.field("rules", "at least one rule is required")
     sg = await res.ready(conn.record.name, SECURITY_GROUP, req.name, "name")
-    handler: SecurityGroupHandler = res.handler(conn, SECURITY_GROUP)
+    handler = conn.handler(SecurityGroupHandler)
     change = handler.add_rules if add else handler.remove_rules
     seen = await change(sg.iid.csp_id, list(req.rules))
     return await res.observe(conn.record.name, SECURITY_GROUP, req.name, seen)

@@ -9,10 +9,10 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, require
+from spider.connections import OpenConnection
 from spider.drivers.base import VmHandler, VmRefs
-from spider.kinds import KEY_PAIR, SECURITY_GROUP, VM, VPC
+from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VM, VPC
 from spider.ops.vpcs import subnet_of
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 # The status a verb needs, and the word for it in an error.
@@ -61,7 +61,7 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) 
     refs = await _refs(res, conn, vm)
     if req.validate_only:
         return vm
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
 
     async def make(rec: pb.Vm, token: str) -> pb.Vm:
         ask = pb.Vm()
@@ -73,17 +73,30 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) 
     return record
 
 
+async def _name_disks(res: Resources, cname: str, seen: list[pb.Vm]) -> None:
+    """Drivers report attached data disks by cloud ID; a VM shows them by their spider names
+    (CB-Spider's DataDiskIIDs). Disks spider has no record of are left out: `disks:reconcile` lists them."""
+    if not any(vm.disks for vm in seen):
+        return
+    names = await res.names_by_csp_id(cname, DISK)
+    for vm in seen:
+        named = [names[csp_id] for csp_id in vm.disks if csp_id in names]
+        del vm.disks[:]
+        vm.disks.extend(named)
+
+
 async def get(res: Resources, conn: OpenConnection, name: str) -> pb.Vm:
     """The record, refreshed with what the cloud reports now."""
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         return rec
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     try:
         seen = await handler.get_vm(rec.iid.csp_id)
     except errors.NotFound:
         rec.status = common.NOT_EXIST
         return rec
+    await _name_disks(res, conn.record.name, [seen])
     return await res.observe(conn.record.name, VM, name, seen)
 
 
@@ -91,8 +104,10 @@ async def list_vms(res: Resources, conn: OpenConnection, page_size: int, token: 
     """A page of records with their status from one cloud listing."""
     vms, next_token = await res.page(conn.record.name, VM, page_size, token)
     if vms:
-        handler: VmHandler = res.handler(conn, VM)
-        seen = {v.iid.csp_id: v for v in await handler.list_vms()}
+        handler = conn.handler(VmHandler)
+        cloud_vms = await handler.list_vms()
+        await _name_disks(res, conn.record.name, cloud_vms)
+        seen = {v.iid.csp_id: v for v in cloud_vms}
         for vm in vms:
             cloud = seen.get(vm.iid.csp_id)
             if cloud is not None:
@@ -121,7 +136,7 @@ async def status(res: Resources, conn: OpenConnection, name: str) -> pb.VmStatus
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         return pb.VmStatusResponse(name=name, status=common.CREATING)
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     try:
         return pb.VmStatusResponse(name=name, status=await handler.get_vm_status(rec.iid.csp_id))
     except errors.NotFound:
@@ -133,7 +148,7 @@ async def act(res: Resources, conn: OpenConnection, name: str, verb: str) -> pb.
     rec = (await res.get(conn.record.name, VM, name)).value
     if not rec.iid.csp_id:
         raise errors.FailedPrecondition(f"VM {name!r} is still being created; cannot {verb} it yet")
-    handler: VmHandler = res.handler(conn, VM)
+    handler = conn.handler(VmHandler)
     now = await handler.get_vm_status(rec.iid.csp_id)
     if now not in ALLOWED[verb]:
         need = " or ".join(status_name(s) for s in ALLOWED[verb])

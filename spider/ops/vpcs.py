@@ -9,9 +9,9 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, suffix
+from spider.connections import OpenConnection
 from spider.drivers.base import VpcHandler
 from spider.kinds import VPC
-from spider.registry import OpenConnection
 from spider.resources import Resources
 
 
@@ -46,7 +46,7 @@ async def create(res: Resources, conn: OpenConnection, req: pb.CreateVpcRequest)
     validate(conn, req.vpc)
     if req.validate_only:
         return req.vpc
-    handler: VpcHandler = res.handler(conn, VPC)
+    handler = conn.handler(VpcHandler)
     record, _ = await res.create(conn, VPC, req.vpc, req.request_id, handler.create_vpc)
     return record
 
@@ -59,7 +59,7 @@ async def add_subnet(res: Resources, conn: OpenConnection, req: pb.AddSubnetRequ
     _check_subnet(conn, check_cidr(vpc.ipv4_cidr, "vpc.ipv4_cidr"), subnet, "subnet")
     if any(s.iid.name == subnet.iid.name for s in vpc.subnets):
         raise errors.AlreadyExists(f"subnet {subnet.iid.name!r} already exists in VPC {req.vpc!r}")
-    handler: VpcHandler = res.handler(conn, VPC)
+    handler = conn.handler(VpcHandler)
     made = await handler.add_subnet(vpc.iid.csp_id, subnet, f"{vpc.meta.token}/{subnet.iid.name}")
     made.iid.name = subnet.iid.name
 
@@ -76,7 +76,7 @@ async def remove_subnet(res: Resources, conn: OpenConnection, req: pb.RemoveSubn
     subnet = next((s for s in vpc.subnets if s.iid.name == req.name), None)
     if subnet is None:
         raise errors.NotFound(f"subnet {req.name!r} not found in VPC {req.vpc!r}")
-    handler: VpcHandler = res.handler(conn, VPC)
+    handler = conn.handler(VpcHandler)
     with contextlib.suppress(errors.NotFound):  # already gone is what we want
         await handler.remove_subnet(vpc.iid.csp_id, subnet.iid.csp_id)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -194,3 +195,46 @@ async def test_local_suite_key_is_found(cbctl: Cbctl, tmp_path: Path) -> None:
     assert (await cbctl.ok("get", "drivers", CB_API_KEY="")).out.startswith("NAME")
     status = await cbctl("status")
     assert status.code == 1 and "not running" in status.out
+
+
+async def test_register_and_unregister_a_spider_resource(cbctl: Cbctl, cloudtwin: servers.Server, stub: object) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin))[0]
+    conn = await servers.make_connection(stub, cloudtwin, provider, region)  # type: ignore[arg-type]
+    made = await cbctl.ok("create", "vpc", "net", "-c", conn.name, "--set", "ipv4Cidr=10.1.0.0/16", "-o", "json")
+    csp_id = json.loads(made.out)["iid"]["cspId"]
+    forgotten = await cbctl.ok("unregister", "vpc", "net", "-c", conn.name)
+    assert forgotten.out.strip() == f"vpc/net unregistered; {csp_id} stays in the cloud"
+    assert "NOT_FOUND" in (await cbctl("get", "vpc", "net", "-c", conn.name)).err
+    adopted = await cbctl.ok("register", "vpc", "again", "--csp-id", csp_id, "-c", conn.name)
+    assert adopted.out.strip() == f"vpc/again registered ({csp_id})"
+    refused = await cbctl("unregister", "image", "x", "-c", conn.name)
+    assert refused.code == 1 and "cannot be registered or unregistered" in refused.err
+    await cbctl.ok("delete", "vpc", "again", "-c", conn.name)
+
+
+async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl, etcd: servers.Server,
+                                                                   tmp_path: Path) -> None:
+    """etcd and VictoriaMetrics speak HTTP, not gRPC health: status asks their /health."""
+    from dragonfly.storage import victoriametrics
+    from services.launcher import processes as procs
+
+    suite = {"etcd": {"address": f"http://{etcd.address}", "pid": etcd.proc.pid}}
+    victoria: procs.Proc | None = None
+    if shutil.which(victoriametrics.BINARY):
+        port = procs.free_port()
+        victoria = await procs.start_tcp(victoriametrics.process(tmp_path / "victoria", port), port)
+        suite["victoria-metrics"] = {"address": f"http://127.0.0.1:{port}", "pid": victoria.pid}
+    dead = procs.free_port()
+    suite["gateway"] = {"address": f"http://127.0.0.1:{dead}", "pid": os.getpid()}  # nothing listens there
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "suite.json").write_text(json.dumps(suite))
+    try:
+        status = await cbctl.ok("status", CB_RUN_DIR=str(run_dir), COLUMNS="200")
+    finally:
+        if victoria is not None:
+            victoria.stop()
+    rows = {name: line for line in status.out.splitlines() for name in suite if f" {name} " in line}
+    health = {name: "NOT SERVING" if "NOT SERVING" in row else "SERVING" if "SERVING" in row else row
+              for name, row in rows.items()}
+    assert health == {**{name: "SERVING" for name in suite}, "gateway": "NOT SERVING"}

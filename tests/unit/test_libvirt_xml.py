@@ -16,7 +16,7 @@ from spider.drivers.libvirt import networks as N
 from spider.drivers.libvirt import nwfilters as F
 from spider.drivers.libvirt import volumes as V
 from spider.drivers.libvirt.iso9660 import SECTOR, make_iso
-from spider.drivers.libvirt.seed import seed_iso
+from spider.drivers.libvirt.nocloud import seed_iso
 
 
 def test_network_holds_vpc_cidr_and_one_range_per_subnet() -> None:

@@ -82,7 +82,7 @@ def classify(err: Exception) -> CloudError:
     if isinstance(err, EndpointConnectionError | ConnectTimeoutError | ReadTimeoutError | ConnectionError
                   | HTTPClientError):
         # No answer came back: the cloud may or may not have acted (no cloud code marks that).
-        return CloudError(errors.Unavailable, f"EC2 endpoint unreachable: {err}", retryable=True)
+        return CloudError(errors.Unavailable, f"EC2 endpoint unreachable: {err}", retryable=True, transport=True)
     return CloudError(errors.Internal, f"EC2 client error: {err}")
 
 

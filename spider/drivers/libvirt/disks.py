@@ -12,8 +12,6 @@ which a running VM sees from its next start, as `virsh attach-disk --config` doe
 
 from __future__ import annotations
 
-import contextlib
-
 import libvirt
 
 from cbapi.common.v1 import common_pb2 as common
@@ -31,22 +29,9 @@ from spider.drivers.libvirt.settings import LibvirtSettings
 FORMATS = ("qcow2", "raw")
 
 
-def _defined_disks(dom: libvirt.virDomain) -> list[D.Disk]:
-    """The disks of a domain's live and persistent definitions together."""
-    disks = D.parse(dom.XMLDesc(0)).disks
-    if dom.isActive() and dom.isPersistent():
-        disks += D.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).disks
-    return disks
-
-
 def holders(conn: libvirt.virConnect, pool: str) -> dict[str, str]:
     """Volume name → name of the domain it is attached to, for the volumes of `pool`."""
-    out: dict[str, str] = {}
-    for view, _, _ in L.domain_views(conn):
-        with contextlib.suppress(libvirt.libvirtError):  # undefined while we looked
-            dom = conn.lookupByName(view.name)
-            out |= {d.volume: view.name for d in _defined_disks(dom) if d.pool == pool}
-    return out
+    return {d.volume: v.name for v, _, _ in L.domain_views(conn) for d in v.disks if d.pool == pool}
 
 
 def _redefine(conn: libvirt.virConnect, dom: libvirt.virDomain, disk: D.Disk, attach: bool) -> None:
@@ -137,8 +122,7 @@ class LibvirtDisks(base.DiskHandler):
                 return  # attached already: a repeated request
             if holder:
                 raise base.CloudError(errors.FailedPrecondition, f"volume {csp_id!r} is attached to domain {holder!r}")
-            taken = D.DomainView(view.name, view.uuid, view.meta, _defined_disks(dom), view.nics, False)
-            disk = D.Disk(device="disk", target=D.next_target(taken), pool=self.settings.pool, volume=vol.name,
+            disk = D.Disk(device="disk", target=D.next_target(view), pool=self.settings.pool, volume=vol.name,
                           format=vol.format)
             _plug(conn, dom, disk, attach=True)
 
@@ -147,8 +131,8 @@ class LibvirtDisks(base.DiskHandler):
 
     async def detach_disk(self, csp_id: str, vm_csp_id: str) -> pb.Disk:
         def detach(conn: libvirt.virConnect) -> None:
-            dom, _ = L.vm_domain(conn, vm_csp_id)
-            disk = next((d for d in _defined_disks(dom) if d.pool == self.settings.pool and d.volume == csp_id), None)
+            dom, view = L.vm_domain(conn, vm_csp_id)
+            disk = next((d for d in view.disks if d.pool == self.settings.pool and d.volume == csp_id), None)
             if disk is None:
                 return  # not attached to this VM: nothing to do
             _plug(conn, dom, disk, attach=False)

@@ -55,7 +55,8 @@ def classify(err: libvirt.libvirtError) -> CloudError:
     name = code_name(err)
     message = err.get_error_message() or str(err)
     if name in TRANSPORT:
-        return CloudError(errors.Unavailable, f"libvirt connection failed ({name}): {message}", "", retryable=True)
+        return CloudError(errors.Unavailable, f"libvirt connection failed ({name}): {message}", "", retryable=True,
+                          transport=True)
     return CloudError(BY_NAME.get(name, errors.Internal), message, name, retryable=name in BUSY)
 
 

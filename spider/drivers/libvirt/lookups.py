@@ -24,13 +24,24 @@ def domain(conn: libvirt.virConnect, csp_id: str) -> libvirt.virDomain:
     return conn.lookupByUUIDString(csp_id)
 
 
+def view(dom: libvirt.virDomain) -> D.DomainView:
+    """A domain's parsed XML, its disks from the live and the persistent definition together:
+    a disk attached to the persistent definition alone (hosts without hot-plug) is attached."""
+    out = D.parse(dom.XMLDesc(0))
+    if dom.isActive() and dom.isPersistent():
+        have = {(d.pool, d.volume, d.file) for d in out.disks}
+        out.disks += [d for d in D.parse(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).disks
+                      if (d.pool, d.volume, d.file) not in have]
+    return out
+
+
 def vm_domain(conn: libvirt.virConnect, csp_id: str) -> tuple[libvirt.virDomain, D.DomainView]:
-    """A domain that is a VM (not the keyring), with its parsed XML."""
+    """A domain that is a VM (not the keyring), with its parsed XML (see `view`)."""
     dom = domain(conn, csp_id)
-    view = D.parse(dom.XMLDesc(0))
-    if view.keyring:
-        raise not_found("VIR_ERR_NO_DOMAIN", f"Domain {view.name!r} is spider's keyring, not a VM")
-    return dom, view
+    view_ = view(dom)
+    if view_.keyring:
+        raise not_found("VIR_ERR_NO_DOMAIN", f"Domain {view_.name!r} is spider's keyring, not a VM")
+    return dom, view_
 
 
 def network(conn: libvirt.virConnect, csp_id: str) -> libvirt.virNetwork:
@@ -75,12 +86,12 @@ def domain_views(conn: libvirt.virConnect) -> list[tuple[D.DomainView, int, int]
     out = []
     for dom in conn.listAllDomains(0):
         try:
-            view = D.parse(dom.XMLDesc(0))
+            seen = view(dom)
             state, reason = dom.state()
         except libvirt.libvirtError as err:
             if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 continue  # undefined while we listed
             raise
-        if not view.keyring:
-            out.append((view, state, reason))
+        if not seen.keyring:
+            out.append((seen, state, reason))
     return out

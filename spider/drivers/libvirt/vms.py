@@ -21,8 +21,8 @@ from spider.drivers import base
 from spider.drivers.libvirt import domains as D
 from spider.drivers.libvirt import lookups as L
 from spider.drivers.libvirt import networks as N
+from spider.drivers.libvirt import nocloud as S
 from spider.drivers.libvirt import nwfilters as F
-from spider.drivers.libvirt import seed as S
 from spider.drivers.libvirt import volumes as V
 from spider.drivers.libvirt.catalog import LibvirtSpecs, describe_image
 from spider.drivers.libvirt.client import LibvirtClient

@@ -41,7 +41,7 @@ def classify(err: grpc.aio.AioRpcError) -> CloudError:
     if transport:
         message = f"CloudTwin is unreachable: {message}"
     return CloudError(_BY_GRPC.get(err.code(), errors.Internal), message, cloud_code,
-                      retryable=transport or cloud_code in RETRYABLE_CODES)
+                      retryable=transport or cloud_code in RETRYABLE_CODES, transport=transport)
 
 
 class TwinClient:

@@ -127,12 +127,17 @@ async def test_disk_lifecycle(stub: spider_pb2_grpc.SpiderStub, target: Target) 
     await wait_disk_status(stub, c, disk, "available")
     attached = await stub.AttachDisk(pb.AttachDiskRequest(connection=c, name=disk, vm=vm))
     assert attached.attached_vm == vm and attached.status == "attached"
+    # The VM lists its data disks by their spider names (CB-Spider's DataDiskIIDs), read and listed.
+    assert list((await stub.GetVm(pb.GetResourceRequest(connection=c, name=vm))).disks) == [disk]
+    listed = await stub.ListVms(pb.ListResourcesRequest(connection=c, page_size=1000))
+    assert [list(v.disks) for v in listed.vms if v.iid.name == vm] == [[disk]]
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
                        stub.AttachDisk(pb.AttachDiskRequest(connection=c, name=disk, vm=vm)))
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
                        stub.DeleteDisk(pb.DeleteResourceRequest(connection=c, name=disk)))
     detached = await stub.DetachDisk(pb.DetachDiskRequest(connection=c, name=disk))
     assert detached.attached_vm == ""
+    assert list((await stub.GetVm(pb.GetResourceRequest(connection=c, name=vm))).disks) == []
     if target.capabilities.disk_resize:
         grown = await stub.ResizeDisk(pb.ResizeDiskRequest(connection=c, name=disk, size_gib=20))
         assert grown.size_gib == 20
@@ -160,6 +165,16 @@ async def test_register_and_reconcile(stub: spider_pb2_grpc.SpiderStub, target: 
         connection=c, collection="widgets", name=_name("w"), csp_id="x")), "collection")
     after = await stub.ReconcileResources(pb.ReconcileResourcesRequest(connection=c, collection="vpcs"))
     assert name in {i.name for i in after.mapped} and csp_id not in {i.csp_id for i in after.only_cloud}
+    # Unregister forgets the name and leaves the VPC in the cloud, where it can be adopted again.
+    gone = await stub.UnregisterResource(pb.UnregisterResourceRequest(connection=c, collection="vpcs", name=name))
+    assert gone.iid.name == name and gone.iid.csp_id == csp_id
+    await expect_error(grpc.StatusCode.NOT_FOUND, stub.GetVpc(pb.GetResourceRequest(connection=c, name=name)))
+    await expect_error(grpc.StatusCode.NOT_FOUND, stub.UnregisterResource(pb.UnregisterResourceRequest(
+        connection=c, collection="vpcs", name=name)))
+    forgotten = await stub.ReconcileResources(pb.ReconcileResourcesRequest(connection=c, collection="vpcs"))
+    assert csp_id in {i.csp_id for i in forgotten.only_cloud}
+    assert any(i.endswith(csp_id) for i in await target.cloud_inventory())  # as the cloud's own client sees it
+    await stub.RegisterResource(pb.RegisterResourceRequest(connection=c, collection="vpcs", name=name, csp_id=csp_id))
     await stub.DeleteVpc(pb.DeleteResourceRequest(connection=c, name=name))
 
 

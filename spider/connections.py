@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -18,16 +19,18 @@ from services import errors
 from services.names import check_name
 from services.secrets import Sealer
 from services.store import Store
-from spider import keys
+from spider import keyspace
 from spider.calllog import CallLog
 from spider.calls import CallSite, Gate, Limits
 from spider.drivers import registry as drivers
-from spider.drivers.base import CloudConnection, ConnectionInfo, Driver
+from spider.drivers.base import CloudConnection, ConnectionInfo, Driver, capability_mismatches, slot_of
 from spider.settings import SpiderSettings
 
 # An open connection is re-read from the store after this long, so a change
 # made through another spider replica is seen.
 OPEN_TTL_S = 10.0
+
+H = TypeVar("H")
 
 
 def _now() -> Timestamp:
@@ -50,15 +53,16 @@ class OpenConnection:
     gate: Gate
     opened: float
 
-    def handler(self, attr: str, what: str) -> object:
-        found = getattr(self.cloud, attr)
+    def handler(self, kind: type[H]) -> H:
+        """The connection's handler of that type, e.g. `handler(ImageHandler)`."""
+        found = self.cloud.get(kind)
         if found is None:
             raise errors.FailedPrecondition(
-                f"driver {self.record.driver!r} does not support {what} (see its capabilities)")
+                f"driver {self.record.driver!r} does not support {slot_of(kind).noun} (see its capabilities)")
         return found
 
 
-class Registry:
+class Connections:
     """Credentials, regions, connections; and the cache of open connections."""
 
     def __init__(self, store: Store, sealer: Sealer, settings: SpiderSettings, call_log: CallLog) -> None:
@@ -84,26 +88,26 @@ class Registry:
         public = pb.Credential(name=cred.name, driver=cred.driver, keys=sorted(cred.values), create_time=_now())
         secret = pb.Credential(values=dict(cred.values)).SerializeToString()
         record = pb.CredentialRecord(credential=public,
-                                     sealed_values=self.sealer.seal(secret, keys.credential(cred.name)))
-        await self.store.create(keys.credential(cred.name), record)
+                                     sealed_values=self.sealer.seal(secret, keyspace.credential(cred.name)))
+        await self.store.create(keyspace.credential(cred.name), record)
         return public
 
     async def get_credential(self, name: str) -> pb.Credential:
-        found = await self.store.must_get(keys.credential(name), pb.CredentialRecord, f"credential {name!r}")
+        found = await self.store.must_get(keyspace.credential(name), pb.CredentialRecord, f"credential {name!r}")
         return found.value.credential
 
     async def list_credentials(self, page_size: int, token: str) -> tuple[list[pb.Credential], str]:
-        page = await self.store.page(keys.credential(), pb.CredentialRecord, _page(page_size), token)
+        page = await self.store.page(keyspace.credential(), pb.CredentialRecord, _page(page_size), token)
         return [i.value.credential for i in page.items], page.next_key
 
     async def delete_credential(self, name: str) -> None:
         await self._refuse_if_used("credential", name)
-        if not await self.store.delete(keys.credential(name)):
+        if not await self.store.delete(keyspace.credential(name)):
             raise errors.NotFound(f"credential {name!r} not found")
 
     async def _secret_values(self, name: str) -> dict[str, str]:
-        found = await self.store.must_get(keys.credential(name), pb.CredentialRecord, f"credential {name!r}")
-        plain = self.sealer.open(found.value.sealed_values, keys.credential(name))
+        found = await self.store.must_get(keyspace.credential(name), pb.CredentialRecord, f"credential {name!r}")
+        plain = self.sealer.open(found.value.sealed_values, keyspace.credential(name))
         return dict(pb.Credential.FromString(plain).values)
 
     # ---------------------------------------------------------------- regions
@@ -118,23 +122,23 @@ class Registry:
         stored = pb.Region()
         stored.CopyFrom(region)
         stored.create_time.CopyFrom(_now())
-        await self.store.create(keys.region(region.name), stored)
+        await self.store.create(keyspace.region(region.name), stored)
         return stored
 
     async def get_region(self, name: str) -> pb.Region:
-        return (await self.store.must_get(keys.region(name), pb.Region, f"region {name!r}")).value
+        return (await self.store.must_get(keyspace.region(name), pb.Region, f"region {name!r}")).value
 
     async def list_regions(self, page_size: int, token: str) -> tuple[list[pb.Region], str]:
-        page = await self.store.page(keys.region(), pb.Region, _page(page_size), token)
+        page = await self.store.page(keyspace.region(), pb.Region, _page(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_region(self, name: str) -> None:
         await self._refuse_if_used("region", name)
-        if not await self.store.delete(keys.region(name)):
+        if not await self.store.delete(keyspace.region(name)):
             raise errors.NotFound(f"region {name!r} not found")
 
     async def _refuse_if_used(self, field: str, name: str) -> None:
-        for conn in await self.store.list_all(keys.connection(), pb.Connection):
+        for conn in await self.store.list_all(keyspace.connection(), pb.Connection):
             if getattr(conn.value, field) == name:
                 raise errors.FailedPrecondition(
                     f"{field} {name!r} is used by connection {conn.value.name!r}; delete the connection first")
@@ -161,27 +165,27 @@ class Registry:
         # Reaching the cloud now gives a clear error at creation instead of at first use.
         opened = await self._connect(stored, driver, region)
         stored.provider = opened.cloud.provider
-        await self.store.create(keys.connection(conn.name), stored)
+        await self.store.create(keyspace.connection(conn.name), stored)
         opened.record = stored
         self._open[conn.name] = opened
         return stored
 
     async def get_connection(self, name: str) -> pb.Connection:
-        return (await self.store.must_get(keys.connection(name), pb.Connection, f"connection {name!r}")).value
+        return (await self.store.must_get(keyspace.connection(name), pb.Connection, f"connection {name!r}")).value
 
     async def list_connections(self, page_size: int, token: str) -> tuple[list[pb.Connection], str]:
-        page = await self.store.page(keys.connection(), pb.Connection, _page(page_size), token)
+        page = await self.store.page(keyspace.connection(), pb.Connection, _page(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_connection(self, name: str, force: bool) -> None:
         await self.get_connection(name)
-        held = await self.store.count(keys.resources(name))
+        held = await self.store.count(keyspace.resources(name))
         if held and not force:
             raise errors.FailedPrecondition(
                 f"connection {name!r} still has {held} resources; delete them first or pass force")
         if force:
-            await self.store.delete_prefix(keys.resources(name))
-        await self.store.delete(keys.connection(name))
+            await self.store.delete_prefix(keyspace.resources(name))
+        await self.store.delete(keyspace.connection(name))
         closed = self._open.pop(name, None)
         if closed is not None and closed.cloud.close is not None:
             await closed.cloud.close()
@@ -217,4 +221,11 @@ class Registry:
         info = ConnectionInfo(connection=conn.name, driver=conn.driver, region=region.region, zone=region.zone,
                               settings=dict(region.settings), credential=await self._secret_values(conn.credential))
         cloud = await driver.connect(info, gate)
+        wrong = capability_mismatches(driver.capabilities(), cloud)
+        if wrong:
+            # A driver bug: refusing the connection keeps it from failing later at some odd call.
+            if cloud.close is not None:
+                await cloud.close()
+            raise errors.FailedPrecondition(f"driver {driver.name!r} does not match its declared capabilities: "
+                                            f"{'; '.join(wrong)}")
         return OpenConnection(conn, driver, cloud, gate, time.monotonic())
