@@ -13,7 +13,8 @@ from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly import keys, wire
-from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config, vm_of
+from dragonfly.guard import AgentGuard
+from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
 from services import errors
 from services.bus import Bus
 from services.store import Store
@@ -46,9 +47,11 @@ def stamp(seconds: float) -> Timestamp:
 class Agents:
     """What dragonfly knows about agents."""
 
-    def __init__(self, store: Store, bus: Bus, default_interval_s: float) -> None:
+    def __init__(self, store: Store, bus: Bus, default_interval_s: float, guard: AgentGuard | None = None) -> None:
         self.store = store
         self.bus = bus
+        # Rate, reply subjects and warnings per agent: a registration is answered only in its agent's inbox.
+        self.guard = guard or AgentGuard()
         self.default_interval_s = default_interval_s
         self.beats: dict[str, Beat] = {}
 
@@ -58,25 +61,34 @@ class Agents:
         await self.bus.subscribe(REGISTER_ALL, self._on_register, queue="dragonfly-registry")
 
     async def _on_heartbeat(self, msg: Msg) -> None:
+        vm = self.guard.admit(msg, "heartbeat")
+        if vm is None:
+            return
         try:
-            vm = vm_of(msg.subject)
             beat = wire.loads(msg.data)
-            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), float(beat["interval_s"]),
+            interval = float(beat["interval_s"])
+            if not 0.1 <= interval <= 3600:
+                raise ValueError(f"interval_s {interval!r} is not between 0.1 and 3600")
+            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), interval,
                                       int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
                                       str(beat.get("boot", "")))
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("malformed heartbeat", extra={"subject": msg.subject, "error": str(err)})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            self.guard.malformed(vm.key, "heartbeat", err)
 
     async def _on_register(self, msg: Msg) -> None:
+        vm = self.guard.admit(msg, "register")
+        if vm is None:
+            return
         try:
-            vm = vm_of(msg.subject)
-            info = json.loads(msg.data)
+            info = wire.loads(msg.data)
+            if not isinstance(info, dict):
+                raise TypeError("a registration is a JSON object")
             record = pb.Agent(ns=vm.ns, mcis=vm.mcis, vm=vm.vm, kind=str(info.get("kind", "")),
                               version=str(info.get("version", "")), hostname=str(info.get("hostname", "")),
                               ip=str(info.get("ip", "")), boot=str(info.get("boot", "")),
                               registered_time=stamp(time.time()), interval_s=float(info.get("interval_s", 0)))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            log.warning("malformed registration", extra={"subject": msg.subject, "error": str(err)})
+            self.guard.malformed(vm.key, "register", err)
             return
         try:
             await self.store.put(keys.agent(vm), record)

@@ -121,7 +121,7 @@ async def test_a_killed_agent_turns_unhealthy_and_fires_its_alert(df: Stub, run_
     rule = pb.AlertRule(name=f"down-{mcis}", mcis=mcis, kind="agent.unhealthy", severity=pb.CRITICAL,
                         webhook_url=hook.url)
     await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=rule))
-    nc = await nats_py.connect(nats.url, **nats.service_creds.client_options())
+    nc = await nats_py.connect(nats.url, **nats.harness_creds.client_options())
     published: list[dict[str, object]] = []
 
     async def heard(msg: Msg) -> None:

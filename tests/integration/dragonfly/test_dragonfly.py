@@ -46,7 +46,7 @@ async def cpu_points(df: Stub, ref: pb.GetAgentRequest, duration: str = "10m") -
 
 
 async def agent_status(nats: Nats, ref: pb.GetAgentRequest) -> dict[str, int]:
-    nc = await nats_py.connect(nats.url, **nats.service_creds.client_options())
+    nc = await nats_py.connect(nats.url, **nats.harness_creds.client_options())
     try:
         reply = await nc.request(f"cb.agent.{ref.ns}.{ref.mcis}.{ref.vm}.status", b"{}", timeout=3)
     finally:
