@@ -117,6 +117,23 @@ class Agents:
             out.boot = beat.boot
         return out
 
+    async def why_unreachable(self, vm: VmId) -> errors.DomainError:
+        """Why nobody answers on the VM's subjects, as the client should hear it: NOT_FOUND for a VM
+        dragonfly knows nothing of (no agent registered, no credential issued), FAILED_PRECONDITION
+        naming the agent's state for one that exists but is not connected."""
+        found = await self.store.get(keys.agent(vm), pb.Agent)
+        if found is not None:
+            agent = self.with_health(found.value)
+            heard = (f"last heartbeat {time.time() - agent.last_heartbeat_time.ToNanoseconds() / 1e9:.0f}s ago"
+                     if agent.HasField("last_heartbeat_time") else "no heartbeat heard by this replica")
+            return errors.FailedPrecondition(f"the agent of VM {vm.key} is not connected "
+                                             f"(state {pb.Health.Name(agent.health)}, {heard}); retry when it is back")
+        issued = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        if any(not c.value.HasField("revoked_time") for c in issued):
+            return errors.FailedPrecondition(f"the agent of VM {vm.key} has not registered yet (state STARTING: "
+                                             "its credential is issued, the VM may still be booting); retry shortly")
+        return errors.NotFound(f"VM {vm.key} has no agent: none registered and none was issued a credential")
+
     async def get(self, vm: VmId) -> pb.Agent:
         found = await self.store.must_get(keys.agent(vm), pb.Agent, f"agent of VM {vm.key}")
         return self.with_health(found.value)

@@ -203,7 +203,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         try:
             data = await self.bus.request(vm.request(verb), json.dumps(body).encode(), timeout=timeout)
         except errors.Unavailable as err:
-            raise errors.Unavailable(f"the agent of VM {vm.key} is not connected") from err
+            raise await self.agents.why_unreachable(vm) from err
         except errors.DeadlineExceeded as err:
             raise errors.DeadlineExceeded(f"the agent of VM {vm.key} did not answer within {timeout:g}s") from err
         answer: dict[str, Any] = json.loads(data)

@@ -110,7 +110,7 @@ async def test_commands_run_through_the_agent(df: Stub, run_dir: Path) -> None:
         assert len(big.stdout) == 100 and big.stdout_truncated
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await df.RunCommand(pb.RunCommandRequest(ns=ref.ns, mcis=ref.mcis, vm="nobody", command="true"))
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "not connected" in (err.value.details() or "")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND and "has no agent" in (err.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await df.RunCommand(cmd(" "))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
