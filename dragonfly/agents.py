@@ -134,6 +134,45 @@ class Agents:
                                              "its credential is issued, the VM may still be booting); retry shortly")
         return errors.NotFound(f"VM {vm.key} has no agent: none registered and none was issued a credential")
 
+    # -- what is monitored, and forgetting what is gone -------------------------
+
+    async def monitors(self, ns: str, mcis: str = "", vm: str = "") -> bool:
+        """Whether dragonfly monitors anything in this scope (a namespace, an MCIS, a VM): an agent
+        registered there, or a credential issued there and not revoked."""
+        cred_prefix = keys.CREDENTIALS + "/".join(p for p in (ns, mcis, vm) if p) + "/"
+        agent_prefix = keys.agent(VmId(ns, mcis, vm)) if vm else keys.agents(ns, mcis)
+        if vm:
+            if await self.store.get(agent_prefix, pb.Agent) is not None:
+                return True
+        elif (await self.store.page(agent_prefix, pb.Agent, 1)).items:
+            return True
+        after = ""
+        while True:
+            page = await self.store.page(cred_prefix, pb.IssuedCredential, 500, after)
+            if any(not c.value.HasField("revoked_time") for c in page.items):
+                return True
+            if not page.next_key:
+                return False
+            after = page.next_key
+
+    async def forget(self, vm: VmId) -> tuple[bool, bool, bool]:
+        """Drop the records of a VM whose credentials are all revoked (a VM of the same name that
+        holds a live one keeps its record), and its MCIS's settings once nothing of the MCIS is
+        monitored. Which of (VM, MCIS, namespace) are now gone from dragonfly's view."""
+        vm_gone = not await self.monitors_credential(vm)
+        if vm_gone:
+            await self.store.delete(keys.agent(vm))
+            self.beats.pop(vm.key, None)
+            self.guard.forget(vm.key)
+        mcis_gone = vm_gone and not await self.monitors(vm.ns, vm.mcis)
+        if mcis_gone:
+            await self.store.delete(keys.mcis_config(vm.ns, vm.mcis))
+        return vm_gone, mcis_gone, mcis_gone and not await self.monitors(vm.ns)
+
+    async def monitors_credential(self, vm: VmId) -> bool:
+        found = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        return any(not c.value.HasField("revoked_time") for c in found)
+
     async def get(self, vm: VmId) -> pb.Agent:
         found = await self.store.must_get(keys.agent(vm), pb.Agent, f"agent of VM {vm.key}")
         return self.with_health(found.value)
