@@ -127,7 +127,7 @@ class Suite:
         self.dragonfly = procs.python_service("dragonfly", "dragonfly.server", self.root, {
             "CB_DRAGONFLY_PORT": str(df_port), "CB_DRAGONFLY_HOST": "127.0.0.1",
             "CB_ETCD_ENDPOINTS": f"127.0.0.1:{etcd_port}", "CB_NATS_URL": self.nats_url,
-            "CB_NATS_CREDS_FILE": str(self.auth.service_creds),
+            "CB_NATS_CREDS_FILE": str(self.auth.dragonfly_creds),
             "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(self.auth.signer),
             "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(self.auth.account_admin), "CB_LOG_LEVEL": "WARNING",
             # The final count reads every VM's raw points back to the first: the memory backend's
@@ -157,7 +157,7 @@ class Suite:
 
     async def connect(self, name: str, reconnect: bool = False) -> Client:
         nc = Client()
-        creds = natsauth.Creds.parse(self.auth.service_creds.read_text())
+        creds = natsauth.Signer.load(self.auth.signer.read_text()).issue(name, natsauth.Permissions(unrestricted=True))
         async def quiet(err: Exception) -> None:
             """NATS away on purpose (the outage): no traceback on stderr."""
 

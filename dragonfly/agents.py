@@ -13,7 +13,8 @@ from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly import keys, wire
-from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config, vm_of
+from dragonfly.guard import AgentGuard
+from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
 from services import errors
 from services.bus import Bus
 from services.store import Store
@@ -46,9 +47,11 @@ def stamp(seconds: float) -> Timestamp:
 class Agents:
     """What dragonfly knows about agents."""
 
-    def __init__(self, store: Store, bus: Bus, default_interval_s: float) -> None:
+    def __init__(self, store: Store, bus: Bus, default_interval_s: float, guard: AgentGuard | None = None) -> None:
         self.store = store
         self.bus = bus
+        # Rate, reply subjects and warnings per agent: a registration is answered only in its agent's inbox.
+        self.guard = guard or AgentGuard()
         self.default_interval_s = default_interval_s
         self.beats: dict[str, Beat] = {}
 
@@ -58,25 +61,34 @@ class Agents:
         await self.bus.subscribe(REGISTER_ALL, self._on_register, queue="dragonfly-registry")
 
     async def _on_heartbeat(self, msg: Msg) -> None:
+        vm = self.guard.admit(msg, "heartbeat")
+        if vm is None:
+            return
         try:
-            vm = vm_of(msg.subject)
             beat = wire.loads(msg.data)
-            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), float(beat["interval_s"]),
+            interval = float(beat["interval_s"])
+            if not 0.1 <= interval <= 3600:
+                raise ValueError(f"interval_s {interval!r} is not between 0.1 and 3600")
+            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), interval,
                                       int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
                                       str(beat.get("boot", "")))
-        except (ValueError, KeyError, TypeError) as err:
-            log.warning("malformed heartbeat", extra={"subject": msg.subject, "error": str(err)})
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            self.guard.malformed(vm.key, "heartbeat", err)
 
     async def _on_register(self, msg: Msg) -> None:
+        vm = self.guard.admit(msg, "register")
+        if vm is None:
+            return
         try:
-            vm = vm_of(msg.subject)
-            info = json.loads(msg.data)
+            info = wire.loads(msg.data)
+            if not isinstance(info, dict):
+                raise TypeError("a registration is a JSON object")
             record = pb.Agent(ns=vm.ns, mcis=vm.mcis, vm=vm.vm, kind=str(info.get("kind", "")),
                               version=str(info.get("version", "")), hostname=str(info.get("hostname", "")),
                               ip=str(info.get("ip", "")), boot=str(info.get("boot", "")),
                               registered_time=stamp(time.time()), interval_s=float(info.get("interval_s", 0)))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            log.warning("malformed registration", extra={"subject": msg.subject, "error": str(err)})
+            self.guard.malformed(vm.key, "register", err)
             return
         try:
             await self.store.put(keys.agent(vm), record)
@@ -104,6 +116,62 @@ class Agents:
         if beat.boot:
             out.boot = beat.boot
         return out
+
+    async def why_unreachable(self, vm: VmId) -> errors.DomainError:
+        """Why nobody answers on the VM's subjects, as the client should hear it: NOT_FOUND for a VM
+        dragonfly knows nothing of (no agent registered, no credential issued), FAILED_PRECONDITION
+        naming the agent's state for one that exists but is not connected."""
+        found = await self.store.get(keys.agent(vm), pb.Agent)
+        if found is not None:
+            agent = self.with_health(found.value)
+            heard = (f"last heartbeat {time.time() - agent.last_heartbeat_time.ToNanoseconds() / 1e9:.0f}s ago"
+                     if agent.HasField("last_heartbeat_time") else "no heartbeat heard by this replica")
+            return errors.FailedPrecondition(f"the agent of VM {vm.key} is not connected "
+                                             f"(state {pb.Health.Name(agent.health)}, {heard}); retry when it is back")
+        issued = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        if any(not c.value.HasField("revoked_time") for c in issued):
+            return errors.FailedPrecondition(f"the agent of VM {vm.key} has not registered yet (state STARTING: "
+                                             "its credential is issued, the VM may still be booting); retry shortly")
+        return errors.NotFound(f"VM {vm.key} has no agent: none registered and none was issued a credential")
+
+    # -- what is monitored, and forgetting what is gone -------------------------
+
+    async def monitors(self, ns: str, mcis: str = "", vm: str = "") -> bool:
+        """Whether dragonfly monitors anything in this scope (a namespace, an MCIS, a VM): an agent
+        registered there, or a credential issued there and not revoked."""
+        cred_prefix = keys.CREDENTIALS + "/".join(p for p in (ns, mcis, vm) if p) + "/"
+        agent_prefix = keys.agent(VmId(ns, mcis, vm)) if vm else keys.agents(ns, mcis)
+        if vm:
+            if await self.store.get(agent_prefix, pb.Agent) is not None:
+                return True
+        elif (await self.store.page(agent_prefix, pb.Agent, 1)).items:
+            return True
+        after = ""
+        while True:
+            page = await self.store.page(cred_prefix, pb.IssuedCredential, 500, after)
+            if any(not c.value.HasField("revoked_time") for c in page.items):
+                return True
+            if not page.next_key:
+                return False
+            after = page.next_key
+
+    async def forget(self, vm: VmId) -> tuple[bool, bool, bool]:
+        """Drop the records of a VM whose credentials are all revoked (a VM of the same name that
+        holds a live one keeps its record), and its MCIS's settings once nothing of the MCIS is
+        monitored. Which of (VM, MCIS, namespace) are now gone from dragonfly's view."""
+        vm_gone = not await self.monitors_credential(vm)
+        if vm_gone:
+            await self.store.delete(keys.agent(vm))
+            self.beats.pop(vm.key, None)
+            self.guard.forget(vm.key)
+        mcis_gone = vm_gone and not await self.monitors(vm.ns, vm.mcis)
+        if mcis_gone:
+            await self.store.delete(keys.mcis_config(vm.ns, vm.mcis))
+        return vm_gone, mcis_gone, mcis_gone and not await self.monitors(vm.ns)
+
+    async def monitors_credential(self, vm: VmId) -> bool:
+        found = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        return any(not c.value.HasField("revoked_time") for c in found)
 
     async def get(self, vm: VmId) -> pb.Agent:
         found = await self.store.must_get(keys.agent(vm), pb.Agent, f"agent of VM {vm.key}")

@@ -15,8 +15,9 @@ from nats.aio.subscription import Subscription
 
 from dragonfly import wire
 from dragonfly.agent.sources import GROUPS
+from dragonfly.guard import AgentGuard
 from dragonfly.storage import Backend, Sample
-from dragonfly.subjects import METRICS_ALL, vm_of
+from dragonfly.subjects import METRICS_ALL, VmId, vm_of
 from services.bus import Bus
 
 log = logging.getLogger("dragonfly.collector")
@@ -34,15 +35,14 @@ class Counts:
     malformed: int = 0
 
 
-def samples_of(subject: str, data: bytes) -> tuple[str, str, int, list[Sample]]:
-    """(vm key, boot, seq, samples) of one batch; the subject, which the server vouches for,
-    names the VM, never the payload."""
-    vm = vm_of(subject).key
+def samples_of(vm: str, data: bytes) -> tuple[str, int, list[Sample]]:
+    """(boot, seq, samples) of one batch of the VM keyed `vm`; the subject, which the server
+    vouches for, names the VM, never the payload."""
     batch = wire.loads(data)
     t = float(batch["time"])
     groups = batch["groups"]
     samples = [Sample(vm, g, t, _numbers(groups[g])) for g in GROUPS if g in groups]
-    return vm, str(batch.get("boot", "")), int(batch["seq"]), samples
+    return str(batch.get("boot", "")), int(batch["seq"]), samples
 
 
 def _numbers(values: dict[str, float]) -> dict[str, float]:
@@ -57,8 +57,10 @@ class Collector:
     """One replica's share of the metric stream."""
 
     def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float,
-                 observe: Callable[[Sequence[Sample]], None] | None = None) -> None:
+                 observe: Callable[[Sequence[Sample]], None] | None = None, guard: AgentGuard | None = None) -> None:
         self.bus = bus
+        # Rate, reply subjects and warnings per agent (shared with the registry of this replica).
+        self.guard = guard or AgentGuard()
         # Sees every new batch as it arrives (the alert rules); must be cheap and never block.
         self.observe = observe
         self.backend = backend
@@ -89,12 +91,16 @@ class Collector:
         await self._flush()
 
     async def _on_batch(self, msg: Msg) -> None:
+        who: VmId | None = self.guard.admit(msg, "metrics")
+        if who is None:
+            return  # not acknowledged: a real agent keeps the batch and sends it again
+        vm = who.key
         try:
-            vm, boot, seq, samples = samples_of(msg.subject, msg.data)
+            boot, seq, samples = samples_of(vm, msg.data)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.counts.malformed += 1
-            log.warning("malformed metric batch", extra={"subject": msg.subject, "error": str(err)})
-            await self._ack(msg, wire.dumps({"error": f"malformed batch: {err}"}))
+            self.guard.malformed(vm, "metrics", err)
+            await self._ack(msg, wire.dumps({"error": f"malformed batch: {str(err)[:200]}"}))
             return
         last = self._last.get(vm)
         if last is not None and last[0] == boot and seq <= last[1]:

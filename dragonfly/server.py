@@ -13,13 +13,16 @@ from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.webhook import WebhookSink
 from dragonfly.collector import Collector
 from dragonfly.credentials import AgentCredentials
+from dragonfly.guard import AgentGuard, GuardMetrics
+from dragonfly.guard import register as register_guard
+from dragonfly.guard import unregister as unregister_guard
 from dragonfly.servicer import DragonflyServicer
 from dragonfly.settings import DragonflySettings
 from dragonfly.storage import Backend, accounting
 from dragonfly.storage.memory import MemoryBackend
 from dragonfly.storage.victoriametrics import VictoriaMetricsBackend
 from services.bus import Bus
-from services.natsauth import AccountAdmin, Creds, NatsAuthSettings, Signer
+from services.natsauth import DRAGONFLY_INBOX, AccountAdmin, Creds, NatsAuthSettings, Signer
 from services.rpc.server import Binding, run
 from services.settings import CommonSettings
 from services.store import Store
@@ -49,16 +52,20 @@ class DragonflyApp:
         self.identity = f"dragonfly-{uuid.uuid4().hex[:12]}"
         self.store = Store.from_endpoints(common.etcd_endpoints)
         creds = Creds.parse(_read(auth.creds_file, "credential"))
-        self.bus = Bus(common.nats_url, self.identity, creds.client_options())
+        # Answers to dragonfly's requests come to its own inbox root, the only one its user may hear.
+        self.bus = Bus(common.nats_url, self.identity, {**creds.client_options(),
+                                                         "inbox_prefix": DRAGONFLY_INBOX.encode()})
         self.backend: Backend = (VictoriaMetricsBackend(settings.vm_url) if settings.storage == "victoriametrics"
                                  else MemoryBackend(settings.raw_points, settings.memory_mb))
         self.accounting: accounting.MemoryAccounting | None = None
-        self.agents = Agents(self.store, self.bus, settings.default_interval_s)
+        self.guard = AgentGuard(settings.agent_rate_per_s, settings.agent_burst, settings.agent_warn_every_s)
+        self.guard_metrics: GuardMetrics | None = None
+        self.agents = Agents(self.store, self.bus, settings.default_interval_s, self.guard)
         sink = WebhookSink(settings.webhook_attempts, settings.webhook_backoff_s, timeout_s=settings.webhook_timeout_s)
         self.alerts = AlertEngine(self.store, self.bus, self.agents, sink, settings.alert_events_max,
                                   settings.alert_tick_s)
         self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,
-                                   settings.flush_s, self.alerts.observe)
+                                   settings.flush_s, self.alerts.observe, self.guard)
         self.account: AccountSync | None = None
         credentials = None
         if settings.agent_signer_file:
@@ -86,6 +93,7 @@ class DragonflyApp:
         await self.collector.start()
         if isinstance(self.backend, MemoryBackend):
             self.accounting = accounting.register(self.backend)
+        self.guard_metrics = register_guard(self.guard)
         log.info("collecting", extra={"identity": self.identity})
 
     async def stop(self) -> None:
@@ -96,6 +104,8 @@ class DragonflyApp:
         await self.bus.close()
         if self.accounting is not None:
             accounting.unregister(self.accounting)
+        if self.guard_metrics is not None:
+            unregister_guard(self.guard_metrics)
         await self.backend.close()
         await self.store.close()
 

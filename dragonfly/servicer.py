@@ -88,7 +88,8 @@ def to_result(vm: VmId, report: benchmarks.BenchReport) -> pb.BenchmarkResult:
 def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
     out = pb.QueryMetricsResponse()
     for r in results:
-        series = out.series.add(vm=r.vm, group=r.group)
+        # Series are kept under `ns.mcis.vm`; a client names a VM by its name, as everywhere else.
+        series = out.series.add(vm=r.vm.rsplit(".", 1)[-1], group=r.group)
         for t, values in r.points:
             series.points.add(time=stamp(t), values=values)
     return out
@@ -130,6 +131,11 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         vm = vm_id(request.ns, request.mcis, request.vm)
         _check_instance(request.instance)
         users = await self._credentials().revoke(vm, request.instance)
+        # What dragonfly kept of the VM goes with it, and of its MCIS and namespace once nothing of
+        # them is monitored any more (tumblebug retries a revoke until it is answered, so this is too).
+        vm_gone, mcis_gone, ns_gone = await self.agents.forget(vm)
+        if self.alerts is not None and vm_gone:
+            await self.alerts.forget(vm.ns, "" if ns_gone else vm.mcis, "" if mcis_gone else vm.vm, gone_vm=vm.key)
         return pb.RevokeAgentCredentialResponse(users=users)
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
@@ -203,7 +209,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         try:
             data = await self.bus.request(vm.request(verb), json.dumps(body).encode(), timeout=timeout)
         except errors.Unavailable as err:
-            raise errors.Unavailable(f"the agent of VM {vm.key} is not connected") from err
+            raise await self.agents.why_unreachable(vm) from err
         except errors.DeadlineExceeded as err:
             raise errors.DeadlineExceeded(f"the agent of VM {vm.key} did not answer within {timeout:g}s") from err
         answer: dict[str, Any] = json.loads(data)
@@ -235,12 +241,21 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                               context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """Store a new rule; every replica starts judging it as soon as it hears of it."""
         rule = validate(request.ns, request.rule)
+        await self._check_scope(rule)
         rule.created_time.CopyFrom(stamp(time.time()))
         try:
             await self._engine().store.create(keys.alert_rule(rule.ns, rule.name), rule)
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"alert rule {rule.name!r} already exists in namespace {rule.ns!r}") from err
         return rule
+
+    async def _check_scope(self, rule: pb.AlertRule) -> None:
+        """NOT_FOUND unless dragonfly monitors something in the rule's scope: an agent credential
+        issued (and not revoked) or an agent registered in that namespace, MCIS or VM."""
+        if not await self.agents.monitors(rule.ns, rule.mcis, rule.vm):
+            scope = ("VM " + ".".join((rule.ns, rule.mcis, rule.vm)) if rule.vm else
+                     f"MCIS {rule.mcis!r} of namespace {rule.ns!r}" if rule.mcis else f"namespace {rule.ns!r}")
+            raise errors.NotFound(f"dragonfly monitors no {scope}: no agent was installed there (or it was removed)")
 
     async def GetAlertRule(self, request: pb.GetAlertRuleRequest, context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """One rule; NOT_FOUND if there is none by that name."""
@@ -267,6 +282,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         body.CopyFrom(request.rule)
         body.name = request.name
         rule = validate(request.ns, body)
+        await self._check_scope(rule)
         key = keys.alert_rule(rule.ns, rule.name)
 
         def replace(cur: pb.AlertRule) -> pb.AlertRule:

@@ -53,3 +53,10 @@ class DragonflySettings(ServerSettings):
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_s: float = Field(default=0.2, gt=0)
     webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # What one agent may send to a replica (metric batches, heartbeats, registrations together): a
+    # token bucket of `agent_burst` refilled at `agent_rate_per_s`; the excess is dropped and counted
+    # (cb_dragonfly_agent_messages_dropped). A batch dropped is not acknowledged, so the agent keeps it.
+    agent_rate_per_s: float = Field(default=50.0, gt=0)
+    agent_burst: float = Field(default=200.0, ge=1)
+    # A malformed or refused message is logged at most once per agent this often, with the count since.
+    agent_warn_every_s: float = Field(default=60.0, gt=0)

@@ -15,9 +15,11 @@ from services.natsauth import Permissions
 
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-METRICS_ALL = "cb.metrics.>"
-HEARTBEAT_ALL = "cb.heartbeat.>"
-REGISTER_ALL = "cb.register.>"
+# What dragonfly subscribes to: exactly `cb.{kind}.{ns}.{mcis}.{vm}`, which its NATS user is
+# allowed (services/natsauth.py: dragonfly_permissions), nothing longer or shorter.
+METRICS_ALL = "cb.metrics.*.*.*"
+HEARTBEAT_ALL = "cb.heartbeat.*.*.*"
+REGISTER_ALL = "cb.register.*.*.*"
 
 
 @dataclass(frozen=True)

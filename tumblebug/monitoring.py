@@ -15,6 +15,11 @@ from services.rpc.client import channel
 T = TypeVar("T")
 
 
+def health_word(agent: dpb.Agent) -> str:
+    """`Healthy` or `Unhealthy`, as tumblebug shows it on VMs."""
+    return dpb.Health.Name(agent.health).title()
+
+
 class Monitoring:
     """A channel to dragonfly; `address` empty means the suite runs without monitoring."""
 
@@ -33,7 +38,8 @@ class Monitoring:
         return self.stub
 
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 30.0) -> T:
-        return await rpc_call(rpc, request, timeout, f"dragonfly ({self.address})")
+        # Named without its address: the message may reach a client, who has no use for internal addresses.
+        return await rpc_call(rpc, request, timeout, "dragonfly")
 
     async def agent_user_data(self, ns: str, mcis: str, vm: str, instance: str = "") -> str:
         """User-data that boots this VM's agent with its own credential (a secret: never stored);
@@ -49,14 +55,18 @@ class Monitoring:
 
     async def health(self, ns: str, mcis: str) -> dict[str, str]:
         """VM name → agent health word, for the agents of one MCIS that registered."""
+        return {vm: health_word(a) for vm, a in (await self.agents(ns, mcis)).items()}
+
+    async def agents(self, ns: str, mcis: str) -> dict[str, dpb.Agent]:
+        """VM name → agent record (with health), for the agents of one MCIS that registered."""
         if self.stub is None:
             return {}
-        out: dict[str, str] = {}
+        out: dict[str, dpb.Agent] = {}
         token = ""
         while True:
             page = await self.call(self.stub.ListAgents, dpb.ListAgentsRequest(ns=ns, mcis=mcis, page_size=1000,
                                                                                page_token=token), timeout=5)
-            out.update((a.vm, dpb.Health.Name(a.health).title()) for a in page.agents)
+            out.update((a.vm, a) for a in page.agents)
             token = page.next_page_token
             if not token:
                 return out

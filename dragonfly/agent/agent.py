@@ -255,7 +255,9 @@ class Agent:
     async def _command(self, msg: Msg) -> None:
         try:
             req = wire.loads(msg.data)
-            command = str(req["command"])
+            command = req["command"]
+            if not isinstance(command, str) or not command.strip():
+                raise TypeError("command must be a non-empty string")
             timeout = min(float(req.get("timeout_s") or 60.0), self.config.command_timeout_max_s)
             limit = min(int(req.get("output_limit_bytes") or self.config.output_limit_bytes),
                         self.config.output_limit_bytes)

@@ -99,9 +99,20 @@ class BenchRequest:
                 "budget_s": self.budget_s}
 
     @classmethod
-    def from_wire(cls, body: dict[str, Any], max_budget_s: float = MAX_BUDGET_S) -> BenchRequest:
-        return build_request(list(body.get("benchmarks") or []), list(body.get("rtt_targets") or []),
-                             float(body.get("budget_s") or 0.0), max_budget_s)
+    def from_wire(cls, body: Any, max_budget_s: float = MAX_BUDGET_S) -> BenchRequest:
+        """A request as dragonfly sends it, resolved: every benchmark named and the budget given.
+        The defaults of `build_request` are for people, not for the wire, so a body that leaves
+        anything out (an acknowledgement or any other stray message) runs nothing."""
+        if not isinstance(body, dict):
+            raise FieldError("body", "a benchmark request is a JSON object")
+        names, targets, budget = body.get("benchmarks"), body.get("rtt_targets", []), body.get("budget_s")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise FieldError("benchmarks", "name at least one benchmark")
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise FieldError("rtt_targets", "a list of host:port")
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+            raise FieldError("budget_s", "a number of seconds above 0")
+        return build_request(names, targets, float(budget), max_budget_s)
 
 
 def build_request(benchmarks: Sequence[str], rtt_targets: Sequence[str], budget_s: float,

@@ -197,6 +197,25 @@ class AlertEngine:
             rule = pb.AlertRule(name=rule_name, ns=ns)
             await self._emit(rule, event)
 
+    async def forget(self, ns: str, mcis: str = "", vm: str = "", gone_vm: str = "") -> int:
+        """Delete the rules scoped to what is gone (a VM, an MCIS with its VMs, a namespace with all
+        of it) and resolve what they had firing, and drop what fires for the gone VM `gone_vm`
+        (`ns.mcis.vm`) under wider rules; the number of rules deleted."""
+        gone = 0
+        for item in await self.store.list_all(keys.alert_rules(ns), pb.AlertRule):
+            rule = item.value
+            if (mcis and rule.mcis != mcis) or (vm and rule.vm != vm):
+                continue
+            if await self.store.delete(item.key):
+                gone += 1
+                await self.retire(ns, rule.name, "what it watched was removed")
+        if gone_vm:
+            for entry in await self.store.list_all(keys.alert_firing(ns), pb.AlertEvent):
+                if entry.key.endswith("/" + gone_vm):
+                    await self.store.delete(entry.key)
+                    self.firing.cache.pop(entry.key, None)
+        return gone
+
     async def _emit(self, rule: pb.AlertRule, event: pb.AlertEvent) -> None:
         """Store the event (keeping the newest `events_max` per namespace), publish it, call the webhook."""
         body = json.dumps(MessageToDict(event, preserving_proto_field_name=True)).encode()

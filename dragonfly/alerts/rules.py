@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly.agent.sources import GROUPS
+from dragonfly.agent.sources import FIELDS, GROUPS
 from services import errors
 from services.names import check_name
 
@@ -42,8 +42,11 @@ def validate(ns: str, rule: pb.AlertRule) -> pb.AlertRule:
     if out.kind == METRIC:
         group, _, field = out.metric.partition(".")
         if group not in GROUPS or not field:
-            raise errors.InvalidArgument.field("rule.metric", f"{out.metric!r} is not group.field with a group "
+            raise errors.InvalidArgument.field("rule.metric", f"{out.metric[:100]!r} is not group.field with a group "
                                                f"of {', '.join(GROUPS)} (e.g. cpu.utilization_percent)")
+        if field not in FIELDS[group]:
+            raise errors.InvalidArgument.field("rule.metric", f"{group} has no field {field[:100]!r}; it has "
+                                               f"{', '.join(FIELDS[group])}")
         if out.operator not in OPERATORS:
             raise errors.InvalidArgument.field("rule.operator", f"{out.operator!r} is not one of "
                                                f"{' '.join(OPERATORS)}")

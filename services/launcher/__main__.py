@@ -85,9 +85,9 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     etcd = procs.etcd(run_dir, ports["etcd"])
     started.append(Endpoint("etcd", f"http://127.0.0.1:{ports['etcd']}", etcd))
     await procs.start_tcp(etcd, ports["etcd"])
-    # NATS admits only JWT users: services share one credential, each agent gets its own from dragonfly.
+    # NATS admits only JWT users: dragonfly (the one service on NATS) has its own, each agent its own.
     auth = natsauth.write_suite_auth(run_dir / "nats-auth")
-    env["CB_NATS_CREDS_FILE"] = str(auth.service_creds)
+    env["CB_NATS_CREDS_FILE"] = str(auth.dragonfly_creds)
     nats = procs.nats(run_dir, ports["nats"], auth.server_config)
     started.append(Endpoint("nats", f"nats://127.0.0.1:{ports['nats']}", nats))
     await procs.start_tcp(nats, ports["nats"])

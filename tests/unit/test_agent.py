@@ -11,7 +11,7 @@ import pytest
 from dragonfly.agent import config
 from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
-from dragonfly.agent.sources import GROUPS, HostSource, TwinSource
+from dragonfly.agent.sources import FIELDS, GROUPS, HostSource, TwinSource
 from dragonfly.subjects import VmId
 from services import natsauth
 
@@ -74,6 +74,8 @@ def test_sources_give_every_group_with_units() -> None:
     second = twin.sample()
     for groups in (first, second, HostSource().sample()):
         assert set(groups) == set(GROUPS)
+        # What alert rules may name (dragonfly refuses any other field).
+        assert {g: tuple(v) for g, v in groups.items()} == FIELDS
         assert all(k.endswith(("_percent", "_bytes", "_per_second", "_mhz", "cores")) for g in groups.values() for k in g)
     assert second["memory"]["total_bytes"] == 4 << 30 and second["cpu"]["cores"] == 2
     assert 0 <= second["cpu"]["utilization_percent"] <= 100

@@ -176,3 +176,19 @@ def test_helpers_are_told_only_what_changed_in_pieces() -> None:
     for order in orders:
         peers.update(order["put"], order["drop"])
     assert peers.places == now
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"ok": True}, "benchmarks"),  # a collector's acknowledgement sent to the bench subject
+    ({"benchmarks": [], "budget_s": 1.0}, "benchmarks"),
+    ({"benchmarks": "cpu_single", "budget_s": 1.0}, "benchmarks"),
+    ({"benchmarks": ["cpu_single"]}, "budget_s"),
+    ({"benchmarks": ["cpu_single"], "budget_s": True}, "budget_s"),
+    ({"benchmarks": ["cpu_single"], "budget_s": 1.0, "rtt_targets": "h:1"}, "rtt_targets"),
+    (["cpu_single"], "body"),
+    ({"interval_s": 5}, "benchmarks"),
+])
+def test_the_agent_runs_nothing_it_was_not_explicitly_asked_for(body: object, field: str) -> None:
+    with pytest.raises(benchmarks.FieldError) as err:
+        benchmarks.BenchRequest.from_wire(body)
+    assert err.value.field == field

@@ -29,13 +29,19 @@ from tumblebug import ssh
 from tumblebug.keyring import Keyring
 from tumblebug.mcis import status
 from tumblebug.mcis.reconciler import agent_wanted
-from tumblebug.monitoring import Monitoring
+from tumblebug.monitoring import Monitoring, health_word
 from tumblebug.ssh_users import DEFAULT_USER
 
 log = logging.getLogger("tumblebug.remote")
 
 AGENT, SSH = "agent", "ssh"
 HEALTHY = "Healthy"
+# A VM whose agent is still coming up (none registered yet, or registered and not heard from
+# since) is waited for, at most this long and at most half the command's timeout, so the
+# command keeps the other half: right after an MCIS reports Running its agents need a few
+# seconds to boot, connect and register, and SSH is no way in for a VM made to have an agent.
+AGENT_WAIT_MAX_S = 30.0
+AGENT_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,11 @@ class RemoteCommands:
         """One result per VM of `vms`, in their order; VMs that are not running are not asked."""
         running = [v for v in vms if v.status == common.RUNNING]
         agents = await self._agents(ns, mcis)
+        coming = [v.name for v in running if agents.coming_up(v.name)]
+        if coming:
+            started = asyncio.get_running_loop().time()
+            agents = await self._await_agents(ns, mcis, agents, coming, min(AGENT_WAIT_MAX_S, timeout_s / 2))
+            timeout_s -= asyncio.get_running_loop().time() - started
         by_agent = [v.name for v in running if agents.healthy(v.name)]
         by_ssh = [v for v in running if not agents.healthy(v.name)]
         agent_results, ssh_results = await asyncio.gather(
@@ -89,10 +100,24 @@ class RemoteCommands:
         if not agent_wanted(mcis) or not self.monitoring.enabled:
             return _Agents(expected=False, health={})
         try:
-            return _Agents(expected=True, health=await self.monitoring.health(ns, mcis.name))
+            records = await self.monitoring.agents(ns, mcis.name)
         except errors.DomainError as err:
             # Dragonfly cannot say: SSH is still a way in.
             return _Agents(expected=True, health={}, unknown=f"agent status unknown ({err.message})")
+        return _Agents(expected=True, health={vm: health_word(a) for vm, a in records.items()},
+                       silent={vm for vm, a in records.items() if not a.HasField("last_heartbeat_time")})
+
+    async def _await_agents(self, ns: str, mcis: pb.Mcis, agents: _Agents, vms: list[str],
+                            budget_s: float) -> _Agents:
+        """Agents again, once every one of `vms` is healthy or `budget_s` has passed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while loop.time() < deadline and not all(agents.healthy(vm) for vm in vms):
+            await asyncio.sleep(min(AGENT_POLL_S, max(0.0, deadline - loop.time())))
+            agents = await self._agents(ns, mcis)
+            if agents.unknown:
+                break
+        return agents
 
     async def _through_agents(self, ns: str, mcis: str, vms: list[str], command: str,
                               timeout_s: float) -> dict[str, dpb.CommandResult | str]:
@@ -164,9 +189,16 @@ class _Agents:
     expected: bool
     health: dict[str, str]
     unknown: str = ""
+    # Registered agents this dragonfly has heard no heartbeat from (just registered, or it restarted).
+    silent: frozenset[str] | set[str] = frozenset()
 
     def healthy(self, vm: str) -> bool:
         return self.health.get(vm) == HEALTHY
+
+    def coming_up(self, vm: str) -> bool:
+        """An agent is expected and has not spoken yet: none registered, or registered and silent.
+        (One that was heard and fell silent is down, not coming up: waiting would not help.)"""
+        return self.expected and not self.unknown and (vm not in self.health or vm in self.silent)
 
     def why_not(self, vm: str) -> str:
         """Why a VM went over SSH though it was meant to have an agent ("" when it was not)."""

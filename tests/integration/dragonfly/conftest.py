@@ -30,8 +30,15 @@ class Nats:
         return f"nats://127.0.0.1:{self.port}"
 
     @property
-    def service_creds(self) -> natsauth.Creds:
-        return natsauth.Creds.parse(self.files.service_creds.read_text())
+    def dragonfly_creds(self) -> natsauth.Creds:
+        """Dragonfly's own user (least privilege)."""
+        return natsauth.Creds.parse(self.files.dragonfly_creds.read_text())
+
+    @property
+    def harness_creds(self) -> natsauth.Creds:
+        """An unrestricted user of the CB account, for tests that watch or drive the bus
+        (the suite itself has none)."""
+        return self.signer.issue("test-harness", natsauth.Permissions(unrestricted=True))
 
     @property
     def signer(self) -> natsauth.Signer:
@@ -62,7 +69,8 @@ async def start_dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats, **env
     port = procs.free_port()
     full = {
         "CB_DRAGONFLY_PORT": str(port), "CB_DRAGONFLY_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
-        "CB_NATS_URL": nats.url, "CB_NATS_CREDS_FILE": str(nats.files.service_creds),
+        "CB_NATS_URL": nats.url, "CB_NATS_CREDS_FILE": str(nats.files.dragonfly_creds),
+        "CB_DRAGONFLY_METRICS_PORT": str(procs.free_port()),
         "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(nats.files.signer),
         "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(nats.files.account_admin), "CB_GRACE_SECONDS": "1",
         "CB_DRAGONFLY_DEFAULT_INTERVAL_S": "1", **env,

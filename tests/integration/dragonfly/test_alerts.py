@@ -84,6 +84,8 @@ def has(df: Stub, rule: str, wanted: list[int]) -> Callable[[], Awaitable[bool]]
 async def test_alert_rules_crud_and_validation(df: Stub, hook: Hook) -> None:
     rule = pb.AlertRule(name="hot", metric="cpu.utilization_percent", operator=">", threshold=90, for_s=30,
                         webhook_url=hook.url)
+    # A rule watches something dragonfly monitors: an agent's credential makes the namespace known.
+    await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis="crud", vm="vm-1"))
     made = await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=rule))
     try:
         assert made.kind == "metric" and made.severity == pb.WARNING and made.ns == NS and made.created_time.seconds
@@ -101,10 +103,18 @@ async def test_alert_rules_crud_and_validation(df: Stub, hook: Hook) -> None:
                pb.AlertRule(name="b", kind="agent.dead"), pb.AlertRule(name="b", kind="agent.unhealthy", vm="x"),
                pb.AlertRule(name="b", kind="agent.unhealthy", webhook_url="ftp://x"),
                pb.AlertRule(name="B", kind="agent.unhealthy"), pb.AlertRule(name="b", kind="agent.unhealthy", for_s=-1)]
+        bad.append(pb.AlertRule(name="b", metric="cpu.no_such_field", operator=">"))
         for body in bad:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=body))
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, body
+        unknown = [(NS, pb.AlertRule(name="b", kind="agent.unhealthy", mcis="no-such-mcis")),
+                   (NS, pb.AlertRule(name="b", kind="agent.unhealthy", mcis="crud", vm="no-such-vm")),
+                   ("no-such-ns", pb.AlertRule(name="b", kind="agent.unhealthy"))]
+        for ns, body in unknown:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=body))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND, body
     finally:
         await df.DeleteAlertRule(pb.DeleteAlertRuleRequest(ns=NS, name="hot"))
     for call in (df.GetAlertRule(pb.GetAlertRuleRequest(ns=NS, name="hot")),
@@ -120,15 +130,15 @@ async def test_a_killed_agent_turns_unhealthy_and_fires_its_alert(df: Stub, run_
     mcis = f"m-{uuid.uuid4().hex[:6]}"
     rule = pb.AlertRule(name=f"down-{mcis}", mcis=mcis, kind="agent.unhealthy", severity=pb.CRITICAL,
                         webhook_url=hook.url)
+    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis=mcis, vm="vm-1"))
     await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=rule))
-    nc = await nats_py.connect(nats.url, **nats.service_creds.client_options())
+    nc = await nats_py.connect(nats.url, **nats.harness_creds.client_options())
     published: list[dict[str, object]] = []
 
     async def heard(msg: Msg) -> None:
         published.append(json.loads(msg.data))
 
     await nc.subscribe(f"cb.alerts.{NS}.{mcis}", cb=heard)
-    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis=mcis, vm="vm-1"))
     ref = pb.GetAgentRequest(ns=NS, mcis=mcis, vm="vm-1")
     agent = start_agent(run_dir, f"{mcis}-vm-1", cred.user_data)
     try:
@@ -178,8 +188,8 @@ async def test_a_cpu_threshold_fires_on_a_twins_load_and_resolves(df: Stub, run_
     mcis = f"m-{uuid.uuid4().hex[:6]}"
     rule = pb.AlertRule(name=f"hot-{mcis}", mcis=mcis, vm="twin-1", metric="cpu.utilization_percent", operator=">",
                         threshold=40, for_s=2)
-    await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=rule))
     cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis=mcis, vm="twin-1"))
+    await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=NS, rule=rule))
     sandbox = run_dir / "twins" / mcis
     # A CloudTwin guest host, ordered over stdin as the emulator does: synthesized load plus its commands' CPU.
     guests = subprocess.Popen([sys.executable, "-m", "dragonfly.agent.guests"], stdin=subprocess.PIPE,

@@ -62,7 +62,7 @@ async def refused(server: Nats, vm: VmId, cred: pb.AgentCredential) -> bool:
 
 async def heard(server: Nats, vm: VmId, nc: Client) -> bool:
     """Whether a metric published on `nc` reaches a service subscribed to the VM's subject."""
-    service = await nats_py.connect(server.url, **server.service_creds.client_options())
+    service = await nats_py.connect(server.url, **server.harness_creds.client_options())
     got: asyncio.Queue[Msg] = asyncio.Queue()
     try:
         await service.subscribe(vm.metrics, cb=got.put)

@@ -39,7 +39,7 @@ async def test_anonymous_and_foreign_credentials_are_refused(nats: Nats) -> None
 
 async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
     a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
-    service = await connect(nats, nats.service_creds)
+    service = await connect(nats, nats.harness_creds)
     seen: list[str] = []
 
     async def on_metric(msg: Msg) -> None:
@@ -62,7 +62,7 @@ async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
 
 async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats: Nats) -> None:
     a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
-    service = await connect(nats, nats.service_creds)
+    service = await connect(nats, nats.harness_creds)
     errors: list[str] = []
     spy = await connect(nats, agent_creds(nats, a), errors, a.inbox_prefix)
     stolen: list[bytes] = []
@@ -97,3 +97,33 @@ def test_nkeys_round_trip() -> None:
     assert again.public_key == key.public_key and again.prefix == natsauth.USER
     with pytest.raises(ValueError):
         natsauth.KeyPair.from_seed(key.seed[:-2] + ("AA" if key.seed[-2:] != "AA" else "BB"))
+
+
+async def test_dragonfly_user_has_only_the_subjects_it_needs(nats: Nats) -> None:
+    vm = VmId("ns1", "m1", "vm-a")
+    errors: list[str] = []
+    df = await connect(nats, nats.dragonfly_creds, errors, natsauth.DRAGONFLY_INBOX)
+    harness = await connect(nats, nats.harness_creds)
+    heard: list[str] = []
+
+    async def on(msg: Msg) -> None:
+        heard.append(msg.subject)
+
+    await harness.subscribe(">", cb=on)
+    await harness.flush()
+    # Allowed: what dragonfly sends (a request to an agent, an interval, an alert, an answer in an agent's inbox).
+    for subject in (vm.request("cmd"), "cb.config.ns1.m1", "cb.alerts.ns1.m1", f"{vm.inbox_prefix}.x.1"):
+        await df.publish(subject, b"ok")
+    # Refused: speaking as an agent, or outside the suite's subjects.
+    for subject in (vm.register, vm.metrics, vm.heartbeat, "$SYS.REQ.CLAIMS.UPDATE", "anything"):
+        await df.publish(subject, b"forged")
+    for subject in (">", "cb.agent.>", "_INBOX.>"):
+        await df.subscribe(subject)
+    await df.flush()
+    await asyncio.sleep(0.3)
+    assert sorted(heard) == sorted([vm.request("cmd"), "cb.config.ns1.m1", "cb.alerts.ns1.m1",
+                                    f"{vm.inbox_prefix}.x.1"])
+    assert sum("permissions violation for publish" in e.lower() for e in errors) == 5, errors
+    assert sum("permissions violation for subscription" in e.lower() for e in errors) == 3, errors
+    await df.close()
+    await harness.close()
