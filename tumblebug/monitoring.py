@@ -33,7 +33,7 @@ class Monitoring:
         return self.stub
 
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 30.0) -> T:
-        return await rpc_call(rpc, request, timeout, f"dragonfly ({self.address})")
+        return await rpc_call(rpc, request, timeout, "dragonfly")
 
     async def agent_user_data(self, ns: str, mcis: str, vm: str, instance: str = "") -> str:
         """User-data that boots this VM's agent with its own credential (a secret: never stored);
