@@ -220,3 +220,10 @@ async def test_the_watch_of_a_vm_that_does_not_exist_is_404(http: httpx.AsyncCli
     conn = await servers.make_connection(stub, cloudtwin, *(await servers.twin_regions(cloudtwin))[0])
     response = await http.get(f"/spider/v1/connections/{conn.name}/vms/nothing-{_tag()}:watch")
     assert response.status_code == 404, response.text[:300]
+
+
+async def test_the_openapi_document_describes_watches_as_event_streams(http: httpx.AsyncClient) -> None:
+    doc = (await http.get("/openapi.json")).json()
+    watch = doc["paths"]["/tumblebug/v1/namespaces/{namespace}/mcis/{name}:watch"]["get"]["responses"]
+    assert list(watch["200"]["content"]) == ["text/event-stream"]
+    assert list(watch["404"]["content"]) == ["application/json"]
