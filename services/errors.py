@@ -6,6 +6,7 @@ gRPC code. Nothing expected ever surfaces as UNKNOWN or INTERNAL.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import grpc
@@ -14,6 +15,33 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
 UPSTREAM_DOMAIN = "cloud"
+
+# What an error may carry, in UTF-8 bytes. The message travels twice in the trailers (grpc-message,
+# percent-encoded, and inside the details, base64), and a client refuses trailers over 8 KiB with
+# RESOURCE_EXHAUSTED, which reads as a rate limit: so a message that echoes a huge input is cut.
+MAX_MESSAGE_BYTES = 1024
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+MAX_VIOLATIONS = 8
+
+
+# How gRPC's transport names a peer ("ipv4:127.0.0.1:7000", "ipv6:[::1]:7000"): such words reach
+# messages when a service passes on why it could not connect; internal addresses stay out.
+_TRANSPORT_ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract):(?:\[[^\]]*\]|[^\s,;\]]+?)(?::\d+)?(?=[\s,;:\]]|$)")
+
+
+def without_addresses(text: str) -> str:
+    """`text` with gRPC transport addresses replaced by a placeholder."""
+    return _TRANSPORT_ADDRESS.sub("<address>", text) if ":" in text else text
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` UTF-8 bytes, else its start, an ellipsis and its full length."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    tail = f"… ({len(text)} characters)"
+    return raw[:max(limit - len(tail.encode()), 0)].decode(errors="ignore") + tail
 
 
 class DomainError(Exception):
@@ -33,11 +61,16 @@ class DomainError(Exception):
         if not self.upstream_code:
             return []
         info = any_pb2.Any()
-        info.Pack(error_details_pb2.ErrorInfo(reason=self.upstream_code, domain=UPSTREAM_DOMAIN))
+        info.Pack(error_details_pb2.ErrorInfo(reason=cut(self.upstream_code, MAX_FIELD_BYTES),
+                                              domain=UPSTREAM_DOMAIN))
         return [info]
 
+    def status_message(self) -> str:
+        """The message as sent: cut to MAX_MESSAGE_BYTES, without transport addresses."""
+        return cut(without_addresses(self.message), MAX_MESSAGE_BYTES)
+
     def to_status(self) -> status_pb2.Status:
-        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        status = status_pb2.Status(code=self.code.value[0], message=self.status_message())
         status.details.extend(self.details())
         return status
 
@@ -114,8 +147,9 @@ class InvalidArgument(DomainError):
             return super().details()
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in self.violations
+                error_details_pb2.BadRequest.FieldViolation(field=cut(v.field, MAX_FIELD_BYTES),
+                                                            description=cut(v.description, MAX_DESCRIPTION_BYTES))
+                for v in self.violations[:MAX_VIOLATIONS]
             ]
         )
         packed = any_pb2.Any()
@@ -165,6 +199,13 @@ def _status_of(err: grpc.aio.AioRpcError) -> status_pb2.Status:
         if key == DETAILS_KEY and isinstance(value, bytes):
             return status_pb2.Status.FromString(value)
     return status_pb2.Status()
+
+
+def answered_by_server(err: grpc.aio.AioRpcError) -> bool:
+    """True when the status came from a server of the suite (its interceptor always sends the
+    google.rpc details trailer), False when the channel made it up: the server could not be
+    reached, or the connection broke before an answer."""
+    return any(key == DETAILS_KEY for key, _ in err.trailing_metadata() or ())
 
 
 def bad_request_of(err: grpc.aio.AioRpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:

@@ -8,9 +8,13 @@ connection's part at once rather than answering "nothing" until the next refresh
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
@@ -22,15 +26,42 @@ log = logging.getLogger("tumblebug.catalog")
 T = TypeVar("T")
 
 
-def _page(items: list[T], size: int, token: str) -> tuple[list[T], str]:
-    if size < 0:
-        raise errors.InvalidArgument.field("page_size", "must not be negative")
+def _token(kind: str, query: Message, offset: int) -> str:
+    """A page token: the list it belongs to, a fingerprint of the query's filters, the offset."""
+    return base64.urlsafe_b64encode(f"{kind}:{_filters(query)}:{offset}".encode()).decode().rstrip("=")
+
+
+def _filters(query: Message) -> str:
+    # AIP-158: the next page must be asked with the same filters; page size may change.
+    rest = type(query)()
+    rest.CopyFrom(query)
+    rest.ClearField("page_size")
+    rest.ClearField("page_token")
+    return hashlib.blake2s(rest.SerializeToString(deterministic=True), digest_size=6).hexdigest()
+
+
+def _offset(kind: str, query: Message, token: str) -> int:
+    if not token:
+        return 0
     try:
-        start = int(token) if token else 0
-    except ValueError as err:
-        raise errors.InvalidArgument.field("page_token", "is not a token this server issued") from err
-    end = start + min(size or 100, 1000)
-    return items[start:end], (str(end) if end < len(items) else "")
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        token_kind, filters, offset = text.split(":")
+        start = int(offset)
+    except ValueError:
+        raise errors.InvalidArgument.field("page_token", "is not a token this server issued") from None
+    if token_kind != kind or filters != _filters(query) or start < 0:
+        raise errors.InvalidArgument.field(
+            "page_token", f"belongs to another list or other filters; pass the next_page_token of this "
+                          f"{kind} list, asked with the same filters")
+    return start
+
+
+def _page(kind: str, items: list[T], query: Any) -> tuple[list[T], str]:
+    if query.page_size < 0:
+        raise errors.InvalidArgument.field("page_size", "must not be negative")
+    start = _offset(kind, query, query.page_token)
+    end = start + min(query.page_size or 100, 1000)
+    return items[start:end], (_token(kind, query, end) if end < len(items) else "")
 
 
 class Catalog:
@@ -117,7 +148,7 @@ class Catalog:
                   and (not q.provider or s.provider == q.provider) and (not q.region or s.region == q.region)
                   and (not q.architecture or s.architecture == q.architecture)
                   and (not q.connection or s.connection == q.connection)]
-        return _page(chosen, q.page_size, q.page_token)
+        return _page("catalog spec", chosen, q)
 
     async def images(self, q: pb.ListCatalogImagesRequest) -> tuple[list[pb.CatalogImage], str]:
         await self._fresh_for(q.connection)
@@ -125,7 +156,7 @@ class Catalog:
                   if (not q.connection or i.connection == q.connection)
                   and (not q.architecture or i.architecture == q.architecture)
                   and (not q.os or q.os.lower() in i.os.lower())]
-        return _page(chosen, q.page_size, q.page_token)
+        return _page("catalog image", chosen, q)
 
     async def refresh_forever(self) -> None:
         while True:

@@ -22,7 +22,7 @@ class Spider:
         self.stub = spider_pb2_grpc.SpiderStub(self._channel)
 
     async def call(self, rpc: Callable[..., Awaitable[T]], request: Any, timeout: float = 120.0) -> T:
-        return await rpc_call(rpc, request, timeout, f"spider ({self.address})")
+        return await rpc_call(rpc, request, timeout, "spider")
 
     async def connection(self, name: str) -> spb.Connection:
         return await self.call(self.stub.GetConnection, spb.GetConnectionRequest(name=name))

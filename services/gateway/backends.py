@@ -20,6 +20,7 @@ from google.api import annotations_pb2
 from google.protobuf import message_factory
 from google.protobuf.message import Message
 
+from services.errors import answered_by_server
 from services.gateway import descriptors
 from services.gateway.descriptors import Schema
 from services.gateway.errors import GatewayError, from_rpc_error
@@ -223,9 +224,13 @@ class Stream:
 
 def _error(backend: Backend, err: grpc.aio.AioRpcError) -> GatewayError:
     out = from_rpc_error(err)
-    if err.code() is grpc.StatusCode.UNAVAILABLE and not out.details:
-        # Say which service is down: the transport's words alone do not.
-        out.message = f"{backend.name} is unavailable ({backend.address}): {out.message}"
+    if err.code() is grpc.StatusCode.UNAVAILABLE and not answered_by_server(err):
+        # The backend itself could not be reached: say which one, but not where (the transport's
+        # words name internal addresses; they go to the log). An UNAVAILABLE the backend answered
+        # blames something behind it, in the backend's own words.
+        log.warning("backend unreachable", extra={"backend": backend.name, "address": backend.address,
+                                                  "error": (err.details() or "")[:300]})
+        out.message = f"{backend.name} is unavailable; retry shortly"
     return out
 
 

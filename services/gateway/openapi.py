@@ -199,9 +199,13 @@ class DocumentBuilder:
             op["x-stream-message"] = out
         else:
             ok = {"description": "OK", "content": {"application/json": {"schema": out}}}
+        error = {"application/json": {"schema": {"$ref": f"#/components/schemas/{_STATUS}"}}}
         op["responses"] = {"200": ok, "default": {
             "description": "An error (400 bad input, 401 no or wrong API key, 404, 409, 429, 503 …)",
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{_STATUS}"}}}}}
+            "content": error}}
+        if rpc.server_streaming:
+            # Errors before the first event are ordinary JSON responses, not events.
+            op["responses"]["404"] = {"description": "The resource to watch does not exist", "content": error}
         return op
 
     def _response_schema(self, route: Route) -> Schema:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from google.protobuf.message import Message
 from starlette.responses import StreamingResponse
 
@@ -34,27 +35,29 @@ def event(data: bytes, name: str = "", event_id: str = "") -> bytes:
     return out + b"data: " + data + b"\n\n"
 
 
-async def first_message(stream: Stream) -> tuple[AsyncIterator[Message], Message | None]:
-    """Wait for the first message, so an error before it is an ordinary HTTP error response."""
+async def first_message(stream: Stream) -> tuple[AsyncIterator[Message], Message]:
+    """Wait for the first message, so an error before it is an ordinary HTTP error response.
+
+    Every streaming RPC of the suite is a watch that sends the resource as it is now, then its
+    changes, and ends when the resource is gone: a stream that ends before its first message
+    watched nothing, which is a 404 (not a 200 with an immediate `end`)."""
     messages = stream.messages()
     try:
         first = await anext(messages)
     except StopAsyncIteration:
-        return messages, None
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"the resource to watch does not exist in "
+                                                      f"{stream.backend.name}: check its name and namespace") from None
     except BaseException:
         stream.cancel()
         raise
     return messages, first
 
 
-async def _events(route: Route, stream: Stream, messages: AsyncIterator[Message], first: Message | None,
+async def _events(route: Route, stream: Stream, messages: AsyncIterator[Message], first: Message,
                   keepalive: float) -> AsyncIterator[bytes]:
     count = 0
     pending: asyncio.Future[Any] | None = None
     try:
-        if first is None:
-            yield event(b"{}", "end")
-            return
         count += 1
         yield event(dumps(response_value(route, first)), event_id=str(count))
         while True:
@@ -84,7 +87,7 @@ async def _events(route: Route, stream: Stream, messages: AsyncIterator[Message]
         stream.cancel()
 
 
-def response(route: Route, stream: Stream, messages: AsyncIterator[Message], first: Message | None,
+def response(route: Route, stream: Stream, messages: AsyncIterator[Message], first: Message,
              keepalive: float) -> StreamingResponse:
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(_events(route, stream, messages, first, keepalive), media_type=MEDIA_TYPE,

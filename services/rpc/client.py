@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,8 @@ from services import errors
 from services.rpc.interceptors import RequestIdClientInterceptor
 
 T = TypeVar("T")
+
+log = logging.getLogger("rpc.client")
 
 OPTIONS = [
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
@@ -40,11 +43,15 @@ async def is_serving(address: str, service: str = "", timeout: float = 1.0) -> b
 
 async def call(rpc: Callable[..., Awaitable[T]], request: Any, timeout: float, peer: str) -> T:
     """Call another service; its errors come back as domain errors (code, message, field
-    violations and upstream code kept), an unreachable one named as `peer`."""
+    violations and upstream code kept). `peer` names the service (never its address: messages
+    reach clients); it is blamed only when it could not be reached, not when it answered
+    UNAVAILABLE because something behind it was down."""
     try:
         return await rpc(request, timeout=timeout)
     except grpc.aio.AioRpcError as err:
         domain = errors.from_rpc_error(err)
-        if isinstance(domain, errors.Unavailable):
-            domain.message = f"{peer}: {domain.message}"
+        if isinstance(domain, errors.Unavailable) and not errors.answered_by_server(err):
+            # The transport's words name addresses: they go to the log only.
+            log.warning("peer unreachable", extra={"peer": peer, "error": (err.details() or "")[:300]})
+            domain.message = f"{peer} is unavailable; retry shortly"
         raise domain from err

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram
 
-from services import errors, logs
+from services import errors, limits, logs
+from services.rpc.decoding import Undecodable, refuse_undecodable, tolerant
 
 log = logging.getLogger("rpc")
 
@@ -34,7 +35,14 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     else:
         log.exception("unexpected error", extra={"method": method})
         err = errors.Internal(f"internal error: {type(exc).__name__}")
-    await context.abort(err.code, err.message, trailing_metadata=err.trailing_metadata())
+    await context.abort(err.code, err.status_message(), trailing_metadata=err.trailing_metadata())
+
+
+def _admit(request: Any) -> None:
+    """Refuse, as INVALID_ARGUMENT, a request that did not decode or holds a value over its limit."""
+    if isinstance(request, Undecodable):
+        raise request.error()
+    limits.check_request(request)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -47,8 +55,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method = details.method
-        if handler is None or method.startswith(_QUIET):
+        if handler is None:
             return handler
+        if method.startswith(_QUIET):
+            return refuse_undecodable(handler)
+        deserialize = tolerant(handler.request_deserializer)
 
         def finish(context: grpc.aio.ServicerContext, start: float, code: str) -> None:
             elapsed = time.perf_counter() - start
@@ -65,6 +76,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 logs.request_id.set(_incoming_request_id(context))
                 start = time.perf_counter()
                 try:
+                    _admit(request)
                     response = await inner_uu(request, context)
                 except Exception as exc:
                     code = exc.code.name if isinstance(exc, errors.DomainError) else "INTERNAL"
@@ -76,7 +88,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserialize,
                 response_serializer=handler.response_serializer,
             )
 
@@ -87,6 +99,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 logs.request_id.set(_incoming_request_id(context))
                 start = time.perf_counter()
                 try:
+                    _admit(request)
                     async for item in inner_us(request, context):
                         yield item
                 except Exception as exc:
@@ -98,7 +111,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserialize,
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -21,7 +21,7 @@ from aetcd import rpc
 from aetcd.rpc import rpc_pb2_grpc
 from google.protobuf.message import DecodeError, Message
 
-from services import errors
+from services import errors, limits
 
 log = logging.getLogger("store")
 
@@ -135,15 +135,23 @@ class Store:
             return await awaitable
         except grpc.aio.AioRpcError as err:
             if err.code() in _UNAVAILABLE:
-                raise errors.Unavailable(f"the store (etcd at {self.target}) is unavailable: "
-                                         f"{err.details() or err.code().name}") from err
+                # The transport's words name internal addresses: they go to the log, not to clients.
+                log.warning("etcd unavailable", extra={"target": self.target,
+                                                       "error": (err.details() or err.code().name)[:300]})
+                raise errors.Unavailable("the store (etcd) is unavailable; retry shortly") from err
+            if _too_large(err):
+                # Records are checked against limits.RECORD_MAX_BYTES first; this catches a write
+                # of several records that together pass etcd's request limit.
+                raise errors.InvalidArgument(f"the write is larger than the store accepts "
+                                             f"({err.details()}): make the values smaller") from err
             raise errors.Internal(f"etcd error: {err.details()}") from err
 
     async def _ready(self) -> None:
         try:
             await self._client.connect()
         except (TimeoutError, aetcd.exceptions.ClientError, OSError) as err:
-            raise errors.Unavailable(f"the store (etcd at {self.target}) is unavailable: {err}") from err
+            log.warning("etcd unavailable", extra={"target": self.target, "error": str(err)[:300]})
+            raise errors.Unavailable("the store (etcd) is unavailable; retry shortly") from err
 
     # -------------------------------------------------------------- reads
 
@@ -284,6 +292,7 @@ class Store:
 
     async def put(self, key: str, value: Message, lease: Lease | None = None) -> int:
         """Write unconditionally (last writer wins)."""
+        limits.check_record(key, value)
         await self._ready()
         req = rpc.PutRequest(key=key.encode(), value=value.SerializeToString(), lease=lease.id if lease else 0)
         resp = await self._call(self._kv().Put(req, timeout=self.timeout))
@@ -401,7 +410,14 @@ def _check_token(prefix: str, start_after: str) -> None:
                                                          "pass the next_page_token this list returned")
 
 
+def _too_large(err: grpc.aio.AioRpcError) -> bool:
+    """etcd's 'request is too large', or its gRPC server's 'received message larger than max'."""
+    details = (err.details() or "").lower()
+    return err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED or "too large" in details or "larger than max" in details
+
+
 def _put_op(key: str, value: Message, lease: Lease | None) -> rpc.RequestOp:
+    limits.check_record(key, value)
     return rpc.RequestOp(request_put=rpc.PutRequest(key=key.encode(), value=value.SerializeToString(),
                                                     lease=lease.id if lease else 0))
 
