@@ -455,6 +455,9 @@ class McisService:
         cloud = await self.spider.call(self.spider.stub.GetDisk, spb.GetResourceRequest(
             connection=disk.connection, name=disk.iid.name))
         if attach:
+            if cloud.status == "creating":
+                raise errors.FailedPrecondition(f"{field}: {req.data_disk!r} is still being made in its cloud; "
+                                                "retry in a moment")
             if cloud.attached_vm and cloud.attached_vm != vm.iid.name:
                 raise errors.FailedPrecondition(f"{field}: {req.data_disk!r} is attached to another VM "
                                                 f"({cloud.attached_vm})")
