@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import commands, local, remote, top
+from services.cli import commands, local, mcis_vms, remote, top
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -38,6 +38,8 @@ app.command()(commands.delete)
 for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
     app.command(name=_verb)(commands.verb_command(_verb))
 app.command()(commands.scale)
+for _verb in ("attach", "detach"):
+    app.command(name=_verb)(mcis_vms.disk_command(_verb))
 app.command(name="exec")(remote.exec_)
 app.command()(top.top)
 app.command()(local.up)
