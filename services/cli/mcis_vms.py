@@ -3,6 +3,7 @@ data disk of the namespace (`cbctl attach datadisk data --mcis web --vm g-1`).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -43,7 +44,7 @@ def delete_vm(client: Client, console: Console, scope: dict[str, str], in_mcis: 
         console.print(f"vm/{vm} deleted", highlight=False)
 
 
-def disk_command(verb: str) -> typer.models.CommandFunctionType:
+def disk_command(verb: str) -> Callable[..., None]:
     """`cbctl attach|detach datadisk NAME --mcis MCIS --vm VM`."""
 
     def command(kind: Annotated[str, typer.Argument(help="datadisk")],
