@@ -11,6 +11,9 @@
    latency of reading its status (GetMcis), idle and while it was being
    built, against a bare etcd read of the same record; and of reading it
    whole (GetMcis with its VMs) against a bare etcd range of its VM records.
+4. Deleting that MCIS (DeleteMcis with terminate): the call's latency, and
+   VMs removed per second (cloud VM deleted, then its record) against the
+   rate at which the same MCIS was made.
 
 Every phase reports the CPU seconds each process used (from /proc), so the
 number says where the time went. Everything runs on loopback in a temporary
@@ -61,6 +64,8 @@ from tumblebug.settings import TumblebugSettings
 # (phase 3) the 100/s rate would cap the build at 1,000 VMs/s over 10 connections, far above what
 # tumblebug reaches on this machine.
 LIMITS = spb.ConnectionLimits(rate_per_second=1e6, burst=100_000, max_concurrency=1024)
+# Namespace quotas off: the bench's namespace holds more than the default 10,000 VMs (phases 2 and 3).
+UNLIMITED = {"CB_TUMBLEBUG_QUOTA_VMS": "-1", "CB_TUMBLEBUG_QUOTA_VCPUS": "-1"}
 TUMBLEBUG_KNOBS = ("max_per_connection", "max_per_region", "poll_interval_s", "resync_interval_s", "workers")
 
 
@@ -472,6 +477,13 @@ class BareEtcd:
                 return size
             start = resp.kvs[-1].key + b"\0"
 
+    async def count(self, prefix: str) -> int:
+        """How many records are under `prefix` (etcd counts; nothing is sent back)."""
+        p = prefix.encode()
+        resp = await self.kv.Range(etcd_rpc.RangeRequest(key=p, range_end=p[:-1] + bytes([p[-1] + 1]),
+                                                         count_only=True))
+        return int(resp.count)
+
     async def vm_statuses(self, prefix: str) -> dict[str, int]:
         """The McisVm records under `prefix` counted by status (NEW: not yet sent to spider)."""
         p = prefix.encode()
@@ -535,7 +547,7 @@ async def phase_zero(root: Path, s: Sizes, profile: Path | None) -> dict[str, An
     total = s.connections * s.per_conn_zero
     big_total = s.connections * s.per_conn_big
     in_flight = min(total, s.connections * int(tumblebug_settings()["max_per_connection"]))
-    async with Stack(root / "zero", twin, tumblebug_env={}) as stack:
+    async with Stack(root / "zero", twin, tumblebug_env=UNLIMITED) as stack:
         direct_conns = await stack.connections(s.connections, LIMITS)
         tb_conns = await stack.connections(s.connections, LIMITS)
         with Meter(stack, total) as m_direct:
@@ -574,7 +586,46 @@ async def phase_zero(root: Path, s: Sizes, profile: Path | None) -> dict[str, An
                         "process_cpu": m_big.result}
         big["reads_after_settled"] = built.settled_s is not None
         big["get_mcis_while_building"] = latency_stats(during)
-    return {"create_zero_latency": zero, "status_read_big_mcis": big}
+        # Phase 4: delete it (terminate and delete in one call), against how fast it was made.
+        with Profiler(profile, stack, "delete"), Meter(stack, big_total) as m_delete:
+            deleted = await delete_and_follow(stack, ns, "big", big_total, s.big_bound_s)
+        deleted["process_cpu"] = m_delete.result
+        create_rate = big["build"]["vm_records_vms_per_second"]
+        deleted["create_vms_per_second"] = create_rate
+        deleted["ratio_to_create"] = _ratio(deleted["vms_per_second"], create_rate)
+    return {"create_zero_latency": zero, "status_read_big_mcis": big, "delete_big_mcis": deleted}
+
+
+async def delete_and_follow(stack: Stack, ns: str, name: str, total: int, bound: float) -> dict[str, Any]:
+    """DeleteMcis(terminate) on a running MCIS: how long the call takes, and how fast its VMs go
+    (each VM record goes once its cloud VM is deleted), read from etcd every 0.1 s."""
+    etcd = BareEtcd(stack.etcd_port)
+    try:
+        t0 = time.perf_counter()
+        await stack.tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name=name, terminate=True), timeout=60)
+        rpc_s = time.perf_counter() - t0
+        half_s = gone_s = None
+        left = total
+        while time.perf_counter() - t0 < bound:
+            left = await etcd.count(keys.vms(ns, name))
+            if left * 2 <= total and half_s is None:
+                half_s = time.perf_counter() - t0
+            if left == 0:
+                gone_s = time.perf_counter() - t0
+                break
+            await asyncio.sleep(0.1)
+        record_left = await etcd.get(keys.mcis(ns, name)) > 0
+    finally:
+        await etcd.close()
+    return {"vms": total, "delete_rpc_ms": round(rpc_s * 1e3, 2), "half_gone_s": _round(half_s),
+            "all_gone_s": _round(gone_s), "vms_left": left, "mcis_record_left": record_left,
+            "vms_per_second": _ratio(total, gone_s, 1),
+            "note": "VMs per second from the DeleteMcis call until every VM record is gone (a record goes "
+                    "after its cloud VM is deleted); create rate: VM records all Running, same MCIS"}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:

@@ -69,3 +69,9 @@ def spider_name(*parts: str) -> str:
         return full
     digest = hashlib.sha256(full.encode()).hexdigest()[:10]
     return f"{full[:52].rstrip('-')}-{digest}"
+
+
+def quota(ns: str) -> str:
+    """A namespace's quota record: its own limits and the serial that admits growth one at a time
+    (outside NS_ROOT, which the reconciler's informer reads as MCIS and VM records)."""
+    return f"{ROOT}/quotas/{ns}"

@@ -49,4 +49,5 @@ class Namespaces:
             raise errors.FailedPrecondition(
                 f"namespace {name!r} still holds {held} resources or MCIS records; delete them first or pass force")
         await self.store.delete_prefix(keys.NS_ROOT + name + "/")
+        await self.store.delete(keys.quota(name))  # a namespace made again under this name starts afresh
         await self.store.delete(keys.namespace(name))

@@ -19,6 +19,7 @@ from tumblebug.mcis.remote import RemoteCommands, SshLimits
 from tumblebug.mcis.service import McisService
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
+from tumblebug.quotas import Defaults, Quotas
 from tumblebug.resources import Resources
 from tumblebug.servicer import TumblebugServicer
 from tumblebug.settings import TumblebugSettings
@@ -47,8 +48,9 @@ class TumblebugApp:
         self.catalog = Catalog(self.spider, settings.catalog_refresh_s)
         limits = SshLimits(settings.ssh_connect_timeout_s, settings.ssh_parallel)
         remote = RemoteCommands(self.store, keyring, self.monitoring, limits)
-        mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote)
-        self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog)
+        quotas = Quotas(self.store, Defaults(settings.quota_vms, settings.quota_vcpus, settings.quota_mcis))
+        mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote, quotas)
+        self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog, quotas)
         self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -15,6 +15,7 @@ from services.names import require
 from tumblebug.catalog import Catalog
 from tumblebug.mcis.service import McisService
 from tumblebug.namespaces import Namespaces
+from tumblebug.quotas import Quotas
 from tumblebug.resources import Resources
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -31,8 +32,10 @@ def _wait_budget(context: Ctx) -> float:
 class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
     """cbapi.tumblebug.v1.Tumblebug: namespaces, their resources, and MCIS."""
 
-    def __init__(self, namespaces: Namespaces, resources: Resources, mcis: McisService, catalog: Catalog) -> None:
+    def __init__(self, namespaces: Namespaces, resources: Resources, mcis: McisService, catalog: Catalog,
+                 quotas: Quotas) -> None:
         self.ns = namespaces
+        self.quotas = quotas
         self.res = resources
         self.mcis = mcis
         self.catalog = catalog
@@ -58,6 +61,17 @@ class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
         """Refused while the namespace holds resources or MCIS, unless forced."""
         await self.ns.delete(require(request.name, "name"), request.force)
         return EMPTY
+
+    async def GetNamespaceQuota(self, request: pb.GetNamespaceQuotaRequest, context: Ctx) -> pb.NamespaceQuota:
+        """The namespace's limits in force (its own, else the defaults) and what its MCIS use."""
+        await self.ns.get(require(request.namespace, "namespace"))
+        return await self.quotas.get(request.namespace)
+
+    async def UpdateNamespaceQuota(self, request: pb.UpdateNamespaceQuotaRequest,
+                                   context: Ctx) -> pb.NamespaceQuota:
+        """Set the limits given; the others keep theirs."""
+        await self.ns.get(require(request.namespace, "namespace"))
+        return await self.quotas.update(request.namespace, request.quota)
 
     # ---------------------------------------------------------- resources
 
@@ -158,6 +172,25 @@ class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
 
     async def GetMcisVm(self, request: pb.GetMcisVmRequest, context: Ctx) -> pb.McisVm:
         return await self.mcis.get_vm(request.namespace, require(request.mcis, "mcis"), require(request.name, "name"))
+
+    async def DeleteMcisVm(self, request: pb.DeleteMcisVmRequest, context: Ctx) -> pb.Mcis:
+        """Take one VM out of its MCIS (its subgroup shrinks by one); deleted in its cloud, then forgotten."""
+        require(request.mcis, "mcis")
+        require(request.name, "name")
+        changed = await self.mcis.delete_vm(request)
+        return await self._maybe_wait(request.namespace, changed, request.wait, context)
+
+    async def AttachDataDisk(self, request: pb.VmDataDiskRequest, context: Ctx) -> pb.McisVm:
+        """Attach a namespace data disk (same connection) to an MCIS VM."""
+        require(request.mcis, "mcis")
+        require(request.name, "name")
+        return await self.mcis.attach_disk(request, attach=True)
+
+    async def DetachDataDisk(self, request: pb.VmDataDiskRequest, context: Ctx) -> pb.McisVm:
+        """Detach a data disk from an MCIS VM."""
+        require(request.mcis, "mcis")
+        require(request.name, "name")
+        return await self.mcis.attach_disk(request, attach=False)
 
     async def RunMcisCommand(self, request: pb.McisCommandRequest, context: Ctx) -> pb.McisCommandResponse:
         """Run a command on the MCIS's running VMs, through each VM's healthy agent or else over SSH;

@@ -30,3 +30,8 @@ class TumblebugSettings(ServerSettings):
     # VMs one command request reaches at once.
     ssh_connect_timeout_s: float = 10.0
     ssh_parallel: int = 64
+    # Default quota of a namespace (its own, set through UpdateNamespaceQuota, wins); -1 = unlimited.
+    # VMs and vCPUs count what the namespace's MCIS ask for (subgroup sizes), MCIS the records.
+    quota_vms: int = 10_000
+    quota_vcpus: int = 40_000
+    quota_mcis: int = 1_000

@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from services.cli import mcis, output
+from services.cli import mcis, mcis_vms, output
 from services.cli.client import ApiError, Client
 from services.cli.config import Config, ConfigError, check_output, load
 from services.cli.kinds import Kind, find, get_path, prefer, set_path, where
@@ -182,7 +182,7 @@ def describe(kind: Annotated[str, typer.Argument(help="The kind.")], name: Annot
             output.describe(console, k, item)
             for child in k.children:
                 console.print(f"\n[bold]{child.title}[/bold]")
-                output.rows(console, child.columns, children[child.list_field], child.title)
+                output.rows(console, child.columns, children[child.list_field], child.title, one_line=True)
         else:
             output.dump(console, {**item, **children}, s.output)
 
@@ -380,13 +380,21 @@ def delete(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
            files: Files = None,
            force: Annotated[bool, typer.Option("--force", help="Forget the record even if the cloud refuses.")] = False,
            terminate: Annotated[bool, typer.Option(
-               "--terminate", help="An MCIS: terminate its VMs first, then delete it.")] = False,
+               "--terminate", help="An MCIS, or a VM of one: terminate first, then delete.")] = False,
+           in_mcis: Annotated[str, typer.Option("--mcis", help="A VM of this MCIS (its group shrinks by one).")] = "",
            connection: Connection = "", namespace: Namespace = "", wait: Wait = False, timeout: Timeout = 300.0,
            verbose: Verbose = False) -> None:
     """Delete one resource, or everything in the files (in reverse order)."""
 
     def body() -> None:
         s = session(connection, namespace)
+        if in_mcis:
+            if kind.lower() not in ("vm", "vms") or not name:
+                raise ApiError("--mcis takes a VM: cbctl delete vm NAME --mcis MCIS")
+            with s.client:
+                mcis_vms.delete_vm(s.client, console, s.scope, in_mcis, name,
+                                   mcis_vms.Removal(terminate, force, wait, timeout))
+            return
         if files:
             docs = list(reversed(read_documents(files, s.scope, s.given)))
         elif kind and name:

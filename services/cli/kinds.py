@@ -173,10 +173,11 @@ KINDS: tuple[Kind, ...] = (
          verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING", "terminate": "TERMINATED",
                 "refine": ""},
          ready_status="RUNNING",
+         # One line per VM in 80 columns: the group and its connection are in the subgroups above the
+         # table (a VM's name starts with its group's), the rest in `-o yaml`; long errors are cut.
          children=(Child("vms", "vms", "VMs", (
-             ("NAME", "name"), ("GROUP", "subgroup"), ("STATUS", "status"), ("TARGET", "targetAction|enum"),
-             ("CONNECTION", "connection"), ("REGION", "region"), ("PUBLIC-IP", "publicIp"),
-             ("PRIVATE-IP", "privateIp"), ("AGENT", "agentStatus"), ("ERROR", "error"))),)),
+             ("NAME", "name"), ("STATUS", "status"), ("TARGET", "targetAction|enum"), ("IP", "privateIp"),
+             ("AGENT", "agentStatus"), ("ERROR", "error"))),)),
     Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),

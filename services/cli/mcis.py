@@ -112,6 +112,22 @@ class Group:
         return ", ".join(f"{n} {s}" for s, n in self.counts.most_common())
 
 
+# An agent's status on a VM record (tumblebug reads it from dragonfly's heartbeats) that says it is
+# not serving yet. "None" (no agent wanted, or no monitoring) and "Unknown" (dragonfly could not be
+# asked) do not hold a wait: there is nothing to wait for, or no way to know.
+AGENT_COMING = frozenset({"Pending", "Unhealthy"})
+
+
+def agent_coming(vm: dict[str, Any]) -> bool:
+    """A running VM whose agent is not healthy yet: commands to it would fail."""
+    return vm.get("status") == "RUNNING" and not vm.get("removing") and vm.get("agentStatus") in AGENT_COMING
+
+
+def agents_waited(vms: list[dict[str, Any]]) -> int:
+    """How many VMs in `vms` still wait for their agent."""
+    return sum(1 for v in vms if agent_coming(v))
+
+
 def _word(status: Any) -> str:
     text = str(status or "UNDEFINED")
     return "Undefined" if text == "VM_STATUS_UNSPECIFIED" else text.replace("_", "-").capitalize()
@@ -127,7 +143,11 @@ def groups(mcis: dict[str, Any], vms: list[dict[str, Any]], want: str, only: str
     for sg in mcis.get("subgroups") or []:
         name = str(sg.get("name", ""))
         mine = [v for v in vms if v.get("subgroup") == name]
-        counts: Counter[str] = Counter("leaving" if v.get("removing") else _word(v.get("status")) for v in mine)
+        # A Running VM whose agent is not up yet is not done when Running is wanted: say so.
+        coming = want == "RUNNING"
+        counts: Counter[str] = Counter(
+            "leaving" if v.get("removing") else "Running, agent starting" if coming and agent_coming(v)
+            else _word(v.get("status")) for v in mine)
         staying = [v for v in mine if not v.get("removing")]
         leaving = len(mine) - len(staying)
         if initial is not None:
@@ -139,7 +159,8 @@ def groups(mcis: dict[str, Any], vms: list[dict[str, Any]], want: str, only: str
         else:
             total = number(sg.get("size")) + leaving
             done = sum(1 for v in staying if v.get("status") == "FAILED"
-                       or (v.get("status") == want if want else v.get("status") not in MOVING))
+                       or (v.get("status") == want and not (coming and agent_coming(v)) if want
+                           else v.get("status") not in MOVING))
         out.append(Group(name, str(sg.get("connection", "")), done, total, counts))
     return out
 

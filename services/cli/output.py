@@ -31,6 +31,10 @@ def _groups(value: Any) -> Any:
     return ",".join(f"{g.get('name')}:{g.get('size', 0)}" for g in value if isinstance(g, dict))
 
 
+# The widest a column may keep in a one-line table before it is cut too.
+ONE_LINE_CAP = 16
+ONE_LINE_LAST_MIN = 5
+
 FORMATS: dict[str, Callable[[Any], Any]] = {"enum": _enum, "groups": _groups}
 
 
@@ -59,16 +63,28 @@ def table(console: Console, kind: Kind, items: list[dict[str, Any]]) -> None:
     rows(console, kind.columns, items, kind.plural)
 
 
-def rows(console: Console, columns: Sequence[tuple[str, str]], items: list[dict[str, Any]], what: str) -> None:
-    """A table of `columns` (header, path) with one row per item."""
+def rows(console: Console, columns: Sequence[tuple[str, str]], items: list[dict[str, Any]], what: str,
+         one_line: bool = False) -> None:
+    """A table of `columns` (header, path) with one row per item. `one_line` keeps each row on one
+    line of the console, cutting the widest cells with an ellipsis (the full values are in -o yaml)."""
     if not items:
         console.print(f"No {what}.")
         return
     out = Table(box=None, pad_edge=False, header_style="bold")
-    for header, _ in columns:
-        out.add_column(header, overflow="fold")
-    for item in items:
-        out.add_row(*(column(item, spec) for _, spec in columns))
+    cells = [[column(item, spec) for _, spec in columns] for item in items]
+    if not one_line:
+        for header, _ in columns:
+            out.add_column(header, overflow="fold")
+    else:
+        # Widths set here, not left to rich (which drops whole columns when the cells are wide): short
+        # columns keep their width up to a cap, the last one (an error, say) takes what is left.
+        widths = [min(max(len(header), *(len(row[i]) for row in cells)), ONE_LINE_CAP)
+                  for i, (header, _) in enumerate(columns[:-1])]
+        last = max(console.width - sum(widths) - 2 * (len(columns) - 1), ONE_LINE_LAST_MIN)
+        for (header, _), width in zip(columns, [*widths, last], strict=True):
+            out.add_column(header, no_wrap=True, overflow="ellipsis", width=width)
+    for row in cells:
+        out.add_row(*row)
     console.print(out)
 
 

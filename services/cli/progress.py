@@ -5,6 +5,9 @@ gets a bar for itself and one per VM group: its record says *that* something cha
 (it holds counts for the whole MCIS only), so each change makes the follower read the VMs again
 (ListMcisVms, paged), at most once per `REFRESH_MIN` seconds — or slower, twice the time the
 last read took, so a huge MCIS costs the service a bounded share of its time.
+
+Waiting for Running includes each VM's agent (when the MCIS installs agents): a VM is done once it is
+Running and its agent reports healthy, so `cbctl exec` works the moment the wait ends.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from services.cli.kinds import Kind, get_path
 # How far along a VM is, by the status it reports (the target itself is 100%).
 _STAGE = {"CREATING": 0.4, "SUSPENDING": 0.5, "RESUMING": 0.5, "REBOOTING": 0.5, "TERMINATING": 0.5}
 REFRESH_MIN = 0.3
+# How often VMs are read while agents are coming up (they change nothing the stream would show).
+AGENT_POLL_S = 0.5
 VM_PAGE = 1000
 
 
@@ -150,8 +155,13 @@ class McisTarget:
         # The stream blocks its thread; a daemon thread, since a settled MCIS's stream stays open.
         threading.Thread(target=self._watch, args=(client, latest), daemon=True).start()
         interval, fetched = REFRESH_MIN, 0.0
+        agents = 0  # VMs whose agent is still coming up, at the last read
         while True:
-            if not latest.changed.wait(max(deadline - time.monotonic(), 0.0)) or time.monotonic() > deadline:
+            # Agents report to dragonfly, not to the MCIS record: while some are coming up, the VMs are
+            # read again every interval even when the record does not change.
+            limit = max(deadline - time.monotonic(), 0.0)
+            changed = latest.changed.wait(min(limit, AGENT_POLL_S) if agents else limit)
+            if (not changed and not agents) or time.monotonic() > deadline:
                 raise ApiError(f"{self.name} did not settle within {timeout:.0f}s "
                                f"(it is {latest.record.get('status', 'unknown')})", code="DEADLINE_EXCEEDED")
             # Changes that come within the interval are read together.
@@ -170,7 +180,8 @@ class McisTarget:
             if vms is None:
                 continue  # deleted between the record and its VMs: the stream says so next
             self._render(progress, record, vms)
-            if not self.gone and mcis.settled(record, self.generation):
+            agents = mcis.agents_waited(vms) if self.want == "RUNNING" else 0
+            if not self.gone and mcis.settled(record, self.generation) and not agents:
                 self._judge(record, vms)
                 return
 
@@ -225,6 +236,9 @@ class McisTarget:
                             status=f"{row.done}/{row.total}  {row.words()}")
         action = str(record.get("targetAction", "")).removeprefix("ACTION_").lower()
         doing = "" if action in ("none", "unspecified", "") else f"  ({action})"
+        coming = mcis.agents_waited(vms) if self.want == "RUNNING" else 0
+        if coming:
+            doing += f"  (waiting for {coming} agent{'s' if coming != 1 else ''} to report healthy)"
         self.totals[""] = max(sum(r.total for r in rows), 1)
         progress.update(self.tasks[""], total=self.totals[""], completed=sum(r.done for r in rows),
                         status=f"{record.get('status', '')}{doing}")

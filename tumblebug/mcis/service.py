@@ -25,6 +25,7 @@ from tumblebug.mcis.reconciler import agent_wanted
 from tumblebug.mcis.remote import RemoteCommands
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces, now, page_size
+from tumblebug.quotas import Quotas, used_by
 from tumblebug.resources import Resources
 from tumblebug.spider_client import Spider
 from tumblebug.ssh_users import check_user, default_user
@@ -36,10 +37,17 @@ def _subgroup_field(i: int, field: str) -> str:
     return f"mcis.subgroups[{i}].{field}"
 
 
+def _same_architecture(spec_arch: str, image_arch: str, spec: str, image: str, field: str) -> None:
+    """An image must run on its spec's processors (unknown on either side: not this check's to refuse)."""
+    if spec_arch and image_arch and spec_arch != image_arch:
+        raise errors.InvalidArgument.field(field, f"image {image!r} is {image_arch}, spec {spec!r} is {spec_arch}")
+
+
 class McisService:
     def __init__(self, store: Store, spider: Spider, namespaces: Namespaces, resources: Resources,
-                 monitoring: Monitoring, remote: RemoteCommands) -> None:
+                 monitoring: Monitoring, remote: RemoteCommands, quotas: Quotas) -> None:
         self.store = store
+        self.quotas = quotas
         self.spider = spider
         self.namespaces = namespaces
         self.resources = resources
@@ -93,24 +101,42 @@ class McisService:
     # ---------------------------------------------------------------- create
 
     async def _check_subgroup(self, ns: str, sg: pb.Subgroup, i: int) -> None:
-        """Validate an explicit subgroup and fill in the cloud names of its spec and image."""
+        """Validate an explicit subgroup and fill in the cloud names of its spec and image.
+
+        Everything it names must be in the namespace, ready, and on the subgroup's connection; its
+        subnet must be one of its vNet's; its image's architecture must be its spec's."""
         check_name(sg.name, _subgroup_field(i, "name"))
         if not 1 <= sg.size <= MAX_SUBGROUP:
             raise errors.InvalidArgument.field(_subgroup_field(i, "size"), f"must be 1..{MAX_SUBGROUP}")
         if not sg.connection:
             raise errors.InvalidArgument.field(_subgroup_field(i, "connection"), "is required")
+
+        def same_connection(res: pb.Resource, field: str) -> None:
+            if res.connection != sg.connection:
+                raise errors.InvalidArgument.field(
+                    _subgroup_field(i, field), f"{res.name!r} is on connection {res.connection!r}, "
+                                               f"the subgroup on {sg.connection!r}")
+
+        spec_arch = image_arch = ""
         if not sg.csp_spec:
             if not sg.spec:
                 raise errors.InvalidArgument.field(_subgroup_field(i, "spec"), "is required")
             spec = await self.resources.ready(ns, "specs", sg.spec, _subgroup_field(i, "spec"))
+            same_connection(spec, "spec")
             sg.csp_spec = spec.spec_ref.csp_spec
+            sg.vcpu, spec_arch = spec.spec_ref.vcpu, spec.spec_ref.architecture
+        else:
+            cloud_spec = await self._cloud_spec(sg.connection, sg.csp_spec, _subgroup_field(i, "csp_spec"))
+            sg.vcpu, spec_arch = cloud_spec.vcpu, cloud_spec.architecture
         image_os = ""
         if not sg.csp_image:
             if not sg.image:
                 raise errors.InvalidArgument.field(_subgroup_field(i, "image"), "is required")
             image = await self.resources.ready(ns, "images", sg.image, _subgroup_field(i, "image"))
+            same_connection(image, "image")
             sg.csp_image = image.image_ref.csp_image
-            image_os = image.image_ref.os
+            image_os, image_arch = image.image_ref.os, image.image_ref.architecture
+        _same_architecture(spec_arch, image_arch, sg.csp_spec, sg.csp_image, _subgroup_field(i, "image"))
         check_user(sg.ssh_user, _subgroup_field(i, "ssh_user"))
         sg.ssh_user = sg.ssh_user or await self._login_user(sg.connection, sg.csp_image, image_os)
         named = [("vnets", sg.vnet, "vnet"), ("ssh-keys", sg.ssh_key, "ssh_key"),
@@ -118,10 +144,30 @@ class McisService:
         for collection, name, field in named:
             if name:
                 res = await self.resources.ready(ns, collection, name, _subgroup_field(i, field))
-                if res.connection != sg.connection:
-                    raise errors.InvalidArgument.field(
-                        _subgroup_field(i, field), f"{name!r} is on connection {res.connection!r}, "
-                                                   f"the subgroup on {sg.connection!r}")
+                same_connection(res, field)
+                if collection == "vnets" and sg.subnet and sg.subnet not in {s.name for s in res.vnet.subnets}:
+                    raise errors.NotFound(f"{_subgroup_field(i, 'subnet')}: subnet {sg.subnet!r} not found in vNet "
+                                          f"{name!r} (it has {', '.join(s.name for s in res.vnet.subnets) or 'none'})")
+        if sg.subnet and not sg.vnet:
+            raise errors.InvalidArgument.field(_subgroup_field(i, "subnet"), "needs the vnet it belongs to")
+
+    async def _cloud_spec(self, connection: str, name: str, field: str) -> spb.Spec:
+        """A spec as the connection's cloud has it; NOT_FOUND naming `field` when it has none."""
+        try:
+            spec: spb.Spec = await self.spider.call(self.spider.stub.GetSpec, spb.GetSpecRequest(
+                connection=connection, name=name))
+        except errors.NotFound as err:
+            raise errors.NotFound(f"{field}: {err.message}") from err
+        return spec
+
+    async def _cloud_image(self, connection: str, name: str, field: str) -> spb.Image:
+        try:
+            image: spb.Image = await self.spider.call(self.spider.stub.GetImage, spb.GetImageRequest(
+                connection=connection, name=name))
+        except errors.NotFound as err:
+            raise errors.NotFound(f"{field}: image {name!r} not found on connection {connection!r} "
+                                  f"({err.message})") from err
+        return image
 
     async def create(self, ns: str, mcis: pb.Mcis, request_id: str) -> pb.Mcis:
         """Record the desired MCIS (status Creating) and return; the reconciler makes the VMs."""
@@ -134,6 +180,10 @@ class McisService:
             raise errors.InvalidArgument.field("mcis.subgroups", "subgroup names must be unique")
         for i, sg in enumerate(mcis.subgroups):
             await self._check_subgroup(ns, sg, i)
+        return await self._record(ns, mcis, request_id)
+
+    async def _record(self, ns: str, mcis: pb.Mcis, request_id: str) -> pb.Mcis:
+        """Write a checked MCIS (subgroups complete) under the namespace's quota."""
         if agent_wanted(mcis):
             for i, sg in enumerate(mcis.subgroups):
                 if sg.user_data:
@@ -146,14 +196,15 @@ class McisService:
                          update_time=now(), request_id=request_id or uuid.uuid4().hex, generation=1, policy_op=1)
         if mcis.HasField("install_agent"):
             record.install_agent = mcis.install_agent
-        try:
-            await self.store.create(keys.mcis(ns, mcis.name), record)
-        except errors.AlreadyExists:
-            existing = await self.get(ns, mcis.name)
+
+        def create(existing: pb.Mcis | None) -> pb.Mcis | None:
+            if existing is None:
+                return record
             if request_id and existing.request_id == request_id:
-                return existing
-            raise errors.AlreadyExists(f"MCIS {mcis.name!r} already exists in namespace {ns!r}") from None
-        return record
+                return None  # the same request again: its first answer
+            raise errors.AlreadyExists(f"MCIS {mcis.name!r} already exists in namespace {ns!r}")
+
+        return await self.quotas.write(ns, mcis.name, create, f"MCIS {mcis.name!r}")
 
     async def _login_user(self, connection: str, csp_image: str, image_os: str = "") -> str:
         """The image's default SSH user, from what the cloud says of the image."""
@@ -166,59 +217,77 @@ class McisService:
                 words += [image.os, image.display_name]
         return default_user(*words)
 
-    async def _known_connection(self, ns: str, connection: str) -> None:
-        """Prepare a connection's defaults ahead of the subgroups that need them (skipped if unknown:
-        the subgroup's own check then says what is wrong)."""
-        with contextlib.suppress(errors.NotFound):
-            await self.spider.connection(connection)
-            await self.resources.ensure_defaults(ns, connection)
-
-    async def dynamic_subgroup(self, ns: str, d: pb.DynamicSubgroup, i: int) -> pb.Subgroup:
-        """An explicit subgroup from catalog IDs, on the connection's default network and key."""
-        field = f"subgroups[{i}]"
+    async def _checked_dynamic(self, d: pb.DynamicSubgroup, field: str) -> tuple[str, spb.Spec, spb.Image]:
+        """(connection, spec, image) of a dynamic subgroup, all checked with its cloud; nothing is made."""
         check_name(d.name, f"{field}.name")
-        connection, _, spec = d.spec_id.partition("+")
-        if not connection or not spec:
+        connection, _, spec_name = d.spec_id.partition("+")
+        if not connection or not spec_name:
             raise errors.InvalidArgument.field(f"{field}.spec_id", "must be `{connection}+{spec}`")
-        image_conn, sep, image = d.image_id.partition("+")
+        image_conn, sep, image_name = d.image_id.partition("+")
         if not sep:
-            image, image_conn = d.image_id, connection
-        if not image:
+            image_name, image_conn = d.image_id, connection
+        if not image_name:
             raise errors.InvalidArgument.field(f"{field}.image_id", "is required")
         if image_conn != connection:
             raise errors.InvalidArgument.field(f"{field}.image_id", f"is on connection {image_conn!r}, "
                                                                     f"the spec on {connection!r}")
         if not 1 <= d.size <= MAX_SUBGROUP:
             raise errors.InvalidArgument.field(f"{field}.size", f"must be 1..{MAX_SUBGROUP}")
-        try:
-            await self.spider.call(self.spider.stub.GetSpec, spb.GetSpecRequest(connection=connection, name=spec))
-        except errors.NotFound as err:
-            raise errors.NotFound(f"{field}.spec_id: {err.message}") from err
         check_user(d.ssh_user, f"{field}.ssh_user")
+        spec = await self._cloud_spec(connection, spec_name, f"{field}.spec_id")
+        image = await self._cloud_image(connection, image_name, f"{field}.image_id")
+        _same_architecture(spec.architecture, image.architecture, spec.name, image.name, f"{field}.image_id")
+        return connection, spec, image
+
+    async def dynamic_subgroup(self, ns: str, d: pb.DynamicSubgroup, i: int) -> pb.Subgroup:
+        """An explicit subgroup from catalog IDs, on the connection's default network and key.
+        Every check is made before the defaults are (a refused request makes nothing)."""
+        connection, spec, image = await self._checked_dynamic(d, f"subgroups[{i}]")
+        return await self._on_defaults(ns, d, connection, spec, image)
+
+    async def _on_defaults(self, ns: str, d: pb.DynamicSubgroup, connection: str, spec: spb.Spec,
+                           image: spb.Image) -> pb.Subgroup:
         vnet, sg, key = await self.resources.ensure_defaults(ns, connection)
-        return pb.Subgroup(name=d.name, connection=connection, csp_spec=spec, csp_image=image, vnet=vnet,
-                           subnet="default", security_groups=[sg], ssh_key=key, size=d.size,
+        return pb.Subgroup(name=d.name, connection=connection, csp_spec=spec.name, csp_image=image.name, vnet=vnet,
+                           subnet="default", security_groups=[sg], ssh_key=key, size=d.size, vcpu=spec.vcpu,
                            root_disk_gib=d.root_disk_gib,
-                           ssh_user=d.ssh_user or await self._login_user(connection, image))
+                           ssh_user=d.ssh_user or default_user(image.os, image.name, image.display_name))
 
     async def create_dynamic(self, req: pb.CreateMcisDynamicRequest) -> pb.Mcis:
         await self.namespaces.get(req.namespace)
         check_name(req.name, "name")
         if not req.subgroups:
             raise errors.InvalidArgument.field("subgroups", "at least one subgroup is required")
+        names = [d.name for d in req.subgroups]
+        if len(set(names)) != len(names):
+            raise errors.InvalidArgument.field("subgroups", "subgroup names must be unique")
+        # Every subgroup is checked with its cloud before any default resource is made.
+        checked = await asyncio.gather(*(self._checked_dynamic(d, f"subgroups[{i}]")
+                                         for i, d in enumerate(req.subgroups)))
+        # The quota is judged before the defaults too (and again, guarded, when the record is written).
+        await self._fits(req.namespace, req.name, [pb.Subgroup(size=d.size, vcpu=c[1].vcpu)
+                                                   for d, c in zip(req.subgroups, checked, strict=True)])
         # Every connection's defaults at once (each made once however many subgroups share it).
-        connections = {d.spec_id.partition("+")[0] for d in req.subgroups} - {""}
-        await asyncio.gather(*(self._known_connection(req.namespace, c) for c in connections))
-        groups = [await self.dynamic_subgroup(req.namespace, d, i) for i, d in enumerate(req.subgroups)]
+        connections = {c[0] for c in checked}
+        await asyncio.gather(*(self.resources.ensure_defaults(req.namespace, c) for c in connections))
+        groups = [await self._on_defaults(req.namespace, d, *c) for d, c in zip(req.subgroups, checked, strict=True)]
         mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy)
         if req.HasField("install_agent"):
             mcis.install_agent = req.install_agent
-        return await self.create(req.namespace, mcis, req.request_id)
+        return await self._record(req.namespace, mcis, req.request_id)
+
+    async def _fits(self, ns: str, name: str, groups: list[pb.Subgroup]) -> None:
+        """Refuse early (before anything is made) an MCIS its namespace's quota has no room for."""
+        if await self.store.get(keys.mcis(ns, name), pb.Mcis) is None:  # else: a retry, or a name taken
+            await self.quotas.check(ns, used_by(pb.Mcis(name=name, subgroups=groups)))
 
     # --------------------------------------------------------------- changes
 
     async def _change(self, ns: str, name: str, change: object) -> pb.Mcis:
-        def apply(rec: pb.Mcis) -> pb.Mcis:
+        """Change the desired state (one compare-and-swap of the MCIS record, under the quota)."""
+        def apply(rec: pb.Mcis | None) -> pb.Mcis:
+            if rec is None:
+                raise errors.NotFound(f"MCIS {name!r} not found in namespace {ns!r}")
             if rec.deleting:
                 raise errors.FailedPrecondition(f"MCIS {name!r} is being deleted")
             change(rec)  # type: ignore[operator]
@@ -226,7 +295,7 @@ class McisService:
             rec.update_time.CopyFrom(now())
             return rec
 
-        return await self.store.modify(keys.mcis(ns, name), pb.Mcis, apply, f"MCIS {name!r} in namespace {ns!r}")
+        return await self.quotas.write(ns, name, apply, f"MCIS {name!r} in namespace {ns!r}")
 
     async def act(self, req: pb.McisActionRequest, action: pb.Action) -> pb.Mcis:
         """Queue a verb for the VMs in scope, after checking they are in a state that allows it."""
@@ -252,8 +321,11 @@ class McisService:
         def queue(rec: pb.Mcis) -> None:
             rec.intents.append(pb.McisIntent(id=rec.generation + 1, action=action, subgroup=req.subgroup,
                                              vm=req.vm, force=req.force))
+            # The action shows work in progress (wait and cbctl follow it to NONE) whatever the scope;
+            # the target status is the whole MCIS's, so only a verb on all of it changes that.
             rec.target_action = action
-            rec.target_status = target
+            if not req.subgroup and not req.vm:
+                rec.target_status = target
             if action == pb.ACTION_REFINE:
                 failed = [v for v in scope if v.status == common.FAILED]
                 for sg in rec.subgroups:
@@ -282,7 +354,13 @@ class McisService:
     async def add_subgroup(self, req: pb.AddSubgroupRequest) -> pb.Mcis:
         mcis = await self.get(req.namespace, req.mcis)
         if req.HasField("dynamic"):
-            sg = await self.dynamic_subgroup(req.namespace, req.dynamic, 0)
+            if any(g.name == req.dynamic.name for g in mcis.subgroups):
+                raise errors.AlreadyExists(f"subgroup {req.dynamic.name!r} already exists in MCIS {req.mcis!r}")
+            connection, spec, image = await self._checked_dynamic(req.dynamic, "dynamic")
+            # Room in the quota before the connection's defaults are made (the write checks again).
+            await self.quotas.check(req.namespace, pb.QuotaUsage(vms=req.dynamic.size,
+                                                                 vcpus=req.dynamic.size * spec.vcpu))
+            sg = await self._on_defaults(req.namespace, req.dynamic, connection, spec, image)
         else:
             sg = pb.Subgroup()
             sg.CopyFrom(req.subgroup)
@@ -291,6 +369,8 @@ class McisService:
             raise errors.AlreadyExists(f"subgroup {sg.name!r} already exists in MCIS {req.mcis!r}")
 
         def add(rec: pb.Mcis) -> None:
+            if any(g.name == sg.name for g in rec.subgroups):
+                raise errors.AlreadyExists(f"subgroup {sg.name!r} already exists in MCIS {req.mcis!r}")
             rec.subgroups.append(sg)
             rec.policy_op = rec.generation + 1
             rec.target_action = pb.ACTION_CREATE
@@ -299,24 +379,111 @@ class McisService:
         return await self._change(req.namespace, req.mcis, add)
 
     async def delete(self, req: pb.DeleteMcisRequest) -> pb.Mcis:
-        """Mark for deletion; the reconciler terminates the VMs, then removes the records."""
-        await self.get(req.namespace, req.name)
-        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)]
-        alive = [v for v in vms if v.status not in (common.TERMINATED, common.FAILED) and v.requested]
-        if alive and not (req.terminate or req.force):
-            raise errors.FailedPrecondition(
-                f"MCIS {req.name!r} still has {len(alive)} VMs that are not terminated; "
-                "terminate it first, or delete with terminate=true (or force=true)")
-
+        """Mark for deletion (one write, whatever the MCIS's size); the reconciler deletes the VMs in
+        their clouds and their records, then the MCIS record."""
         def mark(rec: pb.Mcis) -> pb.Mcis:
+            # The reconciler's counts say what still lives (not a read of every VM record: a
+            # 100,000-VM MCIS would take a minute to read). Counts lag the VMs by a pass at most.
+            c = rec.status_count
+            alive = c.total - c.terminated - c.failed
+            if alive > 0 and not (req.terminate or req.force or rec.deleting):
+                raise errors.FailedPrecondition(
+                    f"MCIS {req.name!r} still has {alive} VMs that are not terminated; "
+                    "terminate it first, or delete with terminate=true (or force=true)")
             rec.deleting = True
-            rec.force_delete = req.force
+            rec.force_delete = rec.force_delete or req.force
             rec.target_action = pb.ACTION_TERMINATE
             rec.target_status = common.TERMINATED
             rec.generation += 1
             return rec
 
-        return await self.store.modify(keys.mcis(req.namespace, req.name), pb.Mcis, mark, f"MCIS {req.name!r}")
+        return await self.store.modify(keys.mcis(req.namespace, req.name), pb.Mcis, mark,
+                                       f"MCIS {req.name!r} in namespace {req.namespace!r}")
+
+    async def delete_vm(self, req: pb.DeleteMcisVmRequest) -> pb.Mcis:
+        """Take one VM out of its MCIS: in one transaction its subgroup shrinks by one and the VM is
+        marked `removing`; the reconciler deletes it in its cloud, then its record."""
+        ns, name, vm_key = req.namespace, req.mcis, keys.vm(req.namespace, req.mcis, req.name)
+        for _ in range(20):
+            head = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+            found = await self.store.must_get(vm_key, pb.McisVm, f"VM {req.name!r} in MCIS {name!r}")
+            mcis, vm = head.value, found.value
+            if mcis.deleting:
+                raise errors.FailedPrecondition(f"MCIS {name!r} is being deleted")
+            if vm.removing:
+                return mcis  # already on its way out
+            if vm.status not in (common.TERMINATED, common.FAILED) and vm.requested and not (req.terminate or req.force):
+                raise errors.FailedPrecondition(
+                    f"VM {req.name!r} is {status.word(vm.status)}; terminate it first, or delete it with "
+                    "terminate=true (or force=true)")
+            if vm.data_disks and not req.force:
+                raise errors.FailedPrecondition(
+                    f"VM {req.name!r} has data disks attached ({', '.join(vm.data_disks)}); detach them first, "
+                    "or delete it with force=true")
+            group = next((sg for sg in mcis.subgroups if sg.name == vm.subgroup), None)
+            if group is not None and group.size > 0:
+                group.size -= 1  # so membership does not make a VM in its place
+            mcis.generation += 1
+            mcis.update_time.CopyFrom(now())
+            vm.removing = True
+            vm.update_time.CopyFrom(now())
+            try:
+                await self.store.commit([], [(head.key, mcis, head.mod_revision), (vm_key, vm, found.mod_revision)])
+                return mcis
+            except errors.Aborted:
+                await asyncio.sleep(0.005)
+        raise errors.Aborted(f"MCIS {name!r} is being changed by many writers at once; retry")
+
+    # ------------------------------------------------------------ data disks
+
+    async def attach_disk(self, req: pb.VmDataDiskRequest, attach: bool) -> pb.McisVm:
+        """Attach (or detach) a namespace data disk to an MCIS VM through spider, then record it on
+        the VM. Spider's answer is the truth: a retry after a lost record write finds the disk
+        already where it was asked to be and only records it."""
+        ns, vm_key = req.namespace, keys.vm(req.namespace, req.mcis, req.name)
+        field = "data_disk"
+        if not req.data_disk:
+            raise errors.InvalidArgument.field(field, "is required")
+        await self.get(ns, req.mcis)
+        vm = (await self.store.must_get(vm_key, pb.McisVm, f"VM {req.name!r} in MCIS {req.mcis!r}")).value
+        disk = await self.resources.ready(ns, "data-disks", req.data_disk, field)
+        if disk.connection != vm.connection:
+            raise errors.InvalidArgument.field(field, f"{req.data_disk!r} is on connection {disk.connection!r}, "
+                                                      f"the VM on {vm.connection!r}")
+        if vm.removing or not vm.iid.csp_id:
+            raise errors.FailedPrecondition(f"VM {req.name!r} is {'being removed' if vm.removing else 'not made yet'}")
+        cloud = await self.spider.call(self.spider.stub.GetDisk, spb.GetResourceRequest(
+            connection=disk.connection, name=disk.iid.name))
+        if attach:
+            if cloud.status == "creating":
+                raise errors.FailedPrecondition(f"{field}: {req.data_disk!r} is still being made in its cloud; "
+                                                "retry in a moment")
+            if cloud.attached_vm and cloud.attached_vm != vm.iid.name:
+                raise errors.FailedPrecondition(f"{field}: {req.data_disk!r} is attached to another VM "
+                                                f"({cloud.attached_vm})")
+            if vm.status not in (common.RUNNING, common.SUSPENDED):
+                raise errors.FailedPrecondition(f"VM {req.name!r} is {status.word(vm.status)}; "
+                                                "a disk is attached to a Running or Suspended VM")
+            if cloud.attached_vm != vm.iid.name:
+                await self.spider.call(self.spider.stub.AttachDisk, spb.AttachDiskRequest(
+                    connection=disk.connection, name=disk.iid.name, vm=vm.iid.name))
+        else:
+            if req.data_disk not in vm.data_disks and cloud.attached_vm != vm.iid.name:
+                raise errors.FailedPrecondition(f"{field}: {req.data_disk!r} is not attached to VM {req.name!r}")
+            if cloud.attached_vm == vm.iid.name:
+                await self.spider.call(self.spider.stub.DetachDisk, spb.DetachDiskRequest(
+                    connection=disk.connection, name=disk.iid.name))
+
+        def record(v: pb.McisVm) -> pb.McisVm | None:
+            disks = [d for d in v.data_disks if d != req.data_disk] + ([req.data_disk] if attach else [])
+            if list(v.data_disks) == disks:
+                return None
+            del v.data_disks[:]
+            v.data_disks.extend(disks)
+            v.update_time.CopyFrom(now())
+            return v
+
+        return await self.store.modify(vm_key, pb.McisVm, record, f"VM {req.name!r} in MCIS {req.mcis!r}")
 
     async def register(self, req: pb.RegisterVmsRequest) -> pb.Mcis:
         """Adopt existing cloud VMs (through spider) as a subgroup of an MCIS."""
