@@ -15,13 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services.launcher.processes import free_port
-from services.rpc.client import is_serving
+from services.rpc.client import channel, is_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +62,7 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
         assert await is_serving(f"127.0.0.1:{ports['tumblebug']}")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
+        async with channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
         assert len({c.provider for c in conns}) >= 3 and len(conns) >= 6

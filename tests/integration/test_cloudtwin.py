@@ -17,6 +17,7 @@ import pytest
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 from cbapi.cloudtwin.v1.cloudtwin_pb2_grpc import CloudTwinStub
 from services.launcher.processes import Proc, free_port, python_service, start_grpc
+from services.rpc.client import channel
 from spider.cloudtwin.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +49,8 @@ async def start_twin(run_dir: Path, name: str = "cloudtwin", **env: str) -> Twin
     except BaseException:
         proc.stop()
         raise
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return Twin(proc, port, channel, CloudTwinStub(channel))
+    ch = channel(f"127.0.0.1:{port}")
+    return Twin(proc, port, ch, CloudTwinStub(ch))
 
 
 @pytest.fixture(scope="module")
