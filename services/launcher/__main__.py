@@ -4,7 +4,9 @@ Starts etcd and NATS (JetStream) with their data under one run directory, then
 CloudTwin, spider, tumblebug and the gateway, waits for each to be healthy,
 registers the demo clouds and the demo namespace, prints where everything
 listens, and on one Ctrl-C stops every process it started, by PID, in reverse
-order.
+order. Every hop is mutual TLS: the CA in run_dir/tls (made on the first run,
+or the operator's own placed there) issues each process its certificate; the
+launcher itself calls as `admin`.
 """
 
 from __future__ import annotations
