@@ -28,7 +28,7 @@ class CommonSettings(BaseSettings):
     def etcd_target(self) -> tuple[str, int]:
         """The first etcd endpoint as (host, port)."""
         first = self.etcd_endpoints.split(",")[0].strip()
-        first = first.removeprefix("http://")
+        first = first.removeprefix("https://").removeprefix("http://")
         host, _, port = first.rpartition(":")
         return host or "127.0.0.1", int(port or 2379)
 
