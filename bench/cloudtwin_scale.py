@@ -64,6 +64,7 @@ from dragonfly.agent.sources import TwinSource
 from dragonfly.subjects import VmId
 from services import natsauth
 from services.launcher import processes as procs
+from services.rpc.client import channel
 
 NS = "twin"
 TWIN_AUTH = (("x-twin-access-key", "cloudtwin-scale"), ("x-twin-secret-key", "bench"))
@@ -118,6 +119,7 @@ class Suite:
         df_port, twin_port = procs.free_port(), procs.free_port()
         self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
         # Registrations go to etcd once per agent; no fsync keeps the disk out of the numbers.
+        procs.own_authority(self.root / "tls")
         etcd = procs.etcd(self.root, etcd_port, durable=False)
         self.procs.append(etcd)
         await procs.start_tcp(etcd, etcd_port)
@@ -143,9 +145,9 @@ class Suite:
             "CB_CLOUDTWIN_GUEST_DIR": str(self.root / "guests"), "CB_LOG_LEVEL": "WARNING"})
         self.procs.append(self.twin)
         await procs.start_grpc(self.twin, twin_port)
-        self.df_channel = grpc.aio.insecure_channel(f"127.0.0.1:{df_port}", options=GRPC_OPTIONS)
+        self.df_channel = channel(f"127.0.0.1:{df_port}", options=GRPC_OPTIONS)
         self.df = dpb_grpc.DragonflyStub(self.df_channel)
-        self.twin_channel = grpc.aio.insecure_channel(f"127.0.0.1:{twin_port}", options=GRPC_OPTIONS)
+        self.twin_channel = channel(f"127.0.0.1:{twin_port}", options=GRPC_OPTIONS)
         self.cloud = tw_grpc.CloudTwinStub(self.twin_channel)
         return self
 

@@ -21,13 +21,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import Stack
 from cbapi.spider.v1 import spider_pb2 as pb
 from services.launcher import processes as procs
+from services.rpc.client import channel
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -55,11 +54,12 @@ async def closed_loop(call: Callable[[], Awaitable[object]], workers: int, secon
 
 async def bench_status(root: Path, workers: int, seconds: float) -> dict[str, object]:
     echo_port = procs.free_port()
+    procs.own_authority(root / "tls")
     echo = procs.Proc("echo", [sys.executable, str(Path(__file__).with_name("echo_server.py")), str(echo_port)],
                       root / "echo.log")
     await procs.start_tcp(echo, echo_port)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as ch:
+        async with channel(f"127.0.0.1:{echo_port}") as ch:
             rpc = ch.unary_unary("/bench.Echo/Echo")
             payload = pb.GetResourceRequest(connection="c", name="vm-00000").SerializeToString()
             await rpc(payload)

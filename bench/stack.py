@@ -16,6 +16,7 @@ from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.launcher import processes as procs
+from services.rpc.client import channel
 
 
 class Stack:
@@ -40,6 +41,7 @@ class Stack:
         # Prometheus text (RPC counts by method) of spider and tumblebug; etcd serves its own on its client port.
         self.spider_metrics_port = procs.free_port()
         self.tumblebug_metrics_port = 0
+        procs.own_authority(self.root / "tls")
         etcd = procs.etcd(self.root, self.etcd_port)
         self.procs.append(etcd)
         await procs.start_tcp(etcd, self.etcd_port)
@@ -73,10 +75,10 @@ class Stack:
             await procs.start_grpc(self.tumblebug, self.tumblebug_port)
             self.tumblebug_starts = 1
             # A whole 10,000-VM MCIS (GetMcis with vms) is a few MB.
-            self.tb_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.tumblebug_port}", options=[
+            self.tb_channel = channel(f"127.0.0.1:{self.tumblebug_port}", options=[
                 ("grpc.max_receive_message_length", 256 << 20)])
             self.tb = tumblebug_pb2_grpc.TumblebugStub(self.tb_channel)
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.spider_port}")
+        self.channel = channel(f"127.0.0.1:{self.spider_port}")
         self.stub = spider_pb2_grpc.SpiderStub(self.channel)
         return self
 
@@ -99,7 +101,7 @@ class Stack:
 
     async def connections(self, count: int, limits: pb.ConnectionLimits | None = None) -> list[tuple[str, str, str]]:
         """`count` connections on distinct twin regions: (name, image, spec)."""
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.twin_port}") as ch:
+        async with channel(f"127.0.0.1:{self.twin_port}") as ch:
             providers = (await tw_grpc.CloudTwinStub(ch).ListProviders(tw.ListProvidersRequest())).providers
         regions = [(p.name, r) for p in providers for r in p.regions][:count]
         if len(regions) < count:

@@ -54,6 +54,7 @@ from bench.stack import Stack
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services.rpc.client import channel
 from tumblebug import keys
 from tumblebug.settings import TumblebugSettings
 
@@ -457,7 +458,7 @@ class BareEtcd:
     """The same records read straight from etcd by this process (raw bytes, no decoding)."""
 
     def __init__(self, port: int) -> None:
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
+        self.channel = channel(f"127.0.0.1:{port}", options=[
             ("grpc.max_receive_message_length", 256 << 20)])
         self.kv = etcd_grpc.KVStub(self.channel)
 

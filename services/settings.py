@@ -5,6 +5,9 @@ Defaults run the whole suite on one machine.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,7 +28,7 @@ class CommonSettings(BaseSettings):
     def etcd_target(self) -> tuple[str, int]:
         """The first etcd endpoint as (host, port)."""
         first = self.etcd_endpoints.split(",")[0].strip()
-        first = first.removeprefix("http://")
+        first = first.removeprefix("https://").removeprefix("http://")
         host, _, port = first.rpartition(":")
         return host or "127.0.0.1", int(port or 2379)
 
@@ -43,3 +46,21 @@ class ServerSettings(BaseSettings):
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class TlsSettings(BaseSettings):
+    """The files of this process's mutual TLS (prefix `CB_TLS_`): the CA it trusts, its own
+    certificate and key. Unset, they are the `admin` identity of the local suite's run directory
+    (`$CB_RUN_DIR/tls/`, `.run/tls/` by default), which is what cbctl uses beside `make run`."""
+
+    model_config = SettingsConfigDict(env_prefix="CB_TLS_", extra="ignore")
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def files(self) -> tuple[Path, Path, Path]:
+        """(CA bundle, certificate, key), the defaults filled in."""
+        base = Path(os.environ.get("CB_RUN_DIR", ".run")) / "tls"
+        return (Path(self.ca_file or base / "ca.crt"), Path(self.cert_file or base / "admin.crt"),
+                Path(self.key_file or base / "admin.key"))

@@ -2,6 +2,10 @@
 
 Tests share them and stay apart by using fresh connection names and fresh
 CloudTwin accounts. Tests that kill or restart a server start their own.
+
+Mutual TLS is on as in the launcher: a session CA issues each server its
+certificate (see `services.launcher.processes`), and this process calls them as
+`admin`.
 """
 
 from __future__ import annotations
@@ -9,14 +13,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services import tls
+from services.rpc.client import channel
 from tests import servers
 from tests.integration.tumblebug.monitored import monitored_tumblebug
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_ca(tmp_path_factory: pytest.TempPathFactory) -> tls.Authority:
+    """The session's private CA; this process (and what it starts without other settings) is `admin`."""
+    authority = tls.Authority.ensure(tmp_path_factory.mktemp("tls"))
+    authority.identity("admin").install()
+    return authority
 
 
 @pytest.fixture(scope="session")
@@ -70,17 +83,17 @@ async def monitored_server(run_dir: Path, spider: servers.Server) -> AsyncIterat
 @pytest_asyncio.fixture(loop_scope="session")
 async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
     """A client of the agent-installing tumblebug."""
-    async with grpc.aio.insecure_channel(monitored_server.address) as ch:
+    async with channel(monitored_server.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def tb(tumblebug: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    async with grpc.aio.insecure_channel(tumblebug.address) as ch:
+    async with channel(tumblebug.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub(spider: servers.Server) -> AsyncIterator[spider_pb2_grpc.SpiderStub]:
-    async with grpc.aio.insecure_channel(spider.address) as ch:
+    async with channel(spider.address) as ch:
         yield spider_pb2_grpc.SpiderStub(ch)

@@ -13,6 +13,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services.launcher import processes as procs
+from services.rpc.client import channel
 
 
 @dataclass
@@ -97,7 +98,7 @@ def spider_stub(channel: grpc.aio.Channel) -> spider_pb2_grpc.SpiderStub:
 
 async def twin_regions(twin: Server) -> list[tuple[str, str]]:
     """(provider, region) pairs the twin offers."""
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         reply = await tw_grpc.CloudTwinStub(ch).ListProviders(tw.ListProvidersRequest())
     return [(p.name, r) for p in reply.providers for r in p.regions]
 
@@ -108,6 +109,7 @@ class TwinConnection:
     provider: str
     region: str
     access_key: str
+    secret_key: str = ""
 
 
 async def make_connection(stub: spider_pb2_grpc.SpiderStub, twin: Server, provider: str, region: str,
@@ -122,4 +124,4 @@ async def make_connection(stub: spider_pb2_grpc.SpiderStub, twin: Server, provid
         name=f"reg-{tag}", driver="mock", region=region, settings={"endpoint": twin.address, "provider": provider})))
     await stub.CreateConnection(pb.CreateConnectionRequest(connection=pb.Connection(
         name=name, driver="mock", credential=f"cred-{tag}", region=f"reg-{tag}", limits=limits)))
-    return TwinConnection(name, provider, region, access)
+    return TwinConnection(name, provider, region, access, f"s3cret-{tag}")

@@ -203,10 +203,8 @@ def public_routes(gw: Gateway) -> list[BaseRoute]:
     async def readyz(request: Request) -> Response:
         health = await gw.backends.health()
         ready = any(health.values()) and len(gw.backends.table) > 0
-        body = {"ready": ready, "routes": len(gw.backends.table), "backends": {
-            name: {"address": gw.backends.backends[name].address, "serving": ok,
-                   "api": (s.source if (s := gw.backends.backends[name].schema) else "none")}
-            for name, ok in health.items()}}
+        # Public: whether it is ready and which backend serves, never where they listen.
+        body = {"ready": ready, "backends": {name: {"serving": ok} for name, ok in health.items()}}
         return json_response(body, 200 if ready else 503)
 
     async def openapi_json(request: Request) -> Response:
@@ -221,9 +219,9 @@ def public_routes(gw: Gateway) -> list[BaseRoute]:
 
 
 _READY_SCHEMA = {"type": "object", "properties": {
-    "ready": {"type": "boolean"}, "routes": {"type": "integer"},
+    "ready": {"type": "boolean"},
     "backends": {"type": "object", "additionalProperties": {"type": "object", "properties": {
-        "address": {"type": "string"}, "serving": {"type": "boolean"}, "api": {"type": "string"}}}}}}
+        "serving": {"type": "boolean"}}}}}}
 _PUBLIC_PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": {"operationId": "Gateway_Healthz", "tags": ["Gateway"], "security": [],
                          "summary": "The gateway process is up",

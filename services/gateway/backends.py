@@ -34,8 +34,7 @@ from services.gateway.routes import (
     check_route,
     parse_template,
 )
-from services.rpc.client import OPTIONS as CHANNEL_OPTIONS
-from services.rpc.client import is_serving
+from services.rpc.client import channel, is_serving
 
 log = logging.getLogger("gateway")
 
@@ -118,8 +117,9 @@ class Backends:
 
     def __init__(self, addresses: Mapping[str, str], refresh_seconds: float = 30.0, timeout: float = 30.0,
                  reflection_timeout: float = 2.0) -> None:
-        # Plain channels: the request ID goes in each call's metadata (cheaper than an aio interceptor).
-        self.backends = {name: Backend(name, address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        # Mutual TLS as the gateway's own identity; no interceptor: the request ID goes in each
+        # call's metadata (cheaper than an aio interceptor).
+        self.backends = {name: Backend(name, address, channel(address, request_ids=False))
                          for name, address in addresses.items()}
         self.refresh_seconds = refresh_seconds
         self.timeout = timeout

@@ -4,7 +4,9 @@ Starts etcd and NATS (JetStream) with their data under one run directory, then
 CloudTwin, spider, tumblebug and the gateway, waits for each to be healthy,
 registers the demo clouds and the demo namespace, prints where everything
 listens, and on one Ctrl-C stops every process it started, by PID, in reverse
-order.
+order. Every hop is mutual TLS: the CA in run_dir/tls (made on the first run,
+or the operator's own placed there) issues each process its certificate; the
+launcher itself calls as `admin`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import grpc
 
 from dragonfly.storage import victoriametrics
-from services import natsauth
+from services import natsauth, tls
 from services.gateway import launch as gateway_launch
 from services.launcher import demo
 from services.launcher import processes as procs
@@ -83,7 +85,7 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         await procs.start_grpc(proc, ports[name])
 
     etcd = procs.etcd(run_dir, ports["etcd"])
-    started.append(Endpoint("etcd", f"http://127.0.0.1:{ports['etcd']}", etcd))
+    started.append(Endpoint("etcd", f"https://127.0.0.1:{ports['etcd']}", etcd))
     await procs.start_tcp(etcd, ports["etcd"])
     # NATS admits only JWT users: dragonfly (the one service on NATS) has its own, each agent its own.
     auth = natsauth.write_suite_auth(run_dir / "nats-auth")
@@ -134,7 +136,9 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
     if example:
         print(f"      {example}")
     spider = next(ep.address for ep in started if ep.name == "spider")
-    print(f"      grpcurl -plaintext {spider} list   (reflection is on)")
+    tls_dir = run_dir / "tls"
+    print(f"      grpcurl -cacert {tls_dir}/ca.crt -cert {tls_dir}/admin.crt -key {tls_dir}/admin.key {spider} list"
+          "   (mutual TLS; reflection is on)")
     print("Press Ctrl-C once to stop everything.\n", flush=True)
 
 
@@ -161,6 +165,9 @@ async def main() -> int:
         return 1
     pid_file = run_dir / "launcher.pid"
     pid_file.write_text(str(os.getpid()))
+    # The suite's private CA (or the operator's, placed there beforehand), reused across runs:
+    # every child gets its own certificate from it; the launcher itself calls as `admin`.
+    tls.Authority.ensure(run_dir / "tls").identity("admin").install()
     env = {
         "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
         "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}",

@@ -11,6 +11,7 @@ from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 
 NAMESPACE = "demo"
 
@@ -27,10 +28,10 @@ async def register(spider_addr: str, twin_addr: str, providers: int = 3, regions
     """Register `providers` × up to `regions` twin regions as connections; returns their names.
 
     Safe to run again: what exists already is left as it is."""
-    async with grpc.aio.insecure_channel(twin_addr) as ch:
+    async with channel(twin_addr) as ch:
         catalog = await tw_grpc.CloudTwinStub(ch).ListProviders(tw.ListProvidersRequest())
     names: list[str] = []
-    async with grpc.aio.insecure_channel(spider_addr) as ch:
+    async with channel(spider_addr) as ch:
         spider = spider_pb2_grpc.SpiderStub(ch)
         for provider in list(catalog.providers)[:providers]:
             cred = f"{provider.name}-demo"
@@ -49,7 +50,7 @@ async def register(spider_addr: str, twin_addr: str, providers: int = 3, regions
 
 async def namespace(tumblebug_addr: str, name: str = NAMESPACE) -> str:
     """The demo namespace, made if missing (safe to run again)."""
-    async with grpc.aio.insecure_channel(tumblebug_addr) as ch:
+    async with channel(tumblebug_addr) as ch:
         await _create(tumblebug_pb2_grpc.TumblebugStub(ch).CreateNamespace, tb.CreateNamespaceRequest(
             namespace=tb.Namespace(name=name, description="Made by the local suite to start in")))
     return name
@@ -59,7 +60,7 @@ async def mcis_example(tumblebug_addr: str, connections: list[str], groups: int 
     """A `cbctl create mcis` line over the cheapest x86_64 spec of `groups` demo connections on
     different providers, with real catalog IDs; "" when the catalog has none."""
     picks: list[tuple[tb.CatalogSpec, tb.CatalogImage]] = []
-    async with grpc.aio.insecure_channel(tumblebug_addr) as ch:
+    async with channel(tumblebug_addr) as ch:
         stub = tumblebug_pb2_grpc.TumblebugStub(ch)
         providers: set[str] = set()
         for conn in connections:

@@ -1,7 +1,9 @@
 """Child processes of the launcher and of the tests: etcd, NATS, and our own servers.
 
 Every process binds 127.0.0.1 on a port chosen here, keeps its data and its
-log under one run directory, and is stopped by its PID.
+log under one run directory, and is stopped by its PID. Each one is given its own
+certificate, issued by the CA of the process that starts it (`tls_env`): etcd serves
+and peers over mutual TLS, our servers read theirs from `CB_TLS_…`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services import tls
 from services.rpc.client import is_serving
 
 BIN = Path(sys.executable).parent
@@ -129,15 +132,43 @@ async def tcp_open(port: int) -> bool:
     return True
 
 
+def own_authority(directory: Path) -> tls.Authority:
+    """The CA this process issues its children's certificates from: the one its settings name
+    (a test session's, say), else a new one in `directory`, this process then being `admin`."""
+    if os.environ.get("CB_TLS_CA_FILE"):
+        with contextlib.suppress(FileNotFoundError):
+            return tls.authority_of_this_process()
+    authority = tls.Authority.ensure(directory)
+    authority.identity("admin").install()
+    return authority
+
+
+def identity(name: str) -> tls.Identity:
+    """The certificate of a child called `name`, issued by this process's own CA."""
+    return tls.authority_of_this_process().identity(name)
+
+
+def tls_env(name: str) -> dict[str, str]:
+    """`CB_TLS_…` that make a child process the identity `name`."""
+    return identity(name).env()
+
+
 def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True) -> Proc:
-    """etcd with its data under run_dir/etcd. `durable=False` skips fsync (tests)."""
+    """etcd with its data under run_dir/etcd, clients and peers on mutual TLS (identity `etcd`).
+    `durable=False` skips fsync (tests)."""
     peer = peer_port or free_port()
+    me = identity("etcd")
     argv = [
         binary("etcd"), "--name", "cb", "--data-dir", str(run_dir / "etcd"),
-        "--listen-client-urls", f"http://127.0.0.1:{port}", "--advertise-client-urls", f"http://127.0.0.1:{port}",
-        "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-        "--initial-cluster", f"cb=http://127.0.0.1:{peer}", "--log-level", "warn",
+        "--listen-client-urls", f"https://127.0.0.1:{port}", "--advertise-client-urls", f"https://127.0.0.1:{port}",
+        "--listen-peer-urls", f"https://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"https://127.0.0.1:{peer}",
+        "--initial-cluster", f"cb=https://127.0.0.1:{peer}", "--log-level", "warn",
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
+        # Only a client with a certificate of our CA gets in; the same for peers.
+        "--client-cert-auth", "--trusted-ca-file", str(me.ca_file),
+        "--cert-file", str(me.cert_file), "--key-file", str(me.key_file),
+        "--peer-client-cert-auth", "--peer-trusted-ca-file", str(me.ca_file),
+        "--peer-cert-file", str(me.cert_file), "--peer-key-file", str(me.key_file),
     ]
     if not durable:
         argv.append("--unsafe-no-fsync")
@@ -153,8 +184,14 @@ def nats(run_dir: Path, port: int, config: Path | None = None) -> Proc:
 
 
 def python_service(name: str, module: str, run_dir: Path, env: Mapping[str, str]) -> Proc:
-    """One of our servers, run as `python -m module` with its settings in `env`."""
-    return Proc(name, [sys.executable, "-m", module], run_dir / "logs" / f"{name}.log", env=dict(env))
+    """One of our servers, run as `python -m module` with its settings in `env`.
+
+    Its TLS identity is `name` up to the first "-" (`spider-4242` is `spider`), with a
+    certificate from this process's CA, unless `env` names certificate files already."""
+    full = dict(env)
+    if "CB_TLS_CERT_FILE" not in full:
+        full |= tls_env(name.split("-")[0])
+    return Proc(name, [sys.executable, "-m", module], run_dir / "logs" / f"{name}.log", env=full)
 
 
 async def start_grpc(proc: Proc, port: int, timeout: float = 30.0) -> Proc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import errors
 from services.rpc.interceptors import RequestIdClientInterceptor
+from services.rpc.tls import channel_credentials
 
 T = TypeVar("T")
 
@@ -24,14 +25,20 @@ OPTIONS = [
 ]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to a loopback or cluster-internal service."""
-    return grpc.aio.insecure_channel(address, options=OPTIONS, interceptors=[RequestIdClientInterceptor()])
+def channel(address: str, options: Sequence[tuple[str, Any]] = (), request_ids: bool = True) -> grpc.aio.Channel:
+    """A mutual-TLS channel to a service of the suite (or CloudTwin), presenting this process's
+    certificate (`CB_TLS_…`). `options` add to or override the defaults; without `request_ids`
+    the caller puts the request ID in each call's metadata itself."""
+    merged = dict(OPTIONS)
+    merged.update(options)
+    interceptors = [RequestIdClientInterceptor()] if request_ids else None
+    return grpc.aio.secure_channel(address, channel_credentials(), options=list(merged.items()),
+                                   interceptors=interceptors)
 
 
 async def is_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
-    """True when the standard health check of `address` answers SERVING."""
-    async with grpc.aio.insecure_channel(address) as ch:
+    """True when the standard health check of `address` answers SERVING (over mutual TLS)."""
+    async with channel(address, request_ids=False) as ch:
         try:
             reply = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 
 from services import logs
 from services.rpc.interceptors import ServerInterceptor
+from services.rpc.tls import server_credentials
 from services.settings import CommonSettings, ServerSettings
 
 log = logging.getLogger("server")
@@ -66,7 +67,8 @@ class Server:
         names = [b.name for b in bindings]
         reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         self.names = names
-        self.port = self.grpc.add_insecure_port(address)
+        # Mutual TLS only: a caller without a certificate of our CA is refused in the handshake.
+        self.port = self.grpc.add_secure_port(address, server_credentials())
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
 

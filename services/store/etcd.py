@@ -1,4 +1,8 @@
-"""The store over etcd (aetcd holds the connection; the raw etcd v3 API does the work).
+"""The store over etcd (the raw etcd v3 API, through aetcd's generated stubs).
+
+The connection is mutual TLS with this process's certificate (`CB_TLS_…`): etcd runs
+with `--client-cert-auth`. aetcd's own Client cannot do TLS (it opens an insecure
+channel), so the store opens the channel itself and uses only aetcd's stubs.
 
 Every record is one key holding a binary protobuf message. Writes that depend
 on what was read are guarded by the key's `mod_revision`; a lost race raises
@@ -15,13 +19,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import aetcd
 import grpc
 from aetcd import rpc
 from aetcd.rpc import rpc_pb2_grpc
 from google.protobuf.message import DecodeError, Message
 
 from services import errors, limits
+from services.rpc.client import channel
+from services.rpc.tls import TlsConfigError
 
 log = logging.getLogger("store")
 
@@ -106,29 +111,36 @@ class Store:
     def __init__(self, host: str = "127.0.0.1", port: int = 2379, timeout: float = 5.0) -> None:
         self.timeout = timeout
         self.target = f"{host}:{port}"
-        self._client = aetcd.Client(host=host, port=port, timeout=int(max(timeout, 1)))
+        self._channel: grpc.aio.Channel | None = None
+        self._kv_stub: rpc_pb2_grpc.KVStub | None = None
+        self._leases: rpc_pb2_grpc.LeaseStub | None = None
         self._watch_stub: rpc_pb2_grpc.WatchStub | None = None
 
     @classmethod
     def from_endpoints(cls, endpoints: str, timeout: float = 5.0) -> Store:
-        first = endpoints.split(",")[0].strip().removeprefix("http://")
+        first = endpoints.split(",")[0].strip().removeprefix("https://").removeprefix("http://")
         host, _, port = first.rpartition(":")
         return cls(host or "127.0.0.1", int(port or 2379), timeout)
 
     async def connect(self) -> None:
-        await self._client.connect()
+        await self._ready()
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.close()
+        channel, self._channel = self._channel, None
+        self._kv_stub = self._leases = self._watch_stub = None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     # ------------------------------------------------------------ plumbing
 
     def _kv(self) -> rpc_pb2_grpc.KVStub:
-        return self._client.kvstub
+        assert self._kv_stub is not None
+        return self._kv_stub
 
     def _lease_stub(self) -> rpc_pb2_grpc.LeaseStub:
-        return self._client.leasestub
+        assert self._leases is not None
+        return self._leases
 
     async def _call(self, awaitable: Awaitable[object]) -> object:
         try:
@@ -147,11 +159,17 @@ class Store:
             raise errors.Internal(f"etcd error: {err.details()}") from err
 
     async def _ready(self) -> None:
+        if self._channel is not None:
+            return
         try:
-            await self._client.connect()
-        except (TimeoutError, aetcd.exceptions.ClientError, OSError) as err:
+            # Lazy like any gRPC channel: an etcd that is down shows as UNAVAILABLE on the first call.
+            self._channel = channel(self.target, options=[("grpc.keepalive_time_ms", 30_000)], request_ids=False)
+        except (TlsConfigError, OSError) as err:
             log.warning("etcd unavailable", extra={"target": self.target, "error": str(err)[:300]})
             raise errors.Unavailable("the store (etcd) is unavailable; retry shortly") from err
+        self._kv_stub = rpc_pb2_grpc.KVStub(self._channel)
+        self._leases = rpc_pb2_grpc.LeaseStub(self._channel)
+        self._watch_stub = None
 
     # -------------------------------------------------------------- reads
 
@@ -375,8 +393,9 @@ class Store:
         while True:
             try:
                 await self._ready()
-                if self._watch_stub is None or self._client.channel is None:
-                    self._watch_stub = rpc_pb2_grpc.WatchStub(self._client.channel)
+                if self._watch_stub is None:
+                    assert self._channel is not None
+                    self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
                 p = prefix.encode()
                 create = rpc.WatchCreateRequest(key=p, range_end=_range_end(p), start_revision=next_rev)
                 call = self._watch_stub.Watch(iter([rpc.WatchRequest(create_request=create)]))

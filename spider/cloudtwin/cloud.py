@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 
 from . import faults, lifecycle, resources
+from .accounts import Accounts
 from .catalog import Catalog, RegionCatalog, stable_hex
 from .knobs import KnobTable, KnobValues
 from .lifecycle import Pace
@@ -63,6 +64,10 @@ class TwinCloud:
         self.rng = rng
         self.sleep = sleep
         self.limiter = RateLimiter()
+        self.accounts = Accounts(on_new=self._state_changed)
+
+    def _state_changed(self) -> None:
+        self.store.dirty = True  # the housekeeper saves the state file on its next round
 
     # -- shared steps -----------------------------------------------------------
 
@@ -317,11 +322,13 @@ class TwinCloud:
         """Everything the state file keeps."""
         state = self.store.snapshot()
         state.knobs.extend(self.knobs.admin_entries())
+        state.account_secret_digests.update(self.accounts.snapshot())
         return state
 
     def restore(self, state: pb.TwinState) -> None:
         self.store.load(state)
         self.knobs.load_admin(state.knobs)
+        self.accounts.load(state.account_secret_digests)
 
     def stats(self) -> pb.Stats:
         """Counts of what the emulator holds, every record brought up to date first."""

@@ -1,7 +1,8 @@
 """The state file, and the housekeeping loop that purges due records and saves.
 
 Saving is atomic (a temporary file in the same directory, fsync, rename), so a
-crash leaves either the previous state or the new one, never half of one.
+crash leaves either the previous state or the new one, never half of one. The
+file is mode 0600: it holds VMs' user-data (agent seeds).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ class StateFile:
         """Replace the file's content atomically (blocking: call it from a thread)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("wb") as f:
+        # Owner only: the state holds user-data with agent seeds and account secret digests.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode through O_CREAT
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

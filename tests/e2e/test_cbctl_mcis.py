@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 import pytest_asyncio
@@ -26,6 +25,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from services.cli import mcis as cli_mcis
 from services.cli.client import ApiError
 from services.cli.kinds import find, prefer, where
+from services.rpc.client import channel
 from tests import servers
 from tests.e2e.test_cbctl import Cbctl
 from tests.e2e.test_gateway import KEY, Gateway, start_gateway
@@ -228,7 +228,7 @@ async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, stub:
     spec, image = await cheapest_spec_and_image(stub, conn.name)
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     await cbctl.ok("create", "namespace", ns)
-    async with grpc.aio.insecure_channel(cloudtwin.address) as ch:
+    async with channel(cloudtwin.address) as ch:
         twin = tw_grpc.CloudTwinStub(ch)
         await twin.SetKnobs(tw.SetKnobsRequest(provider=provider, region=region, knobs=tw.Knobs(failure_rate=1.0)))
         try:

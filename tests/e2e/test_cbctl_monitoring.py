@@ -11,13 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.e2e.test_cbctl import Cbctl
 from tests.e2e.test_cbctl_mcis import one_line_error
@@ -35,8 +35,8 @@ async def fleet(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server
                 cloudtwin: servers.Server) -> AsyncIterator[tuple[str, dict[str, str], str]]:
     """(namespace, VM → private IP, gateway URL) of a 2-VM MCIS `mon` whose agents are healthy."""
     run_dir = tmp_path_factory.mktemp("cbctl-monitoring")
-    async with grpc.aio.insecure_channel(monitored_server.address) as ch, \
-            grpc.aio.insecure_channel(spider.address) as spider_ch:
+    async with channel(monitored_server.address) as ch, \
+            channel(spider.address) as spider_ch:
         gw = await start_gateway(run_dir / "gateway", {"tumblebug": monitored_server.address},
                                  CB_GATEWAY_TIMEOUT_SECONDS=str(GATEWAY_DEADLINE_S))
         try:

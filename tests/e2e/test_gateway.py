@@ -29,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from services.errors import DETAILS_KEY
 from services.gateway import auth, launch
 from services.launcher import processes as procs
+from services.rpc.tls import server_credentials
 from tests import servers
 from tests.unit.test_gateway_library import SERVICE, library_pool
 
@@ -127,7 +128,7 @@ class Library:
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
         health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self.server)
         reflection.enable_server_reflection([SERVICE, reflection.SERVICE_NAME], self.server, pool=pool)
-        assert self.server.add_insecure_port(self.address) == self.port
+        assert self.server.add_secure_port(self.address, server_credentials()) == self.port
         await self.server.start()
 
     async def stop(self) -> None:

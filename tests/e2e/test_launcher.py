@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import httpx
+import pytest
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from services import tls
 from services.launcher.processes import free_port
-from services.rpc.client import is_serving
+from services.rpc.client import channel, is_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
+async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly", "tumblebug")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
@@ -56,6 +57,13 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the suite did not come up"
             await asyncio.sleep(0.2)
         suite = json.loads((tmp_path / "suite.json").read_text())
+        # The launcher made its CA and every process's certificate in the run directory, keys 0600;
+        # this test calls its servers as the launcher's `admin`, as cbctl beside it does.
+        keys = sorted(p.name for p in (tmp_path / "tls").glob("*.key"))
+        assert {"ca.key", "admin.key", "etcd.key", "spider.key", "gateway.key"} <= set(keys)
+        assert all((tmp_path / "tls" / k).stat().st_mode & 0o777 == 0o600 for k in keys)
+        for name, value in tls.Authority.ensure(tmp_path / "tls").identity("admin").env().items():
+            monkeypatch.setenv(name, value)
         # VictoriaMetrics runs (as dragonfly's storage) when it is installed.
         optional = {"victoria-metrics"} if shutil.which("victoria-metrics") else set()
         assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "gateway"} | optional
@@ -63,7 +71,7 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path) -> None:
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
         assert await is_serving(f"127.0.0.1:{ports['tumblebug']}")
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports['spider']}") as ch:
+        async with channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
         assert len({c.provider for c in conns}) >= 3 and len(conns) >= 6

@@ -17,6 +17,7 @@ import pytest
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 from cbapi.cloudtwin.v1.cloudtwin_pb2_grpc import CloudTwinStub
 from services.launcher.processes import Proc, free_port, python_service, start_grpc
+from services.rpc.client import channel
 from spider.cloudtwin.catalog import Catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +49,8 @@ async def start_twin(run_dir: Path, name: str = "cloudtwin", **env: str) -> Twin
     except BaseException:
         proc.stop()
         raise
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    return Twin(proc, port, channel, CloudTwinStub(channel))
+    ch = channel(f"127.0.0.1:{port}")
+    return Twin(proc, port, ch, CloudTwinStub(ch))
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +229,22 @@ async def test_unauthenticated(twin: Twin) -> None:
     await expect_error(twin.stub.DescribeImages(pb.DescribeImagesRequest(provider=p.provider, region=p.region),
                                                 metadata=(("x-twin-access-key", "a"), ("x-twin-secret-key", ""))),
                        grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
+
+
+async def test_the_secret_of_an_account_is_checked(twin: Twin) -> None:
+    # The first call fixes the account's secret; another secret with its access key is refused.
+    md = new_account()
+    access = md[0][1]
+    p = await place(twin.stub, md)
+    vpc = await twin.stub.CreateResource(create(p, vpc=pb.VpcProps(cidr="10.7.0.0/16")), metadata=md)
+    wrong = (("x-twin-access-key", access), ("x-twin-secret-key", "guessed"))
+    await expect_error(twin.stub.GetResource(get(p, pb.VPC, vpc.id), metadata=wrong),
+                       grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
+    await expect_error(twin.stub.ListResources(listing(p, pb.VPC), metadata=wrong),
+                       grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
+    await expect_error(twin.stub.DescribeSpecs(pb.DescribeSpecsRequest(provider=p.provider, region=p.region),
+                                               metadata=wrong), grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
+    assert (await twin.stub.GetResource(get(p, pb.VPC, vpc.id), metadata=md)).id == vpc.id
 
 
 async def test_accounts_are_isolated(twin: Twin) -> None:
@@ -647,6 +664,8 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     finally:
         await first.close()  # SIGTERM: a graceful stop saves the state
     assert state_file.exists() and not first.proc.alive()
+    # It holds user-data (agent seeds) and secret digests: owner only.
+    assert state_file.stat().st_mode & 0o777 == 0o600
 
     second = await start_twin(tmp_path, "twin-2", **env)
     try:
@@ -658,6 +677,10 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         kept = await second.stub.GetResource(get(p, pb.KEY_PAIR, key.id), metadata=md)
         assert kept.key_pair.public_key == key.key_pair.public_key and not kept.key_pair.private_key
         assert (await second.stub.GetKnobs(pb.GetKnobsRequest(provider=p.provider, region=p.region))).quota_vms == 9
+        # The account's secret was kept: a restart is no chance to claim it with another.
+        await expect_error(second.stub.GetResource(get(p, pb.VM, vms[0].id), metadata=(
+            ("x-twin-access-key", md[0][1]), ("x-twin-secret-key", "claimed-after-restart"))),
+            grpc.StatusCode.UNAUTHENTICATED, "Unauthenticated")
         # Tokens, IDs and addresses carry on without reuse.
         same = await second.stub.CreateResource(vm_request(p, net, name="vm0", client_token="t0"), metadata=md)
         assert same.id == vms[0].id

@@ -13,6 +13,7 @@ import grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services.launcher.processes import free_port
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 
@@ -22,7 +23,7 @@ async def test_request_id_metrics_and_graceful_stop(tmp_path: Path, etcd: server
     metrics_port = free_port()
     spider = await servers.start_spider(tmp_path, etcd, CB_SPIDER_METRICS_PORT=str(metrics_port))
     rid = f"rid-{uuid.uuid4().hex}"
-    async with grpc.aio.insecure_channel(spider.address) as ch:
+    async with channel(spider.address) as ch:
         stub = spider_pb2_grpc.SpiderStub(ch)
         provider, region = (await servers.twin_regions(cloudtwin))[0]
         conn = await servers.make_connection(stub, cloudtwin, provider, region)

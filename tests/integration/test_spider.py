@@ -14,6 +14,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from services.rpc.client import channel
 from services.store import Store
 from tests import servers
 from tests.helpers import expect_error
@@ -25,7 +26,7 @@ def _name(prefix: str) -> str:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def twin_admin(cloudtwin: servers.Server) -> AsyncIterator[tw_grpc.CloudTwinStub]:
-    async with grpc.aio.insecure_channel(cloudtwin.address) as ch:
+    async with channel(cloudtwin.address) as ch:
         yield tw_grpc.CloudTwinStub(ch)
 
 

@@ -12,6 +12,7 @@ import pytest
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from services.rpc.client import channel
 from services.store import Store
 from tests import servers
 from tests.helpers import expect_error
@@ -45,7 +46,7 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
     spider = await servers.start_spider(tmp_path / "spider", etcd, **fast)
     store = Store("127.0.0.1", etcd.port)
     try:
-        async with grpc.aio.insecure_channel(spider.address) as ch:
+        async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
             provider, region = (await servers.twin_regions(twin))[0]
             conn = await servers.make_connection(stub, twin, provider, region)
@@ -62,7 +63,7 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
         assert interrupted > 0, "the kill should have interrupted some creates"
 
         await servers.restart(spider)
-        async with grpc.aio.insecure_channel(spider.address) as ch:
+        async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
             # Clients retry what failed, with the same request IDs: no VM may be made twice.
             retried = [r for r, o in zip(requests, outcomes, strict=True) if isinstance(o, Exception)]
@@ -78,7 +79,8 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
                                                                                 collection="vms"))
         assert list(report.only_spider) == [] and list(report.only_cloud) == []
         records = [v.value for v in await store.list_all(f"/cb/spider/conn/{conn.name}/vms/", pb.Vm)]
-        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region)
+        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region,
+                            conn.secret_key)
         cloud = await target.cloud_vm_ids()
         assert {r.iid.csp_id for r in records} == cloud  # every record has its VM, every VM its record
         assert len(records) == len(cloud) >= VMS - len(retried) + len(retried) // 2
@@ -94,7 +96,7 @@ async def test_etcd_down_gives_unavailable_and_spider_recovers(tmp_path: Path) -
     twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1")
     spider = await servers.start_spider(tmp_path / "spider", etcd)
     try:
-        async with grpc.aio.insecure_channel(spider.address) as ch:
+        async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
             provider, region = (await servers.twin_regions(twin))[0]
             conn = await servers.make_connection(stub, twin, provider, region)

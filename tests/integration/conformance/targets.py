@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-import grpc
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 
 
@@ -51,13 +51,14 @@ class MockTarget(Target):
     access_key: str = ""
     provider: str = ""
     region: str = ""
+    secret_key: str = ""
 
     def _md(self) -> tuple[tuple[str, str], ...]:
-        return (("x-twin-access-key", self.access_key), ("x-twin-secret-key", "direct"))
+        return (("x-twin-access-key", self.access_key), ("x-twin-secret-key", self.secret_key))
 
     async def cloud_vm_ids(self) -> set[str]:
         assert self.twin is not None
-        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+        async with channel(self.twin.address) as ch:
             reply = await tw_grpc.CloudTwinStub(ch).ListResources(
                 tw.ListResourcesRequest(provider=self.provider, region=self.region, kind=tw.VM, page_size=1000),
                 metadata=self._md())
@@ -66,7 +67,7 @@ class MockTarget(Target):
     async def cloud_inventory(self) -> set[str]:
         assert self.twin is not None
         out: set[str] = set()
-        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+        async with channel(self.twin.address) as ch:
             twin = tw_grpc.CloudTwinStub(ch)
             for kind in (tw.VPC, tw.SUBNET, tw.SECURITY_GROUP, tw.KEY_PAIR, tw.VM, tw.DISK):
                 reply = await twin.ListResources(tw.ListResourcesRequest(
@@ -76,7 +77,7 @@ class MockTarget(Target):
 
     async def cloud_make_vpc(self, name: str) -> str:
         assert self.twin is not None
-        async with grpc.aio.insecure_channel(self.twin.address) as ch:
+        async with channel(self.twin.address) as ch:
             made = await tw_grpc.CloudTwinStub(ch).CreateResource(
                 tw.CreateResourceRequest(provider=self.provider, region=self.region, name=name,
                                          vpc=tw.VpcProps(cidr="10.9.0.0/16")), metadata=self._md())
@@ -146,4 +147,5 @@ async def mock_target(stub: spider_pb2_grpc.SpiderStub, twin: servers.Server) ->
     image = next(i for i in images.images if i.architecture == "x86_64")
     drivers = await stub.ListDrivers(pb.ListDriversRequest())
     caps = next(d.capabilities for d in drivers.drivers if d.name == "mock")
-    return MockTarget("mock", conn.name, image.name, spec.name, caps, twin, conn.access_key, provider, region)
+    return MockTarget("mock", conn.name, image.name, spec.name, caps, twin, conn.access_key, provider, region,
+                      conn.secret_key)

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest_asyncio
 
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services import natsauth
 from services.launcher import processes as procs
+from services.rpc.client import channel
 from tests import servers
 
 
@@ -89,7 +89,7 @@ async def dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats) -> AsyncIte
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def df(dragonfly: servers.Server) -> AsyncIterator[dragonfly_pb2_grpc.DragonflyStub]:
-    async with grpc.aio.insecure_channel(dragonfly.address) as ch:
+    async with channel(dragonfly.address) as ch:
         yield dragonfly_pb2_grpc.DragonflyStub(ch)
 
 

@@ -27,6 +27,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from dragonfly.agent.benchmarks import FIELDS
 from dragonfly.agent.twinbench import NOISE_CAP, rtt_model_ms
 from services.geo import haversine_km
+from services.rpc.client import channel
 from spider.cloudtwin.geography import CITIES
 from spider.cloudtwin.guests import true_perf
 from tests import servers
@@ -158,7 +159,7 @@ async def twin_vm(stub: spider_pb2_grpc.SpiderStub, df: Stub, cloudtwin: servers
 async def test_twin_guests_answer_their_true_performance_ranked_as_the_truth(
         stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server, df: Stub) -> None:
     regions = [pr for pr in await servers.twin_regions(cloudtwin) if pr[1] in CITY]
-    async with grpc.aio.insecure_channel(cloudtwin.address) as ch:
+    async with channel(cloudtwin.address) as ch:
         admin = tw_grpc.CloudTwinStub(ch)
         # Two regions (two cities); in the first the fastest single core, in the second the slowest.
         (p1, r1), (p2, r2) = regions[0], next(pr for pr in regions if pr[1] != regions[0][1])

@@ -18,6 +18,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from dragonfly.subjects import VmId
 from services import natsauth
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.dragonfly.conftest import Nats, start_dragonfly, start_nats
@@ -132,7 +133,7 @@ async def test_revocations_survive_a_dragonfly_and_a_nats_restart(run_dir: Path)
     dragonfly = await start_dragonfly(root / "dragonfly", etcd, own)
     first, second = new_vm("a"), new_vm("b")
     try:
-        async with grpc.aio.insecure_channel(dragonfly.address) as ch:
+        async with channel(dragonfly.address) as ch:
             df = Stub(ch)
             cred_a, cred_b = await issue(df, first), await issue(df, second)
             await revoke(df, first)

@@ -17,6 +17,7 @@ import pytest
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services.launcher import processes as procs
+from services.rpc.client import channel
 from tests import servers
 from tests.integration.dragonfly.conftest import Nats, start_agent, start_dragonfly, start_nats
 
@@ -158,7 +159,7 @@ async def test_a_killed_collector_replica_leaves_the_stream_to_the_other(run_dir
     second = await start_dragonfly(run_dir / "replica-b", etcd, own)
     agent: procs.Proc | None = None
     try:
-        async with grpc.aio.insecure_channel(first.address) as ch_a, grpc.aio.insecure_channel(second.address) as ch_b:
+        async with channel(first.address) as ch_a, channel(second.address) as ch_b:
             a, b = Stub(ch_a), Stub(ch_b)
             ref, agent = await new_agent(a, run_dir)
             await eventually(lambda: _has_points(a, ref), 30, "points at replica a")

@@ -15,6 +15,7 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 
 
@@ -68,8 +69,8 @@ def settled_at(word: str) -> Callable[[pb.Mcis], bool]:
 
 
 async def twin_vm_names(twin: servers.Server, conn: servers.TwinConnection) -> set[str]:
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         reply = await tw_grpc.CloudTwinStub(ch).ListResources(
             tw.ListResourcesRequest(provider=conn.provider, region=conn.region, kind=tw.VM, page_size=1000),
-            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", "x")))
+            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
     return {r.name for r in reply.resources if r.state not in ("terminating", "terminated")}

@@ -17,6 +17,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from dragonfly.agent import config
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import connections, namespace
@@ -65,10 +66,10 @@ async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.Tumbleb
 async def agent_configs(twin: servers.Server, conn: servers.TwinConnection) -> dict[str, config.AgentConfig]:
     """VM name → the agent configuration in its user-data, as the cloud holds it (what anyone who
     can read the VM's user-data has)."""
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         page = await tw_grpc.CloudTwinStub(ch).ListResources(tw.ListResourcesRequest(
             provider=conn.provider, region=conn.region, kind=tw.VM, page_size=1000),
-            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", "x")))
+            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
     found = [config.parse(r.vm.user_data) for r in page.resources if r.vm.user_data]
     return {c.vm.vm: c for c in found}
 

@@ -9,7 +9,6 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
@@ -19,6 +18,7 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from services.store import Store
 from tests import servers
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, namespace, settled_at, wait_mcis
@@ -28,10 +28,10 @@ VMS = 200
 
 async def _twin_vms(twin: servers.Server, conns: list[servers.TwinConnection]) -> list[tw.Resource]:
     out: list[tw.Resource] = []
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         stub = tw_grpc.CloudTwinStub(ch)
         for c in conns:
-            md = (("x-twin-access-key", c.access_key), ("x-twin-secret-key", "x"))
+            md = (("x-twin-access-key", c.access_key), ("x-twin-secret-key", c.secret_key))
             token = ""
             while True:
                 page = await stub.ListResources(tw.ListResourcesRequest(
@@ -55,8 +55,8 @@ async def test_kill_during_a_200_vm_create_converges(tmp_path: Path, victim: str
     tumblebug = await servers.start_tumblebug(tmp_path / "tumblebug", etcd, spider)
     store = Store("127.0.0.1", etcd.port)
     try:
-        async with grpc.aio.insecure_channel(spider.address) as sch, \
-                grpc.aio.insecure_channel(tumblebug.address) as tch:
+        async with channel(spider.address) as sch, \
+                channel(tumblebug.address) as tch:
             stub, tb = spider_pb2_grpc.SpiderStub(sch), tumblebug_pb2_grpc.TumblebugStub(tch)
             regions = await servers.twin_regions(twin)
             conns = [await servers.make_connection(stub, twin, p, r) for p, r in regions[:2]]
@@ -74,7 +74,7 @@ async def test_kill_during_a_200_vm_create_converges(tmp_path: Path, victim: str
                 proc.proc.kill()
                 await asyncio.sleep(rng.uniform(0.0, 0.5))
                 await servers.restart(proc)
-        async with grpc.aio.insecure_channel(tumblebug.address) as tch:
+        async with channel(tumblebug.address) as tch:
             tb = tumblebug_pb2_grpc.TumblebugStub(tch)
             done = await wait_mcis(tb, ns, "big", settled_at("Running"), timeout=120)
         assert done.status == f"Running:{VMS} (R:{VMS}/{VMS})"
@@ -114,13 +114,13 @@ async def test_two_replicas_one_leader_and_takeover(tmp_path: Path, cloudtwin: s
         leading = [s for s in (first, second) if '"msg": "leading"' in s.proc.log_path.read_text()]
         assert len(leading) == 1  # exactly one replica reconciles
         survivor = second if leading[0] is first else first
-        async with grpc.aio.insecure_channel(spider2.address) as sch:
+        async with channel(spider2.address) as sch:
             stub2 = spider_pb2_grpc.SpiderStub(sch)
             provider, region = (await servers.twin_regions(cloudtwin))[0]
             conn = await servers.make_connection(stub2, cloudtwin, provider, region)
             spec, image = await cheapest_spec_and_image(stub2, conn.name)
         leading[0].proc.kill()
-        async with grpc.aio.insecure_channel(survivor.address) as tch:
+        async with channel(survivor.address) as tch:
             tb = tumblebug_pb2_grpc.TumblebugStub(tch)
             ns = await namespace(tb)
             await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="after", subgroups=[

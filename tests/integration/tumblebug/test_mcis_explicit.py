@@ -14,6 +14,7 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import (
@@ -109,11 +110,11 @@ async def test_explicit_mcis_from_namespace_resources(tb: tumblebug_pb2_grpc.Tum
 
 async def _cloud_vm(twin: servers.Server, conn: servers.TwinConnection, spec: str, image: str) -> tw.Resource:
     """A VM made in the cloud directly, as another tool would: spider knows nothing of it."""
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         return await tw_grpc.CloudTwinStub(ch).CreateResource(tw.CreateResourceRequest(
             provider=conn.provider, region=conn.region, name=f"legacy-{uuid.uuid4().hex[:4]}",
             vm=tw.VmProps(spec=spec, image_id=image)),
-            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", "x")))
+            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
 
 
 async def test_register_existing_vms(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,

@@ -17,6 +17,7 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import (
@@ -36,7 +37,7 @@ async def flaky_region(stub: spider_pb2_grpc.SpiderStub,
     """A connection on a twin region that fails 30% of VM creates (knobs reset afterwards)."""
     provider, region = (await servers.twin_regions(cloudtwin))[-2]
     conn = await servers.make_connection(stub, cloudtwin, provider, region)
-    async with grpc.aio.insecure_channel(cloudtwin.address) as ch:
+    async with channel(cloudtwin.address) as ch:
         admin = tw_grpc.CloudTwinStub(ch)
         await admin.SetKnobs(tw.SetKnobsRequest(provider=provider, region=region, knobs=tw.Knobs(failure_rate=0.3)))
         try:

@@ -19,6 +19,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from services.store import Store
 from tests import servers
 from tests.helpers import expect_error
@@ -128,11 +129,11 @@ async def test_commands_over_ssh_on_an_mcis_without_agents(
 async def _legacy_vm(twin: servers.Server, conn: servers.TwinConnection, spec: str, image: str,
                      key_pair_id: str) -> tw.Resource:
     """A VM made in the cloud directly with a key pair, as another tool would."""
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         return await tw_grpc.CloudTwinStub(ch).CreateResource(tw.CreateResourceRequest(
             provider=conn.provider, region=conn.region, name=f"legacy-{uuid.uuid4().hex[:4]}",
             vm=tw.VmProps(spec=spec, image_id=image, key_pair_id=key_pair_id)),
-            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", "x")))
+            metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
 
 
 async def test_registered_vms_are_reached_with_their_key_and_user(
