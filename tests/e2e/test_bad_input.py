@@ -23,6 +23,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import errors, limits
 from services.launcher import processes as procs
+from services.rpc import client
 from tests import servers
 from tests.e2e.test_gateway import KEY, Gateway, start_gateway
 
@@ -106,7 +107,7 @@ async def test_a_4000_character_name_is_a_400_not_a_rate_limit(http: httpx.Async
 async def test_an_echoed_value_is_cut_so_the_trailers_stay_small(spider: servers.Server) -> None:
     # A 12 KiB driver name is within the default field limit and is echoed in the error: it used to
     # travel whole in the trailers twice, over the client's 8 KiB, and come back RESOURCE_EXHAUSTED.
-    async with grpc.aio.insecure_channel(spider.address) as ch:
+    async with client.channel(spider.address) as ch:
         stub = spider_pb2_grpc.SpiderStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateRegion(spb.CreateRegionRequest(region=spb.Region(
@@ -129,7 +130,7 @@ async def test_undecodable_request_bytes_are_invalid_argument_without_a_tracebac
                            (tumblebug, "/cbapi.tumblebug.v1.Tumblebug/WatchMcis"),
                            (spider, "/grpc.health.v1.Health/Check")):
         before = server.proc.log_path.stat().st_size
-        async with grpc.aio.insecure_channel(server.address) as ch:
+        async with client.channel(server.address, request_ids=False) as ch:
             if method.endswith("Watch" + "Mcis"):
                 call: Any = ch.unary_stream(method)(raw, timeout=10)
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
