@@ -72,6 +72,8 @@ class KeyService:
     async def _create(self, request: Message, principal: Principal) -> Message:
         assert isinstance(request, pb.CreateApiKeyRequest)
         name = check_name(request.name, "name")
+        if not request.role:
+            raise errors.InvalidArgument.field("role", "is required: admin, operator or viewer")
         try:
             role = Role.parse(request.role)
         except ValueError as exc:

@@ -137,6 +137,7 @@ async def test_namespace_scoped_key_stays_in_its_namespace(admin: httpx.AsyncCli
         assert (await scoped.get("/tumblebug/v1/catalog/specs", params={"pageSize": 1})).status_code == 200
         denied(await scoped.get(f"/tumblebug/v1/namespaces/{other}"), f"limited to namespace '{mine}'", other)
         denied(await scoped.get(f"/tumblebug/v1/namespaces/{other}/mcis"), "ListMcis")
+        denied(await scoped.get(f"/tumblebug/v1/namespaces/{other}/mcis/any:watch"), "WatchMcis")  # a stream
         denied(await scoped.delete(f"/tumblebug/v1/namespaces/{other}"), "DeleteNamespace")
         denied(await scoped.get("/tumblebug/v1/namespaces"), "not a method of one namespace")
         denied(await scoped.get("/spider/v1/connections"), "ListConnections")

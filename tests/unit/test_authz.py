@@ -7,9 +7,9 @@ import pytest
 from cbapi.dragonfly.v1 import dragonfly_pb2 as df
 from cbapi.spider.v1 import spider_pb2 as sp
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tb
-from services import roles
+from services import errors, roles
 from services.roles import Principal, Role
-from services.rpc.authz import decide, namespace_field, required_role
+from services.rpc.authz import caller, decide, namespace_field, required_role
 
 SP, TB, DF = "/cbapi.spider.v1.Spider/", "/cbapi.tumblebug.v1.Tumblebug/", "/cbapi.dragonfly.v1.Dragonfly/"
 VIEWER, OPERATOR, ADMIN = (Principal("p", r) for r in (Role.VIEWER, Role.OPERATOR, Role.ADMIN))
@@ -66,3 +66,35 @@ def test_identity_metadata() -> None:
         roles.from_metadata([("x-cb-role", "root")])
     assert Principal("ci", Role.VIEWER).metadata() == (
         ("x-cb-principal", "ci"), ("x-cb-role", "viewer"), ("x-cb-namespace", ""))
+
+
+class Context:
+    """What `caller` reads of a call: the TLS auth context and the metadata."""
+
+    def __init__(self, peer: str | None, metadata: tuple[tuple[str, str], ...]) -> None:
+        self.auth = {"x509_common_name": [peer.encode()]} if peer else {"transport_security_type": [b"insecure"]}
+        self.metadata = metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.auth
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+VIEWER_MD = (("x-cb-principal", "v"), ("x-cb-role", "viewer"), ("x-cb-namespace", ""))
+
+
+def test_whose_metadata_counts() -> None:
+    def who(peer: str | None, metadata: tuple[tuple[str, str], ...] = ()) -> Principal | None:
+        return caller(Context(peer, metadata))  # type: ignore[arg-type]
+
+    assert who("gateway", VIEWER_MD) == Principal("v", Role.VIEWER)
+    with pytest.raises(errors.Unauthenticated, match="no caller identity"):
+        who("gateway")
+    assert who("tumblebug", VIEWER_MD) is None  # a service acts with full rights, whatever it sends
+    assert who("admin-client", VIEWER_MD) is None
+    assert who(None, VIEWER_MD) == Principal("v", Role.VIEWER)  # no TLS yet: metadata when present
+    assert who(None) is None
+    with pytest.raises(errors.PermissionDenied, match="unknown role"):
+        who("gateway", (("x-cb-role", "root"),))
