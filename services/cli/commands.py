@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from services.cli import mcis, mcis_vms, output
+from services.cli import apikeys, mcis, mcis_vms, output
 from services.cli.client import ApiError, Client
 from services.cli.config import Config, ConfigError, check_output, load
 from services.cli.kinds import Kind, find, get_path, prefer, set_path, where
@@ -294,7 +294,10 @@ def _create(s: Session, doc: Document, update: bool = False) -> tuple[str, dict[
 
 def _report(s: Session, results: list[tuple[Document, str, dict[str, Any]]]) -> None:
     if s.output == "table":
-        for doc, what, _ in results:
+        for doc, what, item in results:
+            if doc.kind.name == apikeys.KIND and what == "created":
+                apikeys.show_created(console, item)
+                continue
             console.print(f"{doc.kind.name}/{doc.name} {what}", highlight=False)
     else:
         data = [item for _, _, item in results]
@@ -325,8 +328,11 @@ def create(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
            files: Files = None,
            set_values: Annotated[list[str] | None, typer.Option("--set", help="field.path=value (YAML value).")] = None,
            connection: Connection = "", namespace: Namespace = "", output_format: Output = "", wait: Wait = False,
-           timeout: Timeout = 300.0, verbose: Verbose = False) -> None:
-    """Create resources from flags (`create vm web-1 --set spec=… `) or from files (-f)."""
+           timeout: Timeout = 300.0,
+           role: Annotated[str, typer.Option("--role", help="An apikey's role: admin, operator or viewer.")] = "",
+           verbose: Verbose = False) -> None:
+    """Create resources from flags (`create vm web-1 --set spec=… `, `create apikey ci --role viewer`) or
+    from files (-f). An API key is printed once."""
 
     def body() -> None:
         s = session(connection, namespace, output_format)
@@ -338,6 +344,7 @@ def create(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",
             spec: dict[str, Any] = {}
             for key, value in _sets(set_values):
                 set_path(spec, key, value)
+            apikeys.apply_flags(s.kind(kind).name, spec, role, namespace)
             docs = [_document({"kind": kind, "name": name, "spec": spec}, "command line", s.scope, s.given)]
         with s.client:
             results = []

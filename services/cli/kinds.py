@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.cli import mcis
+from services.cli import apikeys, mcis
 from services.cli.client import ApiError
 
 SERVICES = ("spider", "tumblebug")
@@ -186,6 +186,11 @@ KINDS: tuple[Kind, ...] = (
     Kind("catalogimage", "catalogimages", "/tumblebug/v1/catalog/images", "images", aliases=("cimage", "cimages"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_IMAGE_FILTERS,
          columns=(("ID", "id"), ("CONNECTION", "connection"), ("OS", "os"), ("ARCH", "architecture"))),
+    # ---- the gateway's own
+    Kind(apikeys.KIND, "apikeys", "/gateway/v1/apikeys", "apiKeys", aliases=("api-key", "api-keys"),
+         create_request=apikeys.create_request,
+         columns=(("NAME", "name"), ("ROLE", "role"), ("NAMESPACE", "namespace"), ("SOURCE", "source"),
+                  ("CREATED", "createTime"))),
 )
 
 

@@ -28,14 +28,17 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import logs
-from services.gateway import docs, openapi, sse
+from services.gateway import docs, keyservice, openapi, sse
+from services.gateway import routes as api_routes
+from services.gateway.apikeys import ApiKeyRegistry
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
 from services.gateway.deadline import deadline
 from services.gateway.descriptors import Comments
 from services.gateway.errors import GatewayError, bad_request
+from services.gateway.keyservice import KeyService
 from services.gateway.ratelimit import RateLimiter, retry_after
-from services.gateway.routes import NoRoute
+from services.gateway.routes import NoRoute, RouteTable
 from services.gateway.settings import GatewaySettings
 from services.gateway.transcode import BadInput, build_request, dumps, response_value
 
@@ -58,13 +61,18 @@ class Gateway:
     authenticator: Authenticator
     limiter: RateLimiter
     comments: Comments = field(default_factory=Comments)
+    # The gateway's own API (API keys); None: not served.
+    keys: KeyService | None = None
+    registry: ApiKeyRegistry | None = None
     _openapi: tuple[int, bytes] = (-1, b"")
 
     def openapi_json(self) -> bytes:
         """The document for the current route table (rebuilt only when the table changed)."""
         version = self.backends.version
         if self._openapi[0] != version:
-            doc = openapi.document(self.backends.table, self.comments, extra_paths=_PUBLIC_PATHS)
+            own = self.keys.table.routes if self.keys is not None else []
+            table = RouteTable([*self.backends.table.routes, *own])
+            doc = openapi.document(table, self.comments, extra_paths=_PUBLIC_PATHS)
             self._openapi = (version, dumps(doc))
         return self._openapi[1]
 
@@ -155,15 +163,17 @@ def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
     """The handler of every transcoded route."""
 
     async def handle(request: Request) -> Response:
-        client = await gw.authenticator.authenticate(request.headers.get("authorization", ""), _remote(request))
+        principal = await gw.authenticator.authenticate(request.headers.get("authorization", ""), _remote(request))
+        client = principal.name
         request.state.client = client
         wait = gw.limiter.check(client)
         if wait > 0:
             raise GatewayError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"rate limit of client {client!r} exceeded",
                                headers={"Retry-After": retry_after(wait)})
         raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        path = raw_path.decode("latin-1").split("?")[0]
         try:
-            route, bound = gw.backends.table.find(request.method, raw_path.decode("latin-1").split("?")[0])
+            route, bound = _find(gw, request.method, path)
         except NoRoute as exc:
             if exc.allowed:
                 raise GatewayError(grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not allowed here",
@@ -174,7 +184,10 @@ def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
             message = build_request(route, bound, request.query_params.multi_items(), body)
         except BadInput as exc:
             raise bad_request(str(exc), exc.violations) from None
-        metadata = (("x-request-id", request.state.request_id), ("x-cb-client", client))
+        if route.rpc.backend == keyservice.BACKEND and gw.keys is not None:
+            return json_response(response_value(route, await gw.keys.call(route, message, principal)))
+        # Built here, never copied from the request: a client's own x-cb-* headers go nowhere.
+        metadata = (("x-request-id", request.state.request_id), *principal.metadata())
         if route.rpc.server_streaming:
             stream = await gw.backends.open_stream(route, message, metadata)
             messages, first = await sse.first_message(stream)
@@ -194,6 +207,19 @@ def api_endpoint(gw: Gateway) -> Callable[[Request], Awaitable[Response]]:
             return error_response(GatewayError(grpc.StatusCode.INTERNAL, "internal gateway error"))
 
     return endpoint
+
+
+def _find(gw: Gateway, method: str, path: str) -> tuple[api_routes.Route, dict[str, str]]:
+    """The gateway's own routes first (their paths are /gateway/…), then the backends'."""
+    if gw.keys is None or not path.startswith("/gateway/"):
+        return gw.backends.table.find(method, path)
+    try:
+        return gw.keys.table.find(method, path)
+    except NoRoute as own:
+        try:
+            return gw.backends.table.find(method, path)
+        except NoRoute as theirs:
+            raise (own if own.allowed else theirs) from None
 
 
 def public_routes(gw: Gateway) -> list[BaseRoute]:
@@ -265,9 +291,13 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
 
 @contextlib.asynccontextmanager
 async def running(gw: Gateway) -> AsyncIterator[Gateway]:
-    """Backends loaded and refreshing for the life of the block."""
+    """Backends loaded and refreshing, stored API keys followed, for the life of the block."""
+    if gw.registry is not None:
+        await gw.registry.start()
     await gw.backends.start()
     try:
         yield gw
     finally:
         await gw.backends.close()
+        if gw.registry is not None:
+            await gw.registry.stop()

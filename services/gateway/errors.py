@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import any_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from services.errors import DETAILS_KEY
+from services.errors import DETAILS_KEY, DomainError
 from services.gateway.transcode import Violation
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -91,3 +91,8 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> GatewayError:
             details = [_detail(d) for d in status.details]
             message = status.message or message
     return GatewayError(code, message, details)
+
+
+def from_domain_error(err: DomainError) -> GatewayError:
+    """The HTTP error for a domain error raised in the gateway itself (its own API)."""
+    return GatewayError(err.code, err.message, [_detail(d) for d in err.to_status().details])

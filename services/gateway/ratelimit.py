@@ -58,6 +58,11 @@ class RateLimiter:
             self._buckets.move_to_end(key)
         return bucket.take(now)
 
+    def refund(self, key: str) -> None:
+        """Give back the token `check` took (the request turned out not to count)."""
+        bucket = self._buckets.get(key)
+        if self.enabled and bucket is not None:
+            bucket.tokens = min(self.burst, bucket.tokens + 1)
 
     def peek(self, key: str) -> float:
         """Like `check`, without taking a token."""

@@ -19,29 +19,36 @@ from prometheus_client import start_http_server
 from starlette.applications import Starlette
 
 from services import logs
+from services.gateway.apikeys import ApiKeyRegistry
 from services.gateway.app import Gateway, create_app, running
 from services.gateway.auth import Authenticator, KeyStore
 from services.gateway.backends import Backends
 from services.gateway.descriptors import default_proto_path, load_comments
+from services.gateway.keyservice import KeyService
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.settings import GatewaySettings, backend_addresses
 from services.settings import CommonSettings
+from services.store.etcd import Store
 
 log = logging.getLogger("gateway")
 
 
 def build(settings: GatewaySettings) -> Gateway:
     """The gateway's parts from its settings; raises ValueError for a setting that cannot work."""
-    keys = KeyStore.from_settings(settings.keys_file)
+    registry = ApiKeyRegistry(Store.from_endpoints(CommonSettings().etcd_endpoints)) if settings.stored_keys else None
+    keys = KeyStore.from_settings(settings.keys_file, registry)
     if not len(keys):
+        # The first admin key cannot come from etcd: only an admin may create keys there.
         raise ValueError("no API keys: set CB_ADMIN_API_KEY or CB_GATEWAY_KEYS_FILE (client:bcrypt-hash lines)")
     addresses = backend_addresses(settings)
     if not addresses:
         raise ValueError("no backend services: set CB_GATEWAY_SERVICES and CB_<NAME>_ADDR")
     backends = Backends(addresses, settings.refresh_seconds, settings.timeout_seconds)
     proto_path = Path(settings.proto_path) if settings.proto_path else default_proto_path()
-    return Gateway(settings, backends, Authenticator(keys, settings.auth_failures_per_second),
-                   RateLimiter(settings.rate_per_second, settings.rate_burst), load_comments(proto_path))
+    return Gateway(settings, backends,
+                   Authenticator(keys, settings.auth_failures_per_second, settings.auth_concurrency),
+                   RateLimiter(settings.rate_per_second, settings.rate_burst), load_comments(proto_path),
+                   KeyService(keys, registry, settings.key_hash_rounds), registry)
 
 
 def app_for(gw: Gateway) -> Starlette:

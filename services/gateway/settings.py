@@ -36,13 +36,21 @@ class GatewaySettings(BaseSettings):
     timeout_seconds: float = 30.0
     # The longest `Grpc-Timeout` honoured (a command may run an hour, plus its answer).
     max_timeout_seconds: float = 3700.0
-    # API keys: a file of `client:bcrypt-hash` lines. CB_ADMIN_API_KEY adds client `admin`.
+    # API keys: a file of `client:bcrypt-hash[:role[:namespace]]` lines (role admin when not given).
+    # CB_ADMIN_API_KEY adds client `admin`.
     keys_file: str = ""
+    # Keys made at run time (POST /gateway/v1/apikeys) are kept in etcd (CB_ETCD_ENDPOINTS).
+    stored_keys: bool = True
+    # bcrypt cost of the keys this gateway makes (12: about a quarter second per check).
+    key_hash_rounds: int = 12
     # Requests per second and burst, per client (API key).
     rate_per_second: float = 50.0
     rate_burst: int = 100
-    # Failed authentications per second allowed from one address (bcrypt is deliberately slow).
+    # Failed authentications per second allowed from one address (bcrypt is deliberately slow);
+    # the burst is twice that. An attempt is counted before bcrypt runs.
     auth_failures_per_second: float = 5.0
+    # bcrypt checks running at once, over all addresses.
+    auth_concurrency: int = 2
     # Origins allowed by CORS, comma-separated ("*" for any); empty: no CORS headers.
     cors_origins: str = ""
     # Where the .proto sources are, for their comments in the OpenAPI document; empty: next to

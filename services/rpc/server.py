@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services import logs
+from services.rpc.authz import AuthzInterceptor
 from services.rpc.interceptors import ServerInterceptor
 from services.rpc.tls import server_credentials
 from services.settings import CommonSettings, ServerSettings
@@ -59,7 +60,7 @@ class Server:
     """A started gRPC server with health and reflection."""
 
     def __init__(self, bindings: Sequence[Binding], address: str) -> None:
-        self.grpc = grpc.aio.server(interceptors=[ServerInterceptor()], options=OPTIONS)
+        self.grpc = grpc.aio.server(interceptors=[ServerInterceptor(), AuthzInterceptor()], options=OPTIONS)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         for b in bindings:

@@ -173,10 +173,11 @@ async def library() -> AsyncIterator[Library]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
+async def gateway(tmp_path_factory: pytest.TempPathFactory, etcd: servers.Server, spider: servers.Server,
                   library: Library) -> AsyncIterator[Gateway]:
     gw = await start_gateway(tmp_path_factory.mktemp("gateway"), {"spider": spider.address, "library": library.address},
-                             CB_GATEWAY_CORS_ORIGINS=ORIGIN, CB_GATEWAY_METRICS_PORT=str(procs.free_port()))
+                             CB_GATEWAY_CORS_ORIGINS=ORIGIN, CB_GATEWAY_METRICS_PORT=str(procs.free_port()),
+                             CB_ETCD_ENDPOINTS=etcd.address)
     yield gw
     gw.proc.stop()
 
@@ -378,7 +379,8 @@ async def test_request_id_in_out_and_to_grpc(http: httpx.AsyncClient, library: L
     rid = f"rid-{uuid.uuid4().hex}"
     response = await http.get("/v1/shelves/s1/books/b1", headers={"X-Request-Id": rid})
     assert response.status_code == 200 and response.headers["x-request-id"] == rid
-    assert library.seen[-1]["x-request-id"] == rid and library.seen[-1]["x-cb-client"] == "admin"
+    seen = library.seen[-1]
+    assert seen["x-request-id"] == rid and seen["x-cb-principal"] == "admin" and seen["x-cb-role"] == "admin"
     fresh = await http.get("/v1/shelves/s1/books/b1", headers={"X-Request-Id": "bad id with spaces"})
     assert fresh.headers["x-request-id"] != "bad id with spaces" and len(fresh.headers["x-request-id"]) == 32
     assert library.seen[-1]["x-request-id"] == fresh.headers["x-request-id"]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import stat
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
 import pytest
 from openapi_spec_validator import validate
 
-from services.gateway import auth, openapi
+from services.gateway import apikeys, auth, openapi
 from services.gateway.backends import build_table
 from services.gateway.deadline import deadline
 from services.gateway.descriptors import Comments, from_installed, load_comments
@@ -20,6 +22,7 @@ from services.gateway.ratelimit import RateLimiter, retry_after
 from services.gateway.routes import TemplateError, parse_template
 from services.gateway.settings import GatewaySettings, backend_addresses
 from services.gateway.transcode import Violation
+from services.roles import Principal, Role
 from tests.unit.test_gateway_library import library_files, library_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,33 +81,89 @@ def test_rate_limiter_bursts_then_asks_to_wait() -> None:
     assert RateLimiter(rate=0, burst=1).check("x") == 0  # 0 switches it off
 
 
+def static(**keys: str) -> dict[str, auth.StaticKey]:
+    return {name: auth.StaticKey(auth.hash_key(key, rounds=4), Principal(name, Role.ADMIN)) for name, key in keys.items()}
+
+
 async def test_keys_bearer_basic_and_the_cache() -> None:
-    store = auth.KeyStore({"admin": auth.hash_key("k1", rounds=4), "ci": auth.hash_key("k2", rounds=4)})
-    assert await store.verify(auth.Credentials("k2")) == "ci"
-    assert await store.verify(auth.Credentials("k1", "admin")) == "admin"
-    assert await store.verify(auth.Credentials("k2", "admin")) is None  # another client's key
-    assert await store.verify(auth.Credentials("nope")) is None
-    assert store.known(auth.Credentials("k2")) == "ci" and store.known(auth.Credentials("nope")) is None
+    store = auth.KeyStore(static(admin="k1", ci="k2"))
+    authenticator = auth.Authenticator(store, failures_per_second=100)
+    assert (await authenticator.authenticate("Bearer k2", "a")).name == "ci"
     basic = base64.b64encode(b"admin:k1").decode()
+    assert (await authenticator.authenticate(f"Basic {basic}", "a")).name == "admin"
+    for wrong in ("Bearer nope", "Basic " + base64.b64encode(b"admin:k2").decode()):  # another client's key
+        with pytest.raises(GatewayError) as err:
+            await authenticator.authenticate(wrong, "a")
+        assert err.value.http_status == 401
+    known = store.known(auth.Credentials("k2"))
+    assert known is not None and known.name == "ci" and store.known(auth.Credentials("nope")) is None
+    assert store.recently_rejected(auth.Credentials("nope"))
     assert auth.credentials_of(f"Basic {basic}") == auth.Credentials("k1", "admin")
     assert auth.credentials_of("Bearer  abc ") == auth.Credentials("abc")
     assert auth.credentials_of("Basic !!!") is None and auth.credentials_of("Digest x") is None
 
 
 async def test_authenticator_answers_401_then_429_for_repeated_failures() -> None:
-    store = auth.KeyStore({"admin": auth.hash_key("good", rounds=4)})
+    store = auth.KeyStore(static(admin="good"))
     authenticator = auth.Authenticator(store, failures_per_second=1)
-    assert await authenticator.authenticate("Bearer good", "10.0.0.1") == "admin"
+    assert (await authenticator.authenticate("Bearer good", "10.0.0.1")).name == "admin"
     codes = []
     for _ in range(4):
         try:
             await authenticator.authenticate("Bearer bad", "10.0.0.1")
-        except Exception as exc:
-            codes.append((exc.http_status, exc.headers))  # type: ignore[attr-defined]
+        except GatewayError as exc:
+            codes.append((exc.http_status, exc.headers))
     assert codes[0][0] == 401 and "Bearer" in codes[0][1]["WWW-Authenticate"]
     assert codes[-1][0] == 429 and int(codes[-1][1]["Retry-After"]) >= 1
     # A key that checked out before still works from that address.
-    assert await authenticator.authenticate("Bearer good", "10.0.0.1") == "admin"
+    assert (await authenticator.authenticate("Bearer good", "10.0.0.1")).name == "admin"
+
+
+async def test_concurrent_wrong_keys_hit_429_before_bcrypt_runs() -> None:
+    """100 different wrong keys at once from one address: only the allowance (burst) reaches bcrypt,
+    the rest get 429 at once; another address still gets its own allowance."""
+    store = auth.KeyStore(static(admin="good"))
+    authenticator = auth.Authenticator(store, failures_per_second=5, concurrency=2)
+    burst = 10  # twice the rate
+
+    def attempt(key: str, address: str) -> Awaitable[int]:
+        return _status(authenticator, f"Bearer {key}", address)
+
+    before = auth.BCRYPT_CHECKS._value.get()
+    codes = await asyncio.gather(*(attempt(f"wrong-{i}", "10.0.0.9") for i in range(100)))
+    checks = auth.BCRYPT_CHECKS._value.get() - before
+    assert codes.count(401) == burst and codes.count(429) == 100 - burst
+    assert checks == burst * len(store.static)  # one static key: one bcrypt per admitted attempt
+    assert await attempt("good", "10.0.0.10") == 200  # another address is not held up
+    # The same wrong key sent 50 times at once costs one bcrypt (one shared check).
+    fresh = auth.Authenticator(store, failures_per_second=100)
+    before = auth.BCRYPT_CHECKS._value.get()
+    codes = await asyncio.gather(*(_status(fresh, "Bearer same-wrong", "10.0.0.11") for _ in range(50)))
+    assert set(codes) == {401} and auth.BCRYPT_CHECKS._value.get() - before == 1
+
+
+async def _status(authenticator: auth.Authenticator, header: str, address: str) -> int:
+    try:
+        await authenticator.authenticate(header, address)
+    except GatewayError as exc:
+        return exc.http_status
+    return 200
+
+
+def test_keys_file_roles_and_namespaces() -> None:
+    h = auth.hash_key("k", rounds=4)
+    keys = auth.parse_keys_file(f"ops:{h}:operator:team-a\nlook:{h}:viewer\nboss:{h}\n")
+    assert keys["ops"].principal == Principal("ops", Role.OPERATOR, "team-a")
+    assert keys["look"].principal == Principal("look", Role.VIEWER)
+    assert keys["boss"].principal == Principal("boss", Role.ADMIN)
+    with pytest.raises(ValueError, match="line 1: unknown role"):
+        auth.parse_keys_file(f"x:{h}:root\n")
+
+
+def test_stored_keys_carry_their_name() -> None:
+    key = auth.generate_key("ci-bot")
+    assert apikeys.key_name(key) == "ci-bot"
+    assert apikeys.key_name(auth.generate_key()) == "" and apikeys.key_name("cb.x") == ""
 
 
 def test_keys_file_and_admin_key_file(tmp_path: Path) -> None:
