@@ -135,15 +135,19 @@ def decide(method: str, principal: Principal, request: Message) -> str:
 
 
 def caller(context: grpc.aio.ServicerContext) -> Principal | None:
-    """The principal the call is made for; None for full rights (a service, or no TLS and no identity)."""
+    """The principal the call is made for; None for full rights (another service of the suite, or
+    an operator's own client certificate). Every server requires mutual TLS, so a call without a
+    verified peer cannot arrive; should one, it is refused rather than trusted."""
     peer = tls.peer_identity(context)
-    if peer is not None and peer != GATEWAY:
+    if peer is None:
+        raise errors.Unauthenticated("a client certificate of the suite's CA is required")
+    if peer != GATEWAY:
         return None
     try:
         principal = roles.from_metadata(context.invocation_metadata() or ())
     except ValueError as exc:
         raise errors.PermissionDenied(f"permission denied: {exc}") from None
-    if principal is None and peer == GATEWAY:
+    if principal is None:
         raise errors.Unauthenticated("the gateway sent no caller identity (x-cb-role)")
     return principal
 

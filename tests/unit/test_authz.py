@@ -94,7 +94,8 @@ def test_whose_metadata_counts() -> None:
         who("gateway")
     assert who("tumblebug", VIEWER_MD) is None  # a service acts with full rights, whatever it sends
     assert who("admin-client", VIEWER_MD) is None
-    assert who(None, VIEWER_MD) == Principal("v", Role.VIEWER)  # no TLS yet: metadata when present
-    assert who(None) is None
+    for metadata in (VIEWER_MD, ()):  # no verified peer: refused, whatever it claims
+        with pytest.raises(errors.Unauthenticated, match="client certificate"):
+            who(None, metadata)
     with pytest.raises(errors.PermissionDenied, match="unknown role"):
         who("gateway", (("x-cb-role", "root"),))
