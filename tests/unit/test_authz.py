@@ -72,7 +72,8 @@ class Context:
     """What `caller` reads of a call: the TLS auth context and the metadata."""
 
     def __init__(self, peer: str | None, metadata: tuple[tuple[str, str], ...]) -> None:
-        self.auth = {"x509_common_name": [peer.encode()]} if peer else {"transport_security_type": [b"insecure"]}
+        self.auth = ({"transport_security_type": [b"ssl"], "x509_common_name": [peer.encode()]} if peer
+                     else {"transport_security_type": [b"insecure"]})
         self.metadata = metadata
 
     def auth_context(self) -> dict[str, list[bytes]]:
