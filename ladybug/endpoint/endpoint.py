@@ -216,8 +216,11 @@ class Endpoint:
         s = self._record.assignment.get(instance_id)
         if s is None:
             return True
+        if not s.backend.drain:
+            return False  # still taking new requests
         stat = (await self.process.api.servers(BACKEND)).get(slot_name(s.index))
-        return stat is None or (stat.status.startswith(("DRAIN", "MAINT")) and stat.current_sessions == 0)
+        # Status may also read DOWN (checks fail) or MAINT: only what is in flight matters.
+        return stat is None or stat.current_sessions == 0
 
     async def wait_drained(self, instance_ids: Sequence[str], timeout: float,
                            poll: float = 0.1) -> bool:

@@ -215,3 +215,17 @@ async def test_restarted_controller_adopts_the_running_endpoint(root: Path, inst
         await second.stop()
     assert not first.process.alive() and not port_in_use(port)
     first.process.proc = None  # already reaped through the second handle's stop
+
+
+async def test_a_new_instance_gets_no_request_before_its_checks_pass(
+        endpoint: Endpoint, instances: Instances) -> None:
+    live = await instances.start("u0", "127.0.0.2")
+    await endpoint.set_backends([live])
+    await all_up(endpoint, ["u0"])
+    # Nothing listens there: leaving maintenance must not count it UP before a check.
+    dead = Backend("u1", "127.0.0.9", free_port("127.0.0.9"))
+    await endpoint.set_backends([live, dead])
+    assert (await endpoint.stats())["u1"].status.startswith("DOWN")
+    result = await load(endpoint.host, endpoint.port, requests=50, seconds=10, connections=2)
+    assert result.failed == 0 and result.bodies == {"u0": 50}
+    assert (await endpoint.stats())["u1"].connect_errors == 0
