@@ -30,6 +30,10 @@ libvirt-python:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends victoria-metrics >/dev/null \
 	    || echo "victoria-metrics is not installed: dragonfly keeps metrics in memory"; \
 	fi
+	@if ! command -v haproxy >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null \
+	    || echo "haproxy is not installed: ladybug cannot serve application endpoints"; \
+	fi
 	@if pkg-config --exists libvirt 2>/dev/null; then \
 	  $(PY) -m pip install -q 'libvirt-python>=9' || echo "libvirt-python did not build: the libvirt driver will be unavailable"; \
 	else echo "libvirt-dev is not installed: the libvirt driver will be unavailable"; fi
