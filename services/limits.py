@@ -36,6 +36,8 @@ FIELD_MAX_BYTES: dict[str, int] = {
     # AWS allows 16 KiB of user-data; the suite adds its agent's part to the user's.
     "user_data": 64 * KIB,
     "command": 64 * KIB,
+    # An application's (and a workload's) files, each value; ladybug caps their sum at 1 MiB.
+    "files": 1 * MIB,
 }
 # Any other string or bytes field.
 DEFAULT_FIELD_MAX_BYTES = 16 * KIB

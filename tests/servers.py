@@ -92,6 +92,20 @@ async def start_tumblebug(run_dir: Path, etcd: Server, spider: Server, **env: st
     return Server(proc, port, full)
 
 
+async def start_ladybug(run_dir: Path, etcd: Server, tumblebug: Server, dragonfly_addr: str, **env: str) -> Server:
+    """Ladybug on a free port; `dragonfly_addr` is where its workloads go (a dragonfly server)."""
+    port = procs.free_port()
+    full = {
+        "CB_LADYBUG_PORT": str(port), "CB_LADYBUG_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
+        "CB_LADYBUG_TUMBLEBUG_ADDR": tumblebug.address, "CB_LADYBUG_DRAGONFLY_ADDR": dragonfly_addr,
+        "CB_GRACE_SECONDS": "1", "CB_LADYBUG_LEADER_TTL_S": "2", "CB_LADYBUG_ACTIVE_RESYNC_S": "0.2",
+        "CB_LADYBUG_RESYNC_S": "1", "CB_LADYBUG_DRAIN_S": "0.5", **env,
+    }
+    proc = procs.python_service(f"ladybug-{port}", "ladybug.server", run_dir, full)
+    await procs.start_grpc(proc, port)
+    return Server(proc, port, full)
+
+
 def spider_stub(channel: grpc.aio.Channel) -> spider_pb2_grpc.SpiderStub:
     return spider_pb2_grpc.SpiderStub(channel)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.cli import apikeys, mcis
+from services.cli import apikeys, apps, mcis
 from services.cli.client import ApiError
 
 SERVICES = ("spider", "tumblebug")
@@ -178,6 +178,15 @@ KINDS: tuple[Kind, ...] = (
          children=(Child("vms", "vms", "VMs", (
              ("NAME", "name"), ("STATUS", "status"), ("TARGET", "targetAction|enum"), ("IP", "privateIp"),
              ("AGENT", "agentStatus"), ("ERROR", "error"))),)),
+    Kind("app", "apps", "/ladybug/v1/namespaces/{namespace}/apps", "applications", aliases=("application",),
+         create_request=apps.create_request, delete_retry=False,
+         columns=(("NAME", "name"), ("MCIS", "mcis"), ("REVISION", "revision"), ("PHASE", "status.phase|enum"),
+                  ("HEALTHY", "status.counts.healthy"), ("DESIRED", "status.counts.desired"),
+                  ("ENDPOINT", "status.endpoint")),
+         verbs={"promote": "", "abort": ""},
+         children=(Child("instances", "instances", "Instances", (
+             ("ID", "id"), ("VM", "vm"), ("IP", "ip"), ("PORT", "port"), ("STATE", "state|enum"),
+             ("HEALTHY", "healthy"), ("RESTARTS", "restarts"))),)),
     Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),

@@ -73,7 +73,7 @@ def _busy_ports(ports: dict[str, int], cloudtwin_ssh_port: int = 0) -> str:
         return ""
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
-            "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_GATEWAY_PORT).")
+            "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_LADYBUG_PORT, CB_GATEWAY_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
@@ -116,6 +116,11 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         "CB_TUMBLEBUG_SPIDER_ADDR": f"127.0.0.1:{ports['spider']}",
         "CB_TUMBLEBUG_DRAGONFLY_ADDR": f"127.0.0.1:{ports['dragonfly']}",
     })
+    await grpc_service("ladybug", "ladybug.server", {
+        "CB_LADYBUG_PORT": str(ports["ladybug"]),
+        "CB_LADYBUG_TUMBLEBUG_ADDR": f"127.0.0.1:{ports['tumblebug']}",
+        "CB_LADYBUG_DRAGONFLY_ADDR": f"127.0.0.1:{ports['dragonfly']}",
+    })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
     backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin", "victoria-metrics")}
     gateway = gateway_launch.suite_process(run_dir, env, ports["gateway"], backends)
@@ -157,6 +162,7 @@ async def main() -> int:
         "spider": int(os.environ.get("CB_SPIDER_PORT", "2048")),
         "dragonfly": int(os.environ.get("CB_DRAGONFLY_PORT", "9999")),
         "tumblebug": int(os.environ.get("CB_TUMBLEBUG_PORT", "50252")),
+        "ladybug": int(os.environ.get("CB_LADYBUG_PORT", "50254")),
         "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
     message = _busy_ports(ports, int(os.environ.get("CB_CLOUDTWIN_SSH_PORT", "2222")))

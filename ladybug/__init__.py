@@ -1,0 +1,1 @@
+"""Ladybug: applications on an MCIS — versioned specs, rollouts, the quality loop, scaling."""
