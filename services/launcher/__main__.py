@@ -73,7 +73,8 @@ def _busy_ports(ports: dict[str, int], cloudtwin_ssh_port: int = 0) -> str:
         return ""
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
-            "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_LADYBUG_PORT, CB_GATEWAY_PORT).")
+            "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_LADYBUG_PORT, "
+            "CB_GATEWAY_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
