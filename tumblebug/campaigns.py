@@ -84,6 +84,7 @@ class Campaigns:
         if not c.max_vms and not c.max_cost:
             raise errors.InvalidArgument.field("campaign.max_vms", "a campaign needs a budget: max_vms and/or "
                                                                    "max_cost")
+        await self.catalog.include(c.requirements.connections)
         snap = await self.placement.snapshot()
         table = snap.table
         chosen = [f for f in FILTERS.choose(FILTERS.names(), "filters") if f.name != "performance"]

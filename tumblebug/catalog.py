@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -133,6 +134,11 @@ class Catalog:
         """Every spec of every connection, at most `refresh_s` old (placement's candidates)."""
         await self._fresh()
         return self._specs
+
+    async def include(self, connections: Iterable[str]) -> None:
+        """Read the named connections' part now if the last refresh did not see them."""
+        for name in connections:
+            await self._fresh_for(name)
 
     async def all_images(self) -> list[pb.CatalogImage]:
         await self._fresh()

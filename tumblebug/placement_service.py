@@ -155,6 +155,7 @@ class PlacementService:
             return self._snap
 
     async def recommend(self, req: pb.RecommendSpecRequest) -> pb.RecommendSpecResponse:
+        await self.catalog.include(req.requirements.connections)
         snap = await self.snapshot()
         try:
             rec = recommend(snap.table, RecommendRequest(
@@ -177,6 +178,7 @@ class PlacementService:
 
     async def solve(self, placement: pb.PlacementRequest) -> Plan:
         req = plan_request(placement)
+        await self.catalog.include({c for g in placement.groups for c in g.requirements.connections})
         snap = await self.snapshot()
         try:
             # The solver holds the GIL in C for up to the time limit: off the event loop.
