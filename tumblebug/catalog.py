@@ -12,6 +12,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -75,6 +76,8 @@ class Catalog:
         self._loaded = 0.0
         self._known: set[str] = set()
         self._lock = asyncio.Lock()
+        # Bumped whenever the spec list changes, so placement knows to rebuild its candidate table.
+        self.generation = 0
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._loaded < self.refresh_s:
@@ -107,6 +110,7 @@ class Catalog:
             images.extend(result[1])
         self._specs, self._images, self._loaded = specs, images, time.monotonic()
         self._known = {c.name for c in conns}
+        self.generation += 1
 
     async def _fresh_for(self, connection: str) -> None:
         """The catalog, with `connection`'s part even if it was made since the last refresh."""
@@ -124,6 +128,21 @@ class Catalog:
             specs, images = await self._one(conn)
             self._specs, self._images = self._specs + specs, self._images + images
             self._known = self._known | {connection}
+            self.generation += 1
+
+    async def all_specs(self) -> list[pb.CatalogSpec]:
+        """Every spec of every connection, at most `refresh_s` old (placement's candidates)."""
+        await self._fresh()
+        return self._specs
+
+    async def include(self, connections: Iterable[str]) -> None:
+        """Read the named connections' part now if the last refresh did not see them."""
+        for name in connections:
+            await self._fresh_for(name)
+
+    async def all_images(self) -> list[pb.CatalogImage]:
+        await self._fresh()
+        return self._images
 
     async def _one(self, conn: spb.Connection) -> tuple[list[pb.CatalogSpec], list[pb.CatalogImage]]:
         call, stub = self.spider.call, self.spider.stub

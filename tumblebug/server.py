@@ -12,6 +12,8 @@ from services.rpc.server import Binding, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Store
+from tumblebug.benchmarks import Benchmarker, BenchmarkStore
+from tumblebug.campaigns import Campaigns
 from tumblebug.catalog import Catalog
 from tumblebug.keyring import Keyring
 from tumblebug.mcis.reconciler import Reconciler
@@ -19,6 +21,8 @@ from tumblebug.mcis.remote import RemoteCommands, SshLimits
 from tumblebug.mcis.service import McisService
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
+from tumblebug.placement_rpcs import PlacementParts
+from tumblebug.placement_service import PlacementService
 from tumblebug.quotas import Defaults, Quotas
 from tumblebug.resources import Resources
 from tumblebug.servicer import TumblebugServicer
@@ -51,6 +55,12 @@ class TumblebugApp:
         quotas = Quotas(self.store, Defaults(settings.quota_vms, settings.quota_vcpus, settings.quota_mcis))
         mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote, quotas)
         self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog, quotas)
+        # placement: recommendation, plan, benchmarks and campaigns (tumblebug/placement_rpcs.py)
+        results = BenchmarkStore(self.store)
+        placement = PlacementService(self.catalog, results)
+        benchmarker = Benchmarker(results, self.monitoring, mcis.get)
+        self.campaigns = Campaigns(self.store, namespaces, mcis, placement, benchmarker, self.catalog)
+        self.servicer.parts = PlacementParts(placement, results, benchmarker, self.campaigns)
         self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -64,7 +74,8 @@ class TumblebugApp:
         """The leader's work: finish resources a stopped replica left half made, then reconcile MCIS."""
         log.info("leading", extra={"identity": self.identity})
         await self.resources.resume_pending()
-        await Reconciler(self.store, self.spider, self.settings, self.monitoring).run()
+        await asyncio.gather(Reconciler(self.store, self.spider, self.settings, self.monitoring).run(),
+                             self.campaigns.run())  # placement: campaigns run in the leader
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -15,6 +15,7 @@ from services.names import require
 from tumblebug.catalog import Catalog
 from tumblebug.mcis.service import McisService
 from tumblebug.namespaces import Namespaces
+from tumblebug.placement_rpcs import PlacementRpcs
 from tumblebug.quotas import Quotas
 from tumblebug.resources import Resources
 
@@ -29,7 +30,7 @@ def _wait_budget(context: Ctx) -> float:
     return WAIT_DEFAULT_S if remaining is None else max(remaining - 0.5, 0.1)
 
 
-class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
+class TumblebugServicer(PlacementRpcs, tumblebug_pb2_grpc.TumblebugServicer):  # placement: its RPCs
     """cbapi.tumblebug.v1.Tumblebug: namespaces, their resources, and MCIS."""
 
     def __init__(self, namespaces: Namespaces, resources: Resources, mcis: McisService, catalog: Catalog,
@@ -115,6 +116,9 @@ class TumblebugServicer(tumblebug_pb2_grpc.TumblebugServicer):
 
     async def CreateMcisDynamic(self, request: pb.CreateMcisDynamicRequest, context: Ctx) -> pb.Mcis:
         """Create from catalog IDs; default vNet, security group and key are made once per connection."""
+        if request.placement.groups:  # placement: the plan's placements become the subgroups
+            del request.subgroups[:]
+            request.subgroups.extend(await self._parts().placement.subgroups(request.placement))
         made = await self.mcis.create_dynamic(request)
         return await self._maybe_wait(request.namespace, made, request.wait, context)
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import commands, local, mcis_vms, registration, remote, top
+from services.cli import commands, local, mcis_vms, placement, registration, remote, top
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -43,6 +43,9 @@ app.command()(registration.unregister)
 for _verb in ("attach", "detach"):
     app.command(name=_verb)(mcis_vms.disk_command(_verb))
 app.command(name="exec")(remote.exec_)
+app.command()(placement.recommend)
+app.command()(placement.plan)
+app.command()(placement.benchmark)
 app.command()(top.top)
 app.command()(local.up)
 app.command()(local.down)

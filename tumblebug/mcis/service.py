@@ -196,6 +196,7 @@ class McisService:
                          update_time=now(), request_id=request_id or uuid.uuid4().hex, generation=1, policy_op=1)
         if mcis.HasField("install_agent"):
             record.install_agent = mcis.install_agent
+        record.placement.CopyFrom(mcis.placement)  # placement: the request it was placed by, for failover
 
         def create(existing: pb.Mcis | None) -> pb.Mcis | None:
             if existing is None:
@@ -274,6 +275,7 @@ class McisService:
         mcis = pb.Mcis(name=req.name, description=req.description, subgroups=groups, policy=req.policy)
         if req.HasField("install_agent"):
             mcis.install_agent = req.install_agent
+        mcis.placement.CopyFrom(req.placement)  # placement: kept for failover (tumblebug/failover.py)
         return await self._record(req.namespace, mcis, req.request_id)
 
     async def _fits(self, ns: str, name: str, groups: list[pb.Subgroup]) -> None:

@@ -1,0 +1,163 @@
+"""Placement wired into tumblebug, on CloudTwin: recommendation, plans, benchmarks and a campaign
+that closes the loop (measured ranking against the emulator's hidden truth)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+from scipy.stats import spearmanr
+
+from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
+from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
+from cbapi.spider.v1 import spider_pb2_grpc
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from tests import servers
+from tests.helpers import expect_error
+from tests.integration.tumblebug.helpers import connections, namespace, settled_at, twin_vm_names, wait_mcis
+
+X86 = pb.SpecRequirements(architectures=["x86_64"])
+
+
+def reqs(conns: list[servers.TwinConnection], **kw: object) -> pb.SpecRequirements:
+    r = pb.SpecRequirements(connections=[c.name for c in conns], architectures=["x86_64"])
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+async def truth(twin: servers.Server, spec: pb.CatalogSpec) -> float:
+    """The hidden true cpu_multi of a spec: read here, in the test only."""
+    async with grpc.aio.insecure_channel(twin.address) as ch:
+        t = await tw_grpc.CloudTwinStub(ch).GetSpecTruth(tw.GetSpecTruthRequest(
+            provider=spec.provider, region=spec.region, spec=spec.name))
+    return t.cpu_multi
+
+
+async def test_recommend_and_plan(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
+                                  cloudtwin: servers.Server) -> None:
+    conns = await connections(stub, cloudtwin, 3)
+    got = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=reqs(conns, vcpu_min=2),
+                                                         weights={"cost": 1, "performance": 1}, limit=5))
+    assert len(got.specs) == 5 and got.passed >= 5
+    top = got.specs[0]
+    assert {s.weigher for s in top.scores} == {"cost", "performance"}
+    assert all(s.spec.vcpu >= 2 for s in got.specs)
+    perf = next(s for s in top.scores if s.weigher == "performance")
+    assert perf.estimated and top.estimated and "cpu_multi" in perf.figures  # no benchmark yet
+    assert [s.score for s in got.specs] == sorted((s.score for s in got.specs), reverse=True)
+
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.RecommendSpec(pb.RecommendSpecRequest(
+        weights={"speed": 1})), "weights")
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.RecommendSpec(pb.RecommendSpecRequest(limit=5000)),
+                       "limit")
+
+    ns = await namespace(tb)
+    group = pb.PlacementGroup(name="web", count=6, requirements=reqs(conns))
+    ok = await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+        groups=[group], constraints=pb.PlacementConstraints(min_providers=3))))
+    assert ok.status == "optimal" and sum(p.count for p in ok.placements) == 6
+    assert len({p.spec.provider for p in ok.placements}) == 3
+    assert abs(ok.cost_per_hour - sum(p.cost_per_hour for p in ok.placements)) < 1e-9
+    cheapest = (await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+        groups=[group])))).cost_per_hour
+    assert cheapest < ok.cost_per_hour  # spread costs something here
+
+    budget = round((cheapest + ok.cost_per_hour) / 2, 4)
+    bad = await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+        groups=[group], constraints=pb.PlacementConstraints(min_providers=3, budget_per_hour=budget))))
+    assert bad.status == "infeasible" and not bad.placements
+    assert "budget" in [b.constraint for b in bad.binding], bad
+    assert f"{budget:.2f}/h" in bad.message and "spread ≥ 3 providers" in bad.message, bad.message
+
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.PlanMcis(pb.PlanMcisRequest(
+        namespace=ns, placement=pb.PlacementRequest(groups=[group], objective="fastest"))), "placement.objective")
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.PlanMcis(pb.PlanMcisRequest(
+        namespace=ns, placement=pb.PlacementRequest(groups=[pb.PlacementGroup(name="a", count=0)]))),
+        "placement.groups.count")
+
+    # The same request creates the MCIS: the plan's placements become its subgroups.
+    made = await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+        namespace=ns, name="placed", install_agent=False, placement=pb.PlacementRequest(
+            groups=[pb.PlacementGroup(name="web", count=3, requirements=reqs(conns), image="ubuntu")],
+            constraints=pb.PlacementConstraints(min_providers=3))))
+    assert len(made.subgroups) == 3 and {sg.connection for sg in made.subgroups} == {c.name for c in conns}
+    assert len(made.placement.groups) == 1
+    done = await wait_mcis(tb, ns, "placed", settled_at("Running"))
+    assert done.status_count.running == 3
+
+
+async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugStub,
+                                        stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
+    tb = monitored
+    conns = await connections(stub, cloudtwin, 3, region_index=0)
+    want = reqs(conns)
+    before = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
+                                                            limit=1000))
+    n = len(before.specs)
+    assert n >= 32
+    assert all(s.estimated for s in before.specs)  # the ranking by performance is an estimate
+
+    started = await tb.StartBenchmarkCampaign(pb.StartBenchmarkCampaignRequest(campaign=pb.BenchmarkCampaign(
+        name="c1", requirements=want, max_vms=n - 2, max_cost=1000.0, parallel=8, vm_lifetime_s=180)))
+    assert started.state == "running" and len(started.steps) == n
+    deadline = time.monotonic() + 600
+    while True:
+        c = await tb.GetBenchmarkCampaign(pb.GetBenchmarkCampaignRequest(name="c1"))
+        if c.state == "done" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    states = [s.state for s in c.steps]
+    assert c.state == "done", (c.message, states)
+    assert states.count("skipped") == 2 and c.vms_made == n - 2, c.message  # the VM budget held
+    assert states.count("done") >= 30, [(s.spec_id, s.error) for s in c.steps if s.state != "done"]
+    # No VM left behind, in the cloud or in tumblebug.
+    for conn in conns:
+        assert not {v for v in await twin_vm_names(cloudtwin, conn)}
+    assert not (await tb.ListMcis(pb.ListMcisRequest(namespace="cb-benchmarks"))).mcis
+
+    after = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
+                                                           limit=1000))
+    measured = [s for s in after.specs if not s.estimated]
+    assert len(measured) >= 30
+    got = [next(x for x in s.scores if x.weigher == "performance").figures["cpu_multi"] for s in measured]
+    true = [await truth(cloudtwin, s.spec) for s in measured]
+    rho = spearmanr(got, true).statistic
+    print(f"spearman rho={rho:.4f} over {len(measured)} specs")
+    assert rho >= 0.9
+    # The measured ranking is in descending measured order, and the results are listed per spec.
+    assert got == sorted(got, reverse=True)
+    listed = await tb.ListBenchmarks(pb.ListBenchmarksRequest(connection=conns[0].name, metric="cpu_multi"))
+    assert listed.results and all(r.samples >= 1 and r.mean > 0 for r in listed.results)
+    assert np.isfinite([r.spread for r in listed.results]).all()
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.ListBenchmarks(pb.ListBenchmarksRequest(
+        metric="speed")), "metric")
+
+
+async def test_benchmark_mcis_rtt(monitored: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
+                                  cloudtwin: servers.Server) -> None:
+    tb = monitored
+    conns = await connections(stub, cloudtwin, 2)
+    ns = await namespace(tb)
+    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+        namespace=ns, name="two", placement=pb.PlacementRequest(
+            groups=[pb.PlacementGroup(name="g", count=2, requirements=reqs(conns))],
+            constraints=pb.PlacementConstraints(min_providers=2))))
+    await wait_mcis(tb, ns, "two", settled_at("Running"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        vms = (await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="two"))).vms
+        if all(v.agent_status == "Healthy" for v in vms):
+            break
+        await asyncio.sleep(0.3)
+    got = await tb.BenchmarkMcis(pb.BenchmarkMcisRequest(namespace=ns, name="two"))
+    assert len(got.vms) == 2 and all(v.values["cpu_multi"] > 0 for v in got.vms), got
+    sites = sorted(f"{c.provider}/{c.region}" for c in conns)
+    assert [(r.a, r.b) for r in got.rtt] == [tuple(sites)] and got.rtt[0].rtt_ms > 0
+    matrix = (await tb.ListBenchmarks(pb.ListBenchmarksRequest())).rtt
+    assert any((r.a, r.b) == tuple(sites) for r in matrix)
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.BenchmarkMcis(pb.BenchmarkMcisRequest(
+        namespace=ns, name="two", benchmarks=["gpu"])), "benchmarks[0]")
