@@ -162,6 +162,8 @@ class Agents:
         vm_gone = not await self.monitors_credential(vm)
         if vm_gone:
             await self.store.delete(keys.agent(vm))
+            # Its workloads' statuses go with it (a VM of that name later starts with none).
+            await self.store.delete(keys.workloads(vm))
             self.beats.pop(vm.key, None)
             self.guard.forget(vm.key)
         mcis_gone = vm_gone and not await self.monitors(vm.ns, vm.mcis)

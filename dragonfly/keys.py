@@ -15,6 +15,15 @@ def agents(ns: str, mcis: str = "") -> str:
     return f"{ROOT}/ns/{ns}/agents/{mcis + '/' if mcis else ''}"
 
 
+def workloads(vm: VmId) -> str:
+    """The latest workload statuses its agent reported (one VmWorkloads)."""
+    return f"{ROOT}/ns/{vm.ns}/workloads/{vm.mcis}/{vm.vm}"
+
+
+def workloads_of(ns: str, mcis: str) -> str:
+    return f"{ROOT}/ns/{ns}/workloads/{mcis}/"
+
+
 def mcis_config(ns: str, mcis: str) -> str:
     return f"{ROOT}/ns/{ns}/mcis/{mcis}/config"
 

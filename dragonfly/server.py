@@ -21,6 +21,7 @@ from dragonfly.settings import DragonflySettings
 from dragonfly.storage import Backend, accounting
 from dragonfly.storage.memory import MemoryBackend
 from dragonfly.storage.victoriametrics import VictoriaMetricsBackend
+from dragonfly.workloads import WorkloadStatuses
 from services.bus import Bus
 from services.natsauth import DRAGONFLY_INBOX, AccountAdmin, Creds, NatsAuthSettings, Signer
 from services.rpc.server import Binding, run
@@ -78,8 +79,9 @@ class DragonflyApp:
             admin_bus = Bus(common.nats_url, f"{self.identity}-account", admin.pusher.client_options())
             self.account = AccountSync(self.store, admin_bus, admin, settings.account_resync_s)
             credentials = AgentCredentials(self.store, signer, self.account, settings.agent_credential_ttl_s)
+        self.workloads = WorkloadStatuses(self.store, self.bus, self.guard)
         self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, credentials,
-                                          settings.agent_nats_url or common.nats_url, self.alerts)
+                                          settings.agent_nats_url or common.nats_url, self.alerts, self.workloads)
 
     def bindings(self) -> list[Binding]:
         return [Binding(SERVICE_NAME, self.servicer, dragonfly_pb2_grpc.add_DragonflyServicer_to_server)]
@@ -89,6 +91,7 @@ class DragonflyApp:
         if self.account is not None:
             await self.account.start()
         await self.agents.start()
+        await self.workloads.start()
         await self.alerts.start()
         await self.collector.start()
         if isinstance(self.backend, MemoryBackend):

@@ -11,16 +11,19 @@ import grpc
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
+from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from dragonfly import keys
 from dragonfly.agent import benchmarks
 from dragonfly.agent.config import render
 from dragonfly.agent.sources import GROUPS
+from dragonfly.agent.workspec import NAME
 from dragonfly.agents import Agents, stamp
 from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.rules import validate
 from dragonfly.credentials import AgentCredentials
 from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
 from dragonfly.subjects import VmId
+from dragonfly.workloads import WorkloadStatuses, set_body, to_status
 from services import errors
 from services.bus import Bus
 from services.natsauth import decode_claims, format_creds
@@ -34,6 +37,11 @@ COMMAND_SLACK_S = 5.0
 # benchmark's grace before the agent cuts it off, the last disk flush.
 BENCH_SLACK_S = 10.0
 MAX_INSTANCE = 128
+# How long a set request may take beyond the longest stop grace (stops, then starts, on the agent).
+WORKLOADS_SLACK_S = 15.0
+DEFAULT_STOP_GRACE_S = 5.0
+DEFAULT_TAIL_LINES = 100
+MAX_TAIL_LINES = 10_000
 
 
 def vm_id(ns: str, mcis: str, vm: str) -> VmId:
@@ -99,8 +107,10 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
     """Agents, metrics and commands of every VM that has an agent."""
 
     def __init__(self, agents: Agents, backend: Backend, bus: Bus, credentials: AgentCredentials | None,
-                 agent_nats_url: str, alerts: AlertEngine | None = None) -> None:
+                 agent_nats_url: str, alerts: AlertEngine | None = None,
+                 workloads: WorkloadStatuses | None = None) -> None:
         self.agents = agents
+        self.workloads = workloads
         self.alerts = alerts
         self.backend = backend
         self.bus = bus
@@ -205,9 +215,71 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
             raise errors.InvalidArgument(f"the agent refused the benchmark: {body['error']}")
         return to_result(vm, benchmarks.BenchReport.from_wire(body))
 
-    async def _ask(self, vm: VmId, verb: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    # -- workloads ----------------------------------------------------------------
+
+    def _statuses(self) -> WorkloadStatuses:
+        if self.workloads is None:
+            raise errors.FailedPrecondition("this dragonfly runs without workloads")
+        return self.workloads
+
+    async def SetWorkloads(self, request: wpb.SetWorkloadsRequest,
+                           context: grpc.aio.ServicerContext) -> wpb.SetWorkloadsResponse:
+        """Replace one app's workloads on a VM (its whole set; an empty set stops them all); the
+        agent stops what left or changed, starts what is new, and answers with their statuses.
+        NOT_FOUND for a VM without an agent, FAILED_PRECONDITION while its agent is away."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        statuses = self._statuses()
+        body = set_body(request)
+        data = json.dumps(body).encode()
+        limit = int(getattr(self.bus.nc, "max_payload", 0) or 1 << 20)
+        if len(data) > limit:
+            raise errors.InvalidArgument.field("workloads", f"the set is {len(data)} bytes on the wire, over the "
+                                               f"bus's limit of {limit}: send smaller files or fewer workloads")
+        grace = max([w.stop_grace_s for w in request.workloads] + [DEFAULT_STOP_GRACE_S])
+        answer = await self._ask(vm, "workloads", body, grace + WORKLOADS_SLACK_S, data)
+        if "statuses" not in answer:
+            raise errors.InvalidArgument(f"the agent of VM {vm.key} refused the workloads: "
+                                         f"{answer.get('error', answer)}")
         try:
-            data = await self.bus.request(vm.request(verb), json.dumps(body).encode(), timeout=timeout)
+            out = [to_status(s) for s in answer["statuses"]]
+            at = float(answer.get("time") or time.time())
+        except (ValueError, KeyError, TypeError) as err:
+            raise errors.Unavailable(f"the agent of VM {vm.key} answered with malformed statuses: {err}") from err
+        await statuses.record(vm, out, at, app=request.app)
+        return wpb.SetWorkloadsResponse(statuses=out)
+
+    async def ListWorkloads(self, request: wpb.ListWorkloadsRequest,
+                            context: grpc.aio.ServicerContext) -> wpb.ListWorkloadsResponse:
+        """The statuses the agents of an MCIS (or one VM) last reported, optionally of one app."""
+        check_name("ns", request.ns)
+        check_name("mcis", request.mcis)
+        if request.vm:
+            vm_id(request.ns, request.mcis, request.vm)
+        if request.app:
+            _check_app(request.app)
+        vms = await self._statuses().list(request.ns, request.mcis, request.vm, request.app)
+        return wpb.ListWorkloadsResponse(vms=vms)
+
+    async def ReadWorkloadLogs(self, request: wpb.ReadWorkloadLogsRequest,
+                               context: grpc.aio.ServicerContext) -> wpb.WorkloadLogs:
+        """The last lines of a workload's stdout and stderr, read from its agent."""
+        vm = vm_id(request.ns, request.mcis, request.vm)
+        if not request.id:
+            raise errors.InvalidArgument.field("id", "required")
+        if request.tail_lines < 0:
+            raise errors.InvalidArgument.field("tail_lines", "must be >= 0")
+        tail = min(request.tail_lines or DEFAULT_TAIL_LINES, MAX_TAIL_LINES)
+        answer = await self._ask(vm, "logs", {"id": request.id, "tail_lines": tail}, 5.0)
+        if answer.get("reason") == "not_found":
+            raise errors.NotFound(f"VM {vm.key} runs no workload {request.id!r}")
+        if "stdout" not in answer:
+            raise errors.InvalidArgument(f"the agent refused the logs request: {answer.get('error', answer)}")
+        return wpb.WorkloadLogs(stdout=str(answer["stdout"]), stderr=str(answer.get("stderr", "")))
+
+    async def _ask(self, vm: VmId, verb: str, body: dict[str, Any], timeout: float,
+                   data: bytes | None = None) -> dict[str, Any]:
+        try:
+            data = await self.bus.request(vm.request(verb), data or json.dumps(body).encode(), timeout=timeout)
         except errors.Unavailable as err:
             raise await self.agents.why_unreachable(vm) from err
         except errors.DeadlineExceeded as err:
@@ -310,6 +382,11 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         size = _page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
+
+
+def _check_app(app: str) -> None:
+    if not NAME.match(app):
+        raise errors.InvalidArgument.field("app", f"{app[:80]!r} is not a valid name (lowercase letters, digits, '-')")
 
 
 def _check_instance(instance: str) -> None:

@@ -20,6 +20,7 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 METRICS_ALL = "cb.metrics.*.*.*"
 HEARTBEAT_ALL = "cb.heartbeat.*.*.*"
 REGISTER_ALL = "cb.register.*.*.*"
+WORKLOADS_ALL = "cb.workloads.*.*.*"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class VmId:
     def register(self) -> str:
         return f"cb.register.{self.key}"
 
+    @property
+    def workloads(self) -> str:
+        """Where the agent reports its workloads' statuses (on change and periodically)."""
+        return f"cb.workloads.{self.key}"
+
     # -- what the agent answers -----------------------------------------------------
 
     @property
@@ -67,7 +73,7 @@ class VmId:
         return f"cb.agent.{self.key}.>"
 
     def request(self, verb: str) -> str:
-        """`metrics` (on-demand read), `cmd`, `bench`."""
+        """`metrics` (on-demand read), `cmd`, `bench`, `status`, `workloads` (set one app's set), `logs`."""
         return f"cb.agent.{self.key}.{verb}"
 
     @property
@@ -81,7 +87,7 @@ class VmId:
 
     def permissions(self) -> Permissions:
         """An agent may send only as itself and hear only its own requests and its MCIS's settings."""
-        return Permissions(publish=[self.metrics, self.heartbeat, self.register],
+        return Permissions(publish=[self.metrics, self.heartbeat, self.register, self.workloads],
                            subscribe=[self.requests, f"{self.inbox_prefix}.>", self.mcis_config],
                            respond=True)
 

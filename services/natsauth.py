@@ -315,7 +315,9 @@ class Authority:
     def server_config(self, jwt_dir: Path) -> str:
         """nats-server configuration: trust this operator; accounts in a full resolver at
         `jwt_dir` (seeded with these two, changed by pushes), never deleted by a push."""
+        # max_payload: a workload set carries up to 1 MiB of files per workload (base64 on the wire).
         return (f'operator: "{self.jwts["operator"]}"\n'
+                "max_payload: 4MB\n"
                 f"system_account: {self.system.public_key}\n"
                 f'resolver: {{\n  type: full\n  dir: "{jwt_dir}"\n  allow_delete: false\n}}\n'
                 "resolver_preload: {\n"
@@ -332,7 +334,8 @@ DRAGONFLY_INBOX = "_INBOX_dragonfly"
 def dragonfly_permissions() -> Permissions:
     """Dragonfly's NATS user: exactly the subjects it speaks on (see dragonfly/subjects.py), no more.
 
-    It hears agents' metric batches (its collectors' queue group), heartbeats and registrations,
+    It hears agents' metric batches (its collectors' queue group), heartbeats, registrations and
+    workload statuses,
     and the answers to its own requests; it sends requests to agents (`cb.agent.{vm}.{verb}`),
     each MCIS's interval, alert events, and answers into agents' inboxes. It may not publish as
     an agent (`cb.metrics|heartbeat|register`), so an answer steered there by a forged reply
@@ -341,7 +344,8 @@ def dragonfly_permissions() -> Permissions:
     Tumblebug reaches agents only through dragonfly's API, so it has no NATS user at all."""
     return Permissions(
         publish=["cb.agent.*.*.*.*", "cb.config.*.*", "cb.alerts.*.*", "_INBOX.*.*.*.>"],
-        subscribe=["cb.metrics.*.*.*", "cb.heartbeat.*.*.*", "cb.register.*.*.*", f"{DRAGONFLY_INBOX}.>"])
+        subscribe=["cb.metrics.*.*.*", "cb.heartbeat.*.*.*", "cb.register.*.*.*", "cb.workloads.*.*.*",
+                   f"{DRAGONFLY_INBOX}.>"])
 
 
 @dataclass(frozen=True)

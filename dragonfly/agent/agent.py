@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nats import errors as nats_errors
 from nats.aio.client import Client, Server
@@ -28,6 +31,8 @@ from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
 from dragonfly.agent.config import AgentConfig
 from dragonfly.agent.sources import Source
+from dragonfly.agent.supervisor import Supervisor
+from dragonfly.agent.workspec import SpecError, parse_set
 from dragonfly.wire import dumps
 
 log = logging.getLogger("cb-agent")
@@ -35,6 +40,12 @@ log = logging.getLogger("cb-agent")
 VERSION = "0.1.0"
 # How long a collector may take to acknowledge a batch.
 ACK_TIMEOUT_S = 2.0
+# Workload statuses are reported on every change (changes within this long go together) and
+# at least this often, so a dragonfly replica that missed one learns the truth soon after.
+STATUS_DEBOUNCE_S = 0.1
+STATUS_EVERY_S = 15.0
+# Lines of each stream a logs request may ask for.
+MAX_TAIL_LINES = 10_000
 
 
 class ConnectPacer:
@@ -102,16 +113,23 @@ class Agent:
         self.nc: Client | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._workloads_changed = asyncio.Event()
+        self.status_seq = 0
+        self.supervisor = Supervisor(workloads_root(config), host_ip(config), runner.env,
+                                     self._workloads_changed.set)
 
     # -- life -----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`: connect (retrying), sample every interval, send what is due."""
+        """Until `stop`: connect (retrying), sample every interval, send what is due, supervise
+        the workloads (the persisted sets start at once, NATS or not)."""
+        await self.supervisor.start()
         workers = [asyncio.create_task(self._connect_forever(stop)), asyncio.create_task(self._sample_forever(stop)),
-                   asyncio.create_task(self._send_forever(stop))]
+                   asyncio.create_task(self._send_forever(stop)), asyncio.create_task(self._report_forever(stop))]
         try:
             await stop.wait()
         finally:
+            await self.supervisor.stop_all()
             for task in [*workers, *self._tasks]:
                 task.cancel()
             for task in [*workers, *self._tasks]:
@@ -154,6 +172,22 @@ class Agent:
         # Register again: dragonfly may have changed the interval while we were away.
         self.registered = False
         self._wake.set()
+        self._workloads_changed.set()
+
+    async def _report_forever(self, stop: asyncio.Event) -> None:
+        """Workload statuses to dragonfly on change and every STATUS_EVERY_S (plain publishes:
+        one missed is made good by the next)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._workloads_changed.wait(), STATUS_EVERY_S)
+            await asyncio.sleep(STATUS_DEBOUNCE_S)
+            self._workloads_changed.clear()
+            if self.connected and self.nc is not None:
+                self.status_seq += 1
+                report = {"vm": self.vm.key, "boot": self.boot, "seq": self.status_seq, "time": time.time(),
+                          "statuses": self.supervisor.statuses()}
+                with contextlib.suppress(nats_errors.Error, OSError):
+                    await self.nc.publish(self.vm.workloads, dumps(report))
 
     async def _sample_forever(self, stop: asyncio.Event) -> None:
         next_at = time.monotonic()
@@ -240,17 +274,45 @@ class Agent:
         verb = msg.subject.rsplit(".", 1)[-1]
         if verb == "metrics":
             await self._respond(msg, {"vm": self.vm.key, "time": time.time(), "groups": self.source.sample()})
-        elif verb in ("cmd", "bench"):
-            # In tasks of their own: the subscription must not wait for a command or benchmark to end.
-            task = asyncio.create_task(self._command(msg) if verb == "cmd" else self._benchmark(msg))
+        elif verb in ("cmd", "bench", "workloads"):
+            # In tasks of their own: the subscription must not wait for a command, benchmark or set to end.
+            task = asyncio.create_task(self._command(msg) if verb == "cmd" else
+                                       self._benchmark(msg) if verb == "bench" else self._set_workloads(msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif verb == "status":
             await self._respond(msg, {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "sent": self.sent,
                                       "backlog": len(self.backlog), "dropped": self.backlog.dropped,
                                       "interval_s": self.interval_s})
+        elif verb == "logs":
+            await self._logs(msg)
         else:
             await self._respond(msg, {"error": f"unknown request {verb!r}"})
+
+    async def _set_workloads(self, msg: Msg) -> None:
+        """Replace one app's set; answer with its statuses, or refuse the whole body."""
+        try:
+            app, specs = parse_set(wire.loads(msg.data))
+            statuses = await self.supervisor.set(app, specs)
+        except (SpecError, ValueError) as err:
+            await self._respond(msg, {"error": f"bad workloads request: {err}", "reason": "invalid"})
+            return
+        await self._respond(msg, {"time": time.time(), "statuses": statuses})
+
+    async def _logs(self, msg: Msg) -> None:
+        try:
+            req = wire.loads(msg.data)
+            workload_id, tail = req["id"], req.get("tail_lines") or 100
+            if not isinstance(workload_id, str) or isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
+                raise TypeError("id must be a string and tail_lines a whole number >= 0")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            await self._respond(msg, {"error": f"bad logs request: {err}", "reason": "invalid"})
+            return
+        found = self.supervisor.logs(workload_id, min(tail, MAX_TAIL_LINES))
+        if found is None:
+            await self._respond(msg, {"error": f"no workload {workload_id[:80]!r} on this VM", "reason": "not_found"})
+            return
+        await self._respond(msg, {"stdout": found[0], "stderr": found[1]})
 
     async def _command(self, msg: Msg) -> None:
         try:
@@ -287,3 +349,26 @@ class Agent:
             await msg.respond(dumps(body))
 
 
+
+
+def workloads_root(config: AgentConfig) -> Path:
+    """Where the supervisor keeps its sets and its workloads' directories: the configured work
+    directory, else a twin's sandbox, else the agent's working directory."""
+    base = config.work_dir or (config.twin.sandbox if config.twin else os.getcwd())
+    return Path(base) / "cb-workloads"
+
+
+def host_ip(config: AgentConfig) -> str:
+    """The VM's IP that workloads serve on: a twin's own address, the configured `ip`, else the
+    address this host reaches NATS from (no packet is sent: a UDP socket only picks its route)."""
+    if config.twin is not None:
+        return config.twin.ip
+    if config.ip:
+        return config.ip
+    host = urlsplit(config.nats_url).hostname or "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 4222))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"

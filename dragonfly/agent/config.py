@@ -9,7 +9,8 @@
         -----BEGIN NATS USER JWT-----
         …
       interval_s: 5         # optional; dragonfly may change it per MCIS
-      work_dir: /var/tmp    # optional; where disk benchmarks write (default: the agent's directory)
+      work_dir: /var/tmp    # optional; where disk benchmarks write and workloads live (default: the agent's directory)
+      ip: 10.0.0.7          # optional; the IP workloads serve on (default: the address that reaches NATS)
 
 A CloudTwin guest gets a `twin` section from the emulator (its IP, spec, sandbox, where its
 region is, and its spec's true performance there).
@@ -74,6 +75,8 @@ class AgentConfig:
     bench_budget_max_s: float = MAX_BUDGET_S
     # Where disk benchmarks write their scratch file; empty = the agent's working directory.
     work_dir: str = ""
+    # The VM's IP its workloads serve on (HOST); empty = the address this host reaches NATS from.
+    ip: str = ""
     twin: TwinSpec | None = None
 
 
@@ -108,7 +111,7 @@ def from_section(section: dict[str, Any], twin: TwinSpec | None = None) -> Agent
     return AgentConfig(vm=VmId(str(section["ns"]), str(section["mcis"]), str(section["vm"])),
                        nats_url=str(section["nats_url"]), creds=Creds.parse(str(section["creds"])),
                        interval_s=interval, backlog_max=int(section.get("backlog_max", 1000)),
-                       work_dir=str(section.get("work_dir") or ""), twin=twin)
+                       work_dir=str(section.get("work_dir") or ""), ip=str(section.get("ip") or ""), twin=twin)
 
 
 def render(vm: VmId, nats_url: str, creds_text: str, interval_s: float = 5.0) -> str:

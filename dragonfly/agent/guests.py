@@ -7,7 +7,8 @@ and halt (`{"op": "halt", "id"}`), and where every running twin VM is
 benchmarks). Each guest is a full agent with its own NATS
 connection and its own credential, so the server's per-VM permissions hold for
 twins exactly as for real VMs. Its commands run in the guest's sandbox with
-`CB_VM_IP` set to the VM's loopback address. When stdin closes (CloudTwin
+`CB_VM_IP` set to the VM's loopback address, and so do its workloads (under
+`{sandbox}/cb-workloads`, HOST the VM's IP). When stdin closes (CloudTwin
 stopped or died), every guest halts and the process exits.
 
 Thousands of guests share one event loop, so the process is careful with
@@ -117,9 +118,13 @@ class GuestHost:
         Path(spec.sandbox).mkdir(parents=True, exist_ok=True)
         runner = Runner(spec.sandbox, {"CB_VM_IP": spec.ip, "CB_VM_ID": vm_id, "CB_VM_NAME": config.vm.vm,
                                        "HOME": spec.sandbox})
-        source = TwinSource(spec, config.vm.key, lambda: runner.pgids)
+        agents: list[Agent] = []
+        # The usage of the VM counts its commands' and its workloads' processes.
+        source = TwinSource(spec, config.vm.key,
+                            lambda: runner.pgids | (agents[0].supervisor.pgids if agents else set()))
         bench = TwinBench(spec.vcpu, spec.perf, spec.latitude, spec.longitude, self.peers)
         agent = Agent(config, source, runner, bench, pacer=self.pacer)
+        agents.append(agent)
         stop = asyncio.Event()
         self.guests[vm_id] = Guest(agent, runner, stop, asyncio.create_task(self._run(agent, stop)))
         log.info("guest booted", extra={"vm_id": vm_id, "vm": config.vm.key, "ip": spec.ip})
