@@ -6,7 +6,7 @@
 // Writes:
 //   static/vendor/uplot.min.js   uPlot's minified IIFE with an ES `export default` appended
 //   static/vendor/uplot.min.css  uPlot's stylesheet
-//   static/vendor/world.svg      land outline (world-atlas land-110m) in an equirectangular
+//   static/vendor/world.svg      land outline (world-atlas land-110m) in d3-geo's equirectangular
 //                                projection, viewBox 0 0 360 180 (x = lon + 180, y = 90 - lat)
 //   static/vendor/LICENSES.txt   the licenses of everything above
 //   ../../../tests/e2e/assets/axe.min.js   axe-core, injected by the browser tests only
@@ -14,6 +14,7 @@ import { readFileSync, writeFileSync, copyFileSync, mkdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { feature } from "topojson-client";
+import { geoEquirectangular, geoPath } from "d3-geo";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const mod = (p) => join(here, "node_modules", p);
@@ -27,32 +28,12 @@ const uplot = readFileSync(mod("uplot/dist/uPlot.iife.min.js"), "utf8");
 writeFileSync(join(vendor, "uplot.min.js"), uplot.trimEnd() + "\nexport default uPlot;\n");
 copyFileSync(mod("uplot/dist/uPlot.min.css"), join(vendor, "uplot.min.css"));
 
-// World outline: one path, coordinates rounded to 0.1 degree, relative moves to keep it small.
+// World outline: d3-geo's equirectangular projection cuts the rings that cross the antimeridian
+// (Russia, Fiji, Antarctica) so no stray line crosses the map; 0.1 unit precision keeps it small.
 const topo = JSON.parse(readFileSync(mod("world-atlas/land-110m.json"), "utf8"));
 const land = feature(topo, topo.objects.land);
-const r = (v) => Math.round(v * 10) / 10;
-let d = "";
-const rings = [];
-for (const f of land.features) {
-  const g = f.geometry;
-  const polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
-  for (const poly of polys) for (const ring of poly) rings.push(ring);
-}
-for (const ring of rings) {
-  let px = 0, py = 0, first = true, seg = "";
-  for (const [lon, lat] of ring) {
-    const x = r(lon + 180), y = r(90 - lat);
-    if (first) { seg += `M${x} ${y}`; first = false; }
-    else {
-      const dx = r(x - px), dy = r(y - py);
-      if (dx === 0 && dy === 0) continue;
-      seg += `l${dx} ${dy}`;
-    }
-    px = x; py = y;
-  }
-  d += seg + "z";
-}
-d = d.replace(/ -/g, "-").replace(/l(-?)0\./g, "l$1.").replace(/ (-?)0\./g, " $1.");
+const projection = geoEquirectangular().scale(180 / Math.PI).translate([180, 90]).precision(0.1);
+const d = geoPath(projection).digits(1)(land);
 writeFileSync(join(vendor, "world.svg"),
   `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 360 180" preserveAspectRatio="none">` +
   `<title>World land outline (Natural Earth via world-atlas)</title>` +
@@ -62,6 +43,7 @@ const licenses = [
   ["uPlot 1.6.32 (static/vendor/uplot.min.*)", "uplot/LICENSE"],
   ["world-atlas 2.0.2 (static/vendor/world.svg; data: Natural Earth, public domain)", "world-atlas/LICENSE"],
   ["topojson-client 3.1.0 (used at build time only)", "topojson-client/LICENSE"],
+  ["d3-geo 3.1.2 (used at build time only)", "d3-geo/LICENSE"],
 ];
 writeFileSync(join(vendor, "LICENSES.txt"), licenses.map(([what, file]) =>
   `== ${what}\n\n${readFileSync(mod(file), "utf8").trim()}\n`).join("\n"));
