@@ -259,9 +259,18 @@ def test_placement_and_applications_say_not_available(stack: Stack, browser: Web
         assert ("does not show it yet" if routed else "is not available") in notice, notice
         assert view != "apps" or not routed
     screenshot(browser, shots, "apps")
+
+
+def test_alert_events_show(stack: Stack, browser: WebDriver, shots: Path) -> None:
+    # A rule every point breaks, so dragonfly fires it with the next metrics of the demo MCIS.
+    rule = {"name": "busy", "mcis": "demo", "metric": "cpu.utilization_percent", "operator": ">=", "threshold": 0,
+            "severity": "WARNING"}
+    reply = httpx.post(f"{stack.url}/dragonfly/v1/namespaces/{stack.ns}/alert-rules", json=rule,
+                       headers={"Authorization": f"Bearer {KEY}"})
+    assert reply.status_code == 200, reply.text
     open_view(browser, stack, "#/alerts")
-    wait(browser, "!document.querySelector('[role=status]').textContent.includes('Loading')")
-    assert "Not available" not in browser.find_element(By.ID, "view").text
+    wait(browser, "[...document.querySelectorAll('#alerts tbody td')].some((td) => td.textContent === 'busy')", 40)
+    assert "Firing" in browser.find_element(By.ID, "alerts").text
     screenshot(browser, shots, "alerts")
 
 
