@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import logs
-from services.gateway import docs, keyservice, openapi, sse
+from services.gateway import dashboard, docs, keyservice, openapi, sse
 from services.gateway import routes as api_routes
 from services.gateway.apikeys import ApiKeyRegistry
 from services.gateway.auth import Authenticator
@@ -272,7 +272,7 @@ def create_app(gw: Gateway, lifespan: Callable[[Starlette], contextlib.AbstractA
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", "Grpc-Timeout"],
             expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate"], max_age=600))
-    app = Starlette(routes=public_routes(gw), middleware=middleware, lifespan=lifespan,
+    app = Starlette(routes=[*public_routes(gw), *dashboard.routes()], middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_exception})
     # Every path that is not a public route is the API's: the router's fallback, not a pattern,
     # so no path (a newline in it, say) can miss the transcoder and get a plain-text 404.
