@@ -47,9 +47,11 @@ run: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# ruff, mypy and the import contract ([tool.importlinter] in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/spider.py

@@ -59,11 +59,11 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as dpb_grpc
-from dragonfly.agent.config import TwinSpec
 from dragonfly.agent.sources import TwinSource
-from dragonfly.subjects import VmId
+from dragonfly.protocol.config import TwinSpec
+from dragonfly.protocol.subjects import VmId
 from services import natsauth
-from services.launcher import processes as procs
+from services import processes as procs
 from services.rpc.client import channel
 
 NS = "twin"

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.httpload import LoadResult, load
 from ladybug.endpoint import Backend, Endpoint, EndpointSettings, HealthCheck
-from services.launcher.processes import Proc, free_port, port_in_use
+from services.processes import Proc, free_port, port_in_use
 
 
 def summary(r: LoadResult) -> dict[str, float]:

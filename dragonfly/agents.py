@@ -12,9 +12,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys, wire
+from dragonfly import keys
 from dragonfly.guard import AgentGuard
-from dragonfly.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
+from dragonfly.protocol import wire
+from dragonfly.protocol.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
 from services import errors
 from services.bus import Bus
 from services.store import Store

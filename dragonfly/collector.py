@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from dragonfly import wire
-from dragonfly.agent.sources import GROUPS
 from dragonfly.guard import AgentGuard
+from dragonfly.protocol import wire
+from dragonfly.protocol.metrics import GROUPS
+from dragonfly.protocol.subjects import METRICS_ALL, VmId, vm_of
 from dragonfly.storage import Backend, Sample
-from dragonfly.subjects import METRICS_ALL, VmId, vm_of
 from services.bus import Bus
 
 log = logging.getLogger("dragonfly.collector")

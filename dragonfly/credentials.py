@@ -12,7 +12,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly import keys
 from dragonfly.account import AccountSync
 from dragonfly.agents import stamp
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 from services import errors
 from services.natsauth import Creds, Signer, decode_claims
 from services.store import Store

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from dragonfly.subjects import VmId, vm_of
+from dragonfly.protocol.subjects import VmId, vm_of
 
 log = logging.getLogger("dragonfly.guard")
 

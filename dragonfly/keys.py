@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 
 ROOT = "/cb/dragonfly"
 

@@ -13,16 +13,16 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from dragonfly import keys
-from dragonfly.agent import benchmarks
-from dragonfly.agent.config import render
-from dragonfly.agent.sources import GROUPS
-from dragonfly.agent.workspec import NAME
 from dragonfly.agents import Agents, stamp
 from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.rules import validate
 from dragonfly.credentials import AgentCredentials
+from dragonfly.protocol import benchmarks
+from dragonfly.protocol.config import render
+from dragonfly.protocol.metrics import GROUPS
+from dragonfly.protocol.subjects import VmId
+from dragonfly.protocol.workspec import NAME
 from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
-from dragonfly.subjects import VmId
 from dragonfly.workloads import WorkloadStatuses, set_body, to_status
 from services import errors
 from services.bus import Bus

@@ -22,11 +22,12 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
-from dragonfly import keys, wire
-from dragonfly.agent.workspec import SpecError, parse_set
+from dragonfly import keys
 from dragonfly.agents import stamp
 from dragonfly.guard import AgentGuard
-from dragonfly.subjects import WORKLOADS_ALL, VmId
+from dragonfly.protocol import wire
+from dragonfly.protocol.subjects import WORKLOADS_ALL, VmId
+from dragonfly.protocol.workspec import SpecError, parse_set
 from services import errors
 from services.bus import Bus
 from services.store import Store

@@ -4,7 +4,7 @@ Tests share them and stay apart by using fresh connection names and fresh
 CloudTwin accounts. Tests that kill or restart a server start their own.
 
 Mutual TLS is on as in the launcher: a session CA issues each server its
-certificate (see `services.launcher.processes`), and this process calls them as
+certificate (see `services.processes`), and this process calls them as
 `admin`.
 """
 

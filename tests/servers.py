@@ -12,7 +12,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
-from services.launcher import processes as procs
+from services import processes as procs
 from services.rpc.client import channel
 
 

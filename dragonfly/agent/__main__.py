@@ -11,9 +11,9 @@ from pathlib import Path
 
 from dragonfly.agent.agent import Agent
 from dragonfly.agent.commands import Runner
-from dragonfly.agent.config import parse
 from dragonfly.agent.hostbench import HostBench
 from dragonfly.agent.sources import HostSource
+from dragonfly.protocol.config import parse
 from services import logs
 
 DEFAULT_USER_DATA = "/var/lib/cloud/instance/user-data.txt"

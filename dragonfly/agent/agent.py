@@ -25,15 +25,15 @@ from nats import errors as nats_errors
 from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 
-from dragonfly import wire
 from dragonfly.agent import benchmarks
 from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
-from dragonfly.agent.config import AgentConfig
 from dragonfly.agent.sources import Source
 from dragonfly.agent.supervisor import Supervisor
-from dragonfly.agent.workspec import SpecError, parse_set
-from dragonfly.wire import dumps
+from dragonfly.protocol import wire
+from dragonfly.protocol.config import AgentConfig
+from dragonfly.protocol.wire import dumps
+from dragonfly.protocol.workspec import SpecError, parse_set
 
 log = logging.getLogger("cb-agent")
 

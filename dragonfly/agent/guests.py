@@ -36,11 +36,12 @@ from typing import Any
 
 import yaml
 
+from dragonfly.agent import CONNECT_RATE_ENV
 from dragonfly.agent.agent import Agent, ConnectPacer
 from dragonfly.agent.commands import Runner
-from dragonfly.agent.config import SECTION, AgentConfig, TwinPerf, TwinSpec, from_section
 from dragonfly.agent.sources import TwinSource
 from dragonfly.agent.twinbench import Peers, TwinBench
+from dragonfly.protocol.config import SECTION, AgentConfig, TwinPerf, TwinSpec, from_section
 from services import logs
 from services.stdin import open_stdin
 
@@ -49,9 +50,8 @@ log = logging.getLogger("cb-agent.guests")
 # libyaml reads a guest's user-data in a twentieth of the time of the pure-Python loader.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Connects of one helper: new handshakes per second (CloudTwin gives each helper its share of a
-# total, in this variable) and at most this many in flight. A helper with 5,000 guests on a busy
+# total, in CONNECT_RATE_ENV) and at most this many in flight. A helper with 5,000 guests on a busy
 # machine kept every handshake within NATS's 2 s authentication deadline at 200 a second.
-CONNECT_RATE_ENV = "CB_GUESTS_CONNECT_RATE"
 CONNECT_RATE = 150.0
 CONNECT_CONCURRENCY = 50
 # Boot orders handled between two turns of the event loop.

@@ -13,7 +13,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dragonfly.agent.workspec import HealthSpec
+from dragonfly.protocol.workspec import HealthSpec
 
 
 async def http_ok(host: str, port: int, path: str) -> bool:

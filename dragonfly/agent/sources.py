@@ -17,22 +17,11 @@ from typing import Protocol
 
 import psutil
 
-from dragonfly.agent.config import TwinSpec
+from dragonfly.protocol.config import TwinSpec
+from dragonfly.protocol.metrics import FIELDS, GROUPS  # noqa: F401 (FIELDS re-exported)
 
 Groups = dict[str, dict[str, float]]
-GROUPS = ("cpu", "cpufreq", "memory", "disk", "diskio", "network")
-# The fields of each group, as every source reports them (an alert rule may name only these).
-FIELDS: dict[str, tuple[str, ...]] = {
-    "cpu": ("utilization_percent", "user_percent", "system_percent", "idle_percent", "iowait_percent",
-            "steal_percent", "cores"),
-    "cpufreq": ("current_mhz", "max_mhz"),
-    "memory": ("total_bytes", "used_bytes", "available_bytes", "utilization_percent"),
-    "disk": ("total_bytes", "used_bytes", "free_bytes", "utilization_percent"),
-    "diskio": ("read_bytes_per_second", "write_bytes_per_second", "read_ops_per_second", "write_ops_per_second"),
-    "network": ("recv_bytes_per_second", "sent_bytes_per_second", "recv_packets_per_second",
-                "sent_packets_per_second", "in_errors_per_second", "out_errors_per_second", "in_drops_per_second",
-                "out_drops_per_second"),
-}
+
 
 
 class Source(Protocol):

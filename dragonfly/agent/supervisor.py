@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dragonfly import wire
 from dragonfly.agent import probes
-from dragonfly.agent.workspec import SpecError, WorkloadSpec, from_saved
+from dragonfly.protocol import wire
+from dragonfly.protocol.workspec import SpecError, WorkloadSpec, from_saved
 
 log = logging.getLogger("cb-agent.supervisor")
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dragonfly.agent.benchmarks import FIELDS, BenchmarkError, RttResult, Target
-from dragonfly.agent.config import TwinPerf
 from dragonfly.agent.hostbench import rtt_all
+from dragonfly.protocol.config import TwinPerf
 from services.geo import haversine_km
 
 # Relative noise: normal with this deviation, cut at `NOISE_CAP` either way.

@@ -26,8 +26,8 @@ from dragonfly import keys
 from dragonfly.agents import UNHEALTHY_AFTER_INTERVALS, Agents, stamp
 from dragonfly.alerts.rules import AGENT_UNHEALTHY, METRIC, Compiled, Window, compile_rule
 from dragonfly.alerts.webhook import WebhookSink
+from dragonfly.protocol.subjects import VmId, alerts
 from dragonfly.storage import Sample
-from dragonfly.subjects import VmId, alerts
 from services import errors
 from services.bus import Bus
 from services.store import Entry, Informer, Store

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly.agent.sources import FIELDS, GROUPS
+from dragonfly.protocol.metrics import FIELDS, GROUPS
 from services import errors
 from services.names import check_name
 

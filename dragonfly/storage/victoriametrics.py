@@ -17,7 +17,7 @@ import httpx
 
 from dragonfly.storage import Query, Result, Sample
 from services import errors
-from services.launcher import processes as procs
+from services import processes as procs
 
 BINARY = "victoria-metrics"
 LABELS = ("ns", "mcis", "vm")

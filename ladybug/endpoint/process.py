@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ladybug.endpoint.config import Files
 from ladybug.endpoint.runtime import RuntimeApi, RuntimeApiError
-from services.launcher.processes import Proc
+from services.processes import Proc
 
 
 class HaproxyProcess:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
+from services import processes as procs
 from services.gateway.auth import ADMIN, admin_key, hash_key, write_keys_file
-from services.launcher import processes as procs
 
 
 def process(run_dir: Path, env: Mapping[str, str], name: str = "gateway") -> procs.Proc:

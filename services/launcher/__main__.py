@@ -26,9 +26,9 @@ import grpc
 
 from dragonfly.storage import victoriametrics
 from services import natsauth, tls
+from services import processes as procs
 from services.gateway import launch as gateway_launch
 from services.launcher import demo
-from services.launcher import processes as procs
 from services.settings import CommonSettings
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
-from dragonfly.agent.guests import CONNECT_RATE_ENV
+from dragonfly.agent import CONNECT_RATE_ENV, GUESTS_MODULE
 
 from . import faults, lifecycle
 from .catalog import Catalog
@@ -89,7 +89,7 @@ class Shard(HelperProcess):
     """One helper process and the guests it runs."""
 
     def __init__(self, index: int, log_path: Path, connects_per_s: float = CONNECTS_PER_S) -> None:
-        super().__init__("dragonfly.agent.guests", log_path, {CONNECT_RATE_ENV: f"{connects_per_s:g}"})
+        super().__init__(GUESTS_MODULE, log_path, {CONNECT_RATE_ENV: f"{connects_per_s:g}"})
         self.index = index
         self.guests: set[str] = set()
         # Where the running VMs are, as this helper was last told (IP → latitude, longitude).

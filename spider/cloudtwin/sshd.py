@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncssh
 
-from dragonfly.agent.commands import Runner
+from dragonfly.agent import Runner
 from services import logs
 from services.stdin import open_stdin
 

@@ -22,7 +22,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import errors, limits
-from services.launcher import processes as procs
+from services import processes as procs
 from services.rpc import client
 from tests import servers
 from tests.e2e.test_gateway import KEY, Gateway, start_gateway

@@ -216,7 +216,7 @@ async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl,
                                                                    tmp_path: Path) -> None:
     """etcd and VictoriaMetrics speak HTTP, not gRPC health: status asks their /health."""
     from dragonfly.storage import victoriametrics
-    from services.launcher import processes as procs
+    from services import processes as procs
 
     suite = {"etcd": {"address": f"http://{etcd.address}", "pid": etcd.proc.pid}}
     victoria: procs.Proc | None = None

@@ -26,9 +26,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services import processes as procs
 from services.errors import DETAILS_KEY
 from services.gateway import auth, launch
-from services.launcher import processes as procs
 from services.rpc.tls import server_credentials
 from tests import servers
 from tests.unit.test_gateway_library import SERVICE, library_pool

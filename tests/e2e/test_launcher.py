@@ -21,7 +21,7 @@ import pytest
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services import tls
-from services.launcher.processes import free_port
+from services.processes import free_port
 from services.rpc.client import channel, is_serving
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 
 from services import errors
+from services import processes as procs
 from services.bus import Bus
-from services.launcher import processes as procs
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -16,7 +16,7 @@ import pytest
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 from cbapi.cloudtwin.v1.cloudtwin_pb2_grpc import CloudTwinStub
-from services.launcher.processes import Proc, free_port, python_service, start_grpc
+from services.processes import Proc, free_port, python_service, start_grpc
 from services.rpc.client import channel
 from spider.cloudtwin.catalog import Catalog
 

@@ -12,7 +12,7 @@ import grpc
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
-from services.launcher.processes import free_port
+from services.processes import free_port
 from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error

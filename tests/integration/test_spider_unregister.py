@@ -11,7 +11,7 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services.errors import DETAILS_KEY
-from services.launcher.processes import free_port
+from services.processes import free_port
 from tests import servers
 from tests.helpers import expect_error, wait_disk_status, wait_vm_status
 

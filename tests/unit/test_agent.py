@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dragonfly.agent import config
 from dragonfly.agent.backlog import Backlog
 from dragonfly.agent.commands import Runner
 from dragonfly.agent.sources import FIELDS, GROUPS, HostSource, TwinSource
-from dragonfly.subjects import VmId
+from dragonfly.protocol import config
+from dragonfly.protocol.subjects import VmId
 from services import natsauth
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from dragonfly.agent import benchmarks, hostbench, twinbench, workloads
 from dragonfly.agent.benchmarks import FieldError, Target, build_request, parse_target
-from dragonfly.agent.config import TwinPerf
 from dragonfly.agent.guests import twin_spec
+from dragonfly.protocol.config import TwinPerf
 from services.geo import haversine_km
 from spider.cloudtwin.catalog import Catalog
 from spider.cloudtwin.geography import CITIES

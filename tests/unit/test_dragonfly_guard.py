@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from dragonfly.guard import AgentGuard, reply_belongs
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 
 A = VmId("ns-a", "m1", "vm-1")
 

@@ -17,8 +17,8 @@ import pytest
 
 from dragonfly.agent.probes import Verdict
 from dragonfly.agent.supervisor import LogRing, Supervisor
-from dragonfly.agent.workspec import HealthSpec, RestartSpec, SpecError, WorkloadSpec, parse_set, set_body
-from services.launcher.processes import free_port
+from dragonfly.protocol.workspec import HealthSpec, RestartSpec, SpecError, WorkloadSpec, parse_set, set_body
+from services.processes import free_port
 
 PY = sys.executable
 # A tiny HTTP server: /healthz answers 200 while the file `ok` exists in its directory, else 500.

@@ -28,7 +28,7 @@ from typing import Any
 
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
-from services.launcher import processes as procs
+from services import processes as procs
 from tests.integration.conformance.targets import Target
 
 POOL = "default-pool"  # the test driver's own storage pool

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_asyncio
-
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
+
 from services import natsauth
-from services.launcher import processes as procs
+from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
 

@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 from services import natsauth
 from services.rpc.client import channel
 from tests import servers

@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import nats as nats_py
 import pytest
-
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
-from services.launcher import processes as procs
+
+from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
 from tests.integration.dragonfly.conftest import Nats, start_agent, start_dragonfly, start_nats

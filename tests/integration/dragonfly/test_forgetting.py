@@ -12,7 +12,7 @@ import nats as nats_py
 import pytest
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 from services import natsauth
 from tests.integration.dragonfly.conftest import Nats
 from tests.integration.dragonfly.test_dragonfly import Stub

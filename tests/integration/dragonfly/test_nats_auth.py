@@ -10,7 +10,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from dragonfly.subjects import VmId
+from dragonfly.protocol.subjects import VmId
 from services import natsauth
 from tests.integration.dragonfly.conftest import Nats
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import grpc
 import nats as nats_py
 import pytest_asyncio
+from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly.subjects import VmId, mcis_config
+from dragonfly.protocol.subjects import VmId, mcis_config
 from services import natsauth
-from services.launcher import processes as procs
+from services import processes as procs
 from tests import servers
 from tests.integration.dragonfly.conftest import Nats, start_agent
 from tests.integration.dragonfly.test_dragonfly import Stub, eventually

@@ -14,7 +14,7 @@ import pytest_asyncio
 from dragonfly.storage import Backend, Query, Sample
 from dragonfly.storage import victoriametrics as vmetrics
 from dragonfly.storage.memory import MemoryBackend
-from services.launcher import processes as procs
+from services import processes as procs
 
 Settle = Callable[[], Awaitable[None]]
 

@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from bench.httpload import load
 from ladybug.endpoint import Backend, Endpoint, EndpointSettings, HealthCheck
-from services.launcher.processes import Proc, free_port, port_in_use
+from services.processes import Proc, free_port, port_in_use
 
 
 class Instances:

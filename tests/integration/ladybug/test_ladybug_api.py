@@ -21,7 +21,7 @@ from cbapi.ladybug.v1 import ladybug_pb2_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tpb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
-from services.launcher import processes as procs
+from services import processes as procs
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis

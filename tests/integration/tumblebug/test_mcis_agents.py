@@ -16,7 +16,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
-from dragonfly.agent import config
+from dragonfly.protocol import config
 from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from dragonfly.agent.benchmarks import MAX_BUDGET_S
-from dragonfly.subjects import VmId
+from dragonfly.protocol.benchmarks import MAX_BUDGET_S
+from dragonfly.protocol.subjects import VmId
 from services.natsauth import Creds
 
 SECTION = "cb_agent"
