@@ -26,6 +26,7 @@ from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
 from dragonfly.workloads import WorkloadStatuses, set_body, to_status
 from services import errors
 from services.bus import Bus
+from services.names import check_name
 from services.natsauth import decode_claims, format_creds
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -50,10 +51,6 @@ def vm_id(ns: str, mcis: str, vm: str) -> VmId:
     except ValueError as err:
         field = str(err).split(" ", 1)[0]
         raise errors.InvalidArgument.field(field, str(err)) from err
-
-
-def check_name(field: str, value: str) -> None:
-    vm_id(value if field == "ns" else "a", value if field == "mcis" else "a", "a")
 
 
 def duration_s(text: str) -> float:
@@ -150,9 +147,9 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
 
     async def ListAgents(self, request: pb.ListAgentsRequest, context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
         """Registered agents of a namespace or MCIS, with health from their heartbeats."""
-        check_name("ns", request.ns)
+        check_name(request.ns, "ns")
         if request.mcis:
-            check_name("mcis", request.mcis)
+            check_name(request.mcis, "mcis")
         if request.page_size < 0:
             raise errors.InvalidArgument.field("page_size", "must be >= 0")
         agents, next_key = await self.agents.page(request.ns, request.mcis, min(request.page_size or 100, MAX_PAGE),
@@ -251,8 +248,8 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
     async def ListWorkloads(self, request: wpb.ListWorkloadsRequest,
                             context: grpc.aio.ServicerContext) -> wpb.ListWorkloadsResponse:
         """The statuses the agents of an MCIS (or one VM) last reported, optionally of one app."""
-        check_name("ns", request.ns)
-        check_name("mcis", request.mcis)
+        check_name(request.ns, "ns")
+        check_name(request.mcis, "mcis")
         if request.vm:
             vm_id(request.ns, request.mcis, request.vm)
         if request.app:
@@ -331,7 +328,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
 
     async def GetAlertRule(self, request: pb.GetAlertRuleRequest, context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """One rule; NOT_FOUND if there is none by that name."""
-        check_name("ns", request.ns)
+        check_name(request.ns, "ns")
         found = await self._engine().store.must_get(keys.alert_rule(request.ns, request.name), pb.AlertRule,
                                                     f"alert rule {request.name!r}")
         return found.value
@@ -339,7 +336,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
     async def ListAlertRules(self, request: pb.ListAlertRulesRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListAlertRulesResponse:
         """The rules of a namespace, by name."""
-        check_name("ns", request.ns)
+        check_name(request.ns, "ns")
         size = _page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_rules(request.ns), pb.AlertRule, size, request.page_token)
         return pb.ListAlertRulesResponse(rules=[v.value for v in page.items], next_page_token=page.next_key)
@@ -369,7 +366,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                               context: grpc.aio.ServicerContext) -> pb.DeleteAlertRuleResponse:
         """Delete a rule; what it had firing resolves."""
         engine = self._engine()
-        check_name("ns", request.ns)
+        check_name(request.ns, "ns")
         if not await engine.store.delete(keys.alert_rule(request.ns, request.name)):
             raise errors.NotFound(f"alert rule {request.name!r} not found")
         await engine.retire(request.ns, request.name, "the rule was deleted")
@@ -378,7 +375,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
     async def ListAlertEvents(self, request: pb.ListAlertEventsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListAlertEventsResponse:
         """A namespace's alert events, oldest first (the newest CB_DRAGONFLY_ALERT_EVENTS_MAX are kept)."""
-        check_name("ns", request.ns)
+        check_name(request.ns, "ns")
         size = _page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)

@@ -16,7 +16,7 @@ from rich.console import Console
 from services.cli import apikeys, mcis, mcis_vms, output
 from services.cli.client import ApiError, Client
 from services.cli.config import Config, ConfigError, check_output, load
-from services.cli.kinds import Kind, find, get_path, prefer, set_path, where
+from services.cli.kinds import RestKind, find, get_path, prefer, set_path, where
 from services.cli.mcis import number
 from services.cli.progress import McisTarget, Target, Waitable, wait_all, wait_gone
 
@@ -58,7 +58,7 @@ class Session:
     # Scope flags given on this command line (they decide between spider's and tumblebug's kinds).
     given: frozenset[str] = frozenset()
 
-    def kind(self, word: str) -> Kind:
+    def kind(self, word: str) -> RestKind:
         return find(word, prefer("namespace" in self.given, "connection" in self.given))
 
 
@@ -83,7 +83,7 @@ def session(connection: str = "", namespace: str = "", output_format: str = "") 
     return Session(config, Client(config), scope, config.output, given)
 
 
-def list_all(client: Client, kind: Kind, scope: dict[str, str], query: dict[str, str] | None = None,
+def list_all(client: Client, kind: RestKind, scope: dict[str, str], query: dict[str, str] | None = None,
              limit: int = 0, path: str = "", list_field: str = "") -> list[dict[str, Any]]:
     """Every item of a collection (at most `limit` when set), following page tokens."""
     items: list[dict[str, Any]] = []
@@ -100,7 +100,7 @@ def list_all(client: Client, kind: Kind, scope: dict[str, str], query: dict[str,
     return items[:limit] if limit else items
 
 
-def get_one(client: Client, kind: Kind, scope: dict[str, str], name: str) -> dict[str, Any]:
+def get_one(client: Client, kind: RestKind, scope: dict[str, str], name: str) -> dict[str, Any]:
     if kind.listed_only:
         # A catalog entry's ID names its connection: list only that connection's part.
         query = {"connection": name.partition("+")[0]} if "connection" in kind.filters and "+" in name else None
@@ -115,7 +115,7 @@ def get_one(client: Client, kind: Kind, scope: dict[str, str], name: str) -> dic
 # ---------------------------------------------------------------- get, describe
 
 
-def _sorted(kind: Kind, items: list[dict[str, Any]], sort_by: str) -> list[dict[str, Any]]:
+def _sorted(kind: RestKind, items: list[dict[str, Any]], sort_by: str) -> list[dict[str, Any]]:
     """Items ordered by a column (its header or the start of it, any case: `price` is PRICE/H) or a
     JSON path; missing values last."""
     word = sort_by.strip().lower()
@@ -196,7 +196,7 @@ def describe(kind: Annotated[str, typer.Argument(help="The kind.")], name: Annot
 class Document:
     """One resource from a file: its kind, scope, name and body."""
 
-    kind: Kind
+    kind: RestKind
     scope: dict[str, str]
     name: str
     spec: dict[str, Any]
@@ -489,7 +489,7 @@ def verb_command(verb: str) -> Callable[..., None]:
     return command
 
 
-def _settled_line(s: Session, k: Kind, name: str) -> None:
+def _settled_line(s: Session, k: RestKind, name: str) -> None:
     """`mcis/web Running:6 (R:6/6)`: where an MCIS ended up."""
     console.print(f"{k.name}/{name} {get_one(s.client, k, s.scope, name).get('status', '')}", highlight=False)
 

@@ -41,7 +41,7 @@ class Filter:
 
 
 @dataclass(frozen=True)
-class Kind:
+class RestKind:
     """One kind of resource as the REST API shows it."""
 
     name: str
@@ -116,57 +116,57 @@ _SPEC_FILTERS = {
 _IMAGE_FILTERS = {"connection": Filter(equals="connection"), "arch": Filter(equals="architecture"),
                   "os": Filter(equals="os")}
 
-KINDS: tuple[Kind, ...] = (
-    Kind("driver", "drivers", "/spider/v1/drivers", "drivers", aliases=("drv",), creatable=False, deletable=False,
+KINDS: tuple[RestKind, ...] = (
+    RestKind("driver", "drivers", "/spider/v1/drivers", "drivers", aliases=("drv",), creatable=False, deletable=False,
          listed_only=True,
          paged=False, columns=(("NAME", "name"), ("AVAILABLE", "available"), ("DESCRIPTION", "description"))),
-    Kind("credential", "credentials", "/spider/v1/credentials", "credentials", aliases=("cred", "creds"),
+    RestKind("credential", "credentials", "/spider/v1/credentials", "credentials", aliases=("cred", "creds"),
          columns=(("NAME", "name"), ("DRIVER", "driver"), ("KEYS", "keys"), ("CREATED", "createTime"))),
-    Kind("region", "regions", "/spider/v1/regions", "regions",
+    RestKind("region", "regions", "/spider/v1/regions", "regions",
          columns=(("NAME", "name"), ("DRIVER", "driver"), ("REGION", "region"), ("ZONE", "zone"))),
-    Kind("connection", "connections", "/spider/v1/connections", "connections", aliases=("conn", "conns"),
+    RestKind("connection", "connections", "/spider/v1/connections", "connections", aliases=("conn", "conns"),
          columns=(("NAME", "name"), ("DRIVER", "driver"), ("PROVIDER", "provider"), ("REGION", "cloudRegion"),
                   ("CREDENTIAL", "credential"))),
-    Kind("image", "images", f"{_CONN}/images", "images", creatable=False, deletable=False,
+    RestKind("image", "images", f"{_CONN}/images", "images", creatable=False, deletable=False,
          columns=(("NAME", "name"), ("DISPLAY-NAME", "displayName"), ("OS", "os"), ("ARCH", "architecture"))),
-    Kind("spec", "specs", f"{_CONN}/specs", "specs", creatable=False, deletable=False,
+    RestKind("spec", "specs", f"{_CONN}/specs", "specs", creatable=False, deletable=False,
          columns=(("NAME", "name"), ("VCPU", "vcpu"), ("MEMORY-GIB", "memoryGib"), ("PRICE/H", "pricePerHour"))),
-    Kind("vpc", "vpcs", f"{_CONN}/vpcs", "vpcs", name_path="iid.name", registrable=True,
+    RestKind("vpc", "vpcs", f"{_CONN}/vpcs", "vpcs", name_path="iid.name", registrable=True,
          columns=(_IID, ("CIDR", "ipv4Cidr"), ("SUBNETS", "subnets[].iid.name"), _CSP)),
-    Kind("securitygroup", "securitygroups", f"{_CONN}/security-groups", "securityGroups", name_path="iid.name",
+    RestKind("securitygroup", "securitygroups", f"{_CONN}/security-groups", "securityGroups", name_path="iid.name",
          registrable=True,
          aliases=("sg", "sgs", "security-group", "security-groups"),
          columns=(_IID, ("VPC", "vpc"), ("RULES", "rules"), _CSP)),
-    Kind("keypair", "keypairs", f"{_CONN}/keypairs", "keyPairs", name_path="iid.name", aliases=("key", "keys", "kp"),
+    RestKind("keypair", "keypairs", f"{_CONN}/keypairs", "keyPairs", name_path="iid.name", aliases=("key", "keys", "kp"),
          registrable=True,
          columns=(_IID, ("FINGERPRINT", "fingerprint"), _CSP)),
-    Kind("vm", "vms", f"{_CONN}/vms", "vms", name_path="iid.name", aliases=("vms",), registrable=True,
+    RestKind("vm", "vms", f"{_CONN}/vms", "vms", name_path="iid.name", aliases=("vms",), registrable=True,
          columns=(_IID, ("STATUS", "status"), ("SPEC", "spec"), ("PRIVATE-IP", "privateIp"),
                   ("PUBLIC-IP", "publicIp"), _CSP),
          verbs={"suspend": "SUSPENDED", "resume": "RUNNING", "reboot": "RUNNING"}, ready_status="RUNNING",
          watch_params={"intervalSeconds": "0.5"}),
-    Kind("disk", "disks", f"{_CONN}/disks", "disks", name_path="iid.name", registrable=True,
+    RestKind("disk", "disks", f"{_CONN}/disks", "disks", name_path="iid.name", registrable=True,
          columns=(_IID, ("SIZE-GIB", "sizeGib"), ("STATUS", "status"), ("VM", "attachedVm"), _CSP)),
     # ---- tumblebug
-    Kind("namespace", "namespaces", "/tumblebug/v1/namespaces", "namespaces", aliases=("ns",),
+    RestKind("namespace", "namespaces", "/tumblebug/v1/namespaces", "namespaces", aliases=("ns",),
          columns=(("NAME", "name"), ("DESCRIPTION", "description"), ("CREATED", "createTime"))),
-    Kind("vnet", "vnets", f"{_NS}/vnets", "resources", body_connection=True,
+    RestKind("vnet", "vnets", f"{_NS}/vnets", "resources", body_connection=True,
          columns=(*_RES, ("CIDR", "vnet.ipv4Cidr"), ("SUBNETS", "vnet.subnets[].name"), _CSP)),
-    Kind("securitygroup", "securitygroups", f"{_NS}/security-groups", "resources", body_connection=True,
+    RestKind("securitygroup", "securitygroups", f"{_NS}/security-groups", "resources", body_connection=True,
          aliases=("sg", "sgs", "security-group", "security-groups"),
          columns=(*_RES, ("VNET", "securityGroup.vnet"), ("RULES", "securityGroup.rules"), _CSP)),
-    Kind("sshkey", "sshkeys", f"{_NS}/ssh-keys", "resources", body_connection=True,
+    RestKind("sshkey", "sshkeys", f"{_NS}/ssh-keys", "resources", body_connection=True,
          aliases=("ssh-key", "ssh-keys"), columns=(*_RES, ("FINGERPRINT", "sshKey.fingerprint"), _CSP)),
-    Kind("spec", "specs", f"{_NS}/specs", "resources", body_connection=True,
+    RestKind("spec", "specs", f"{_NS}/specs", "resources", body_connection=True,
          columns=(*_RES, ("CSP-SPEC", "specRef.cspSpec"), ("VCPU", "specRef.vcpu"),
                   ("MEMORY-GIB", "specRef.memoryGib"), ("PRICE/H", "specRef.pricePerHour"))),
-    Kind("image", "images", f"{_NS}/images", "resources", body_connection=True,
+    RestKind("image", "images", f"{_NS}/images", "resources", body_connection=True,
          columns=(*_RES, ("CSP-IMAGE", "imageRef.cspImage"), ("OS", "imageRef.os"),
                   ("ARCH", "imageRef.architecture"))),
-    Kind("datadisk", "datadisks", f"{_NS}/data-disks", "resources", body_connection=True,
+    RestKind("datadisk", "datadisks", f"{_NS}/data-disks", "resources", body_connection=True,
          aliases=("data-disk", "data-disks"),
          columns=(*_RES, ("SIZE-GIB", "dataDisk.sizeGib"), ("TYPE", "dataDisk.diskType"), _CSP)),
-    Kind("mcis", "mcis", f"{_NS}/mcis", "mcis", aliases=("mci",), create_request=mcis.create_request,
+    RestKind("mcis", "mcis", f"{_NS}/mcis", "mcis", aliases=("mci",), create_request=mcis.create_request,
          delete_retry=False, grouped=True,
          columns=(("NAME", "name"), ("STATUS", "status"), ("TARGET", "targetAction|enum"),
                   ("GROUPS", "subgroups|groups"), ("VMS", "statusCount.total")),
@@ -178,7 +178,7 @@ KINDS: tuple[Kind, ...] = (
          children=(Child("vms", "vms", "VMs", (
              ("NAME", "name"), ("STATUS", "status"), ("TARGET", "targetAction|enum"), ("IP", "privateIp"),
              ("AGENT", "agentStatus"), ("ERROR", "error"))),)),
-    Kind("app", "apps", "/ladybug/v1/namespaces/{namespace}/apps", "applications", aliases=("application",),
+    RestKind("app", "apps", "/ladybug/v1/namespaces/{namespace}/apps", "applications", aliases=("application",),
          create_request=apps.create_request, delete_retry=False,
          columns=(("NAME", "name"), ("MCIS", "mcis"), ("REVISION", "revision"), ("PHASE", "status.phase|enum"),
                   ("HEALTHY", "status.counts.healthy"), ("DESIRED", "status.counts.desired"),
@@ -187,31 +187,31 @@ KINDS: tuple[Kind, ...] = (
          children=(Child("instances", "instances", "Instances", (
              ("ID", "id"), ("VM", "vm"), ("IP", "ip"), ("PORT", "port"), ("STATE", "state|enum"),
              ("HEALTHY", "healthy"), ("RESTARTS", "restarts"))),)),
-    Kind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
+    RestKind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),
                   ("MEMORY-GIB", "memoryGib"), ("PRICE/H", "pricePerHour"), ("ARCH", "architecture"),
                   ("GPUS", "gpuCount"))),
     # Stored benchmark results per spec and metric (placement: `cbctl get benchmarks --where metric=cpu_multi`).
-    Kind("benchmark", "benchmarks", "/tumblebug/v1/benchmarks", "results", aliases=("bench",), name_path="specId",
+    RestKind("benchmark", "benchmarks", "/tumblebug/v1/benchmarks", "results", aliases=("bench",), name_path="specId",
          creatable=False, deletable=False, listed_only=True,
          filters={"spec": Filter(equals="specId"), "connection": Filter(equals="connection"),
                   "provider": Filter(equals="provider"), "region": Filter(equals="region"),
                   "metric": Filter(equals="metric")},
          columns=(("SPEC", "specId"), ("METRIC", "metric"), ("MEAN", "mean"), ("SAMPLES", "samples"),
                   ("SPREAD", "spread"), ("WHEN", "measuredAt"))),
-    Kind("catalogimage", "catalogimages", "/tumblebug/v1/catalog/images", "images", aliases=("cimage", "cimages"),
+    RestKind("catalogimage", "catalogimages", "/tumblebug/v1/catalog/images", "images", aliases=("cimage", "cimages"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_IMAGE_FILTERS,
          columns=(("ID", "id"), ("CONNECTION", "connection"), ("OS", "os"), ("ARCH", "architecture"))),
     # ---- the gateway's own
-    Kind(apikeys.KIND, "apikeys", "/gateway/v1/apikeys", "apiKeys", aliases=("api-key", "api-keys"),
+    RestKind(apikeys.KIND, "apikeys", "/gateway/v1/apikeys", "apiKeys", aliases=("api-key", "api-keys"),
          create_request=apikeys.create_request,
          columns=(("NAME", "name"), ("ROLE", "role"), ("NAMESPACE", "namespace"), ("SOURCE", "source"),
                   ("CREATED", "createTime"))),
 )
 
 
-def find(word: str, prefer: str = "tumblebug") -> Kind:
+def find(word: str, prefer: str = "tumblebug") -> RestKind:
     """The kind a user means by `word` (singular, plural or alias, any case; `kind.service` to
     name the service). When two services have the kind, `prefer` picks one."""
     w = word.strip().lower()
@@ -239,7 +239,7 @@ def _comparison(expression: str) -> tuple[str, str, str]:
     raise ApiError(f"--where {expression!r}: expected name>=value, name<=value or name=value")
 
 
-def where(kind: Kind, expressions: list[str]) -> dict[str, str]:
+def where(kind: RestKind, expressions: list[str]) -> dict[str, str]:
     """Query parameters from `--where` expressions: `vcpu>=2`, `price<=0.1`, `provider=aws`, or
     several joined by commas."""
     params: dict[str, str] = {}

@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.kinds import Kind, get_path
+from services.cli.kinds import RestKind, get_path
 
 
 def _enum(value: Any) -> Any:
@@ -59,7 +59,7 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def table(console: Console, kind: Kind, items: list[dict[str, Any]]) -> None:
+def table(console: Console, kind: RestKind, items: list[dict[str, Any]]) -> None:
     rows(console, kind.columns, items, kind.plural)
 
 
@@ -96,7 +96,7 @@ def dump(console: Console, data: Any, output: str) -> None:
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip())
 
 
-def describe(console: Console, kind: Kind, item: dict[str, Any]) -> None:
+def describe(console: Console, kind: RestKind, item: dict[str, Any]) -> None:
     """A readable view: the kind and name, then every field as YAML."""
     console.print(f"[bold]{kind.name}[/bold] {get_path(item, kind.name_path)}")
     print(yaml.safe_dump(_compact(item), sort_keys=False, allow_unicode=True).rstrip())

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from services.cli import mcis
 from services.cli.client import ApiError, Client
-from services.cli.kinds import Kind, get_path
+from services.cli.kinds import RestKind, get_path
 
 # How far along a VM is, by the status it reports (the target itself is 100%).
 _STAGE = {"CREATING": 0.4, "SUSPENDING": 0.5, "RESUMING": 0.5, "REBOOTING": 0.5, "TERMINATING": 0.5}
@@ -47,7 +47,7 @@ class Waitable(Protocol):
 class Target:
     """A resource to wait for, and the status it must reach."""
 
-    kind: Kind
+    kind: RestKind
     scope: dict[str, str]
     name: str
     want: str
@@ -128,7 +128,7 @@ class McisTarget:
     is deleted), with one bar per VM group. `want` is the status the VMs in scope head for
     ("" = any settled one); `only` limits that scope to one group."""
 
-    kind: Kind
+    kind: RestKind
     scope: dict[str, str]
     name: str
     generation: int
@@ -259,7 +259,7 @@ class McisTarget:
             raise ApiError(f"{self.name} settled as {record.get('status', '')}: {failed}", code="FAILED")
 
 
-def wait_gone(client: Client, console: Console, kind: Kind, scope: dict[str, str], name: str, timeout: float) -> None:
+def wait_gone(client: Client, console: Console, kind: RestKind, scope: dict[str, str], name: str, timeout: float) -> None:
     """Poll until GET says 404."""
     deadline = time.monotonic() + timeout
     with console.status(f"waiting for {kind.name}/{name} to go …"):

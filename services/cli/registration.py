@@ -9,10 +9,10 @@ import typer
 
 from services.cli.client import ApiError
 from services.cli.commands import Connection, Session, Verbose, console, run, session
-from services.cli.kinds import Kind
+from services.cli.kinds import RestKind
 
 
-def _spider_kind(s: Session, word: str) -> Kind:
+def _spider_kind(s: Session, word: str) -> RestKind:
     k = s.kind(word)
     if not k.registrable:
         kinds = "vpc, securitygroup, keypair, vm, disk"

@@ -20,7 +20,7 @@ from rich.table import Table
 from services.cli import output
 from services.cli.client import Client
 from services.cli.commands import Namespace, Output, Verbose, console, list_all, run, session
-from services.cli.kinds import Kind
+from services.cli.kinds import RestKind
 
 # The metric groups a row shows, and the fields it takes from each.
 GROUPS = ("cpu", "memory", "diskio", "network")
@@ -58,7 +58,7 @@ class VmRow:
             self.net_sent_bytes_per_second = values.get("sent_bytes_per_second")
 
 
-def sample(client: Client, mcis_kind: Kind, mcis_path: str) -> list[VmRow]:
+def sample(client: Client, mcis_kind: RestKind, mcis_path: str) -> list[VmRow]:
     """Every VM of the MCIS with its last stored metrics."""
     rows = {vm["name"]: VmRow(vm["name"], vm.get("subgroup", ""), str(vm.get("status", "")).capitalize(),
                               vm.get("agentStatus", ""))

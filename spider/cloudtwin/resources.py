@@ -13,7 +13,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2 as pb
 
 from . import faults, lifecycle
 from .catalog import RegionCatalog
-from .keys import generate_key, import_key
+from .ssh_keys import generate_key, import_key
 from .store import Record, Store
 
 MIN_PREFIX, MAX_PREFIX = 16, 28
