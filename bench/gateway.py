@@ -23,10 +23,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cbapi.spider.v1 import spider_pb2 as pb
-
 from bench.spider import closed_loop
 from bench.stack import Stack
+from cbapi.spider.v1 import spider_pb2 as pb
 from services import processes as procs
 from services.gateway import auth, launch
 

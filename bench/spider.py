@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cbapi.spider.v1 import spider_pb2 as pb
-
 from bench.stack import Stack
+from cbapi.spider.v1 import spider_pb2 as pb
 from services import processes as procs
 from services.rpc.client import channel
 

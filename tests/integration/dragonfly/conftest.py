@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest_asyncio
-from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 
+from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services import natsauth
 from services import processes as procs
 from services.rpc.client import channel

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import nats as nats_py
 import pytest
+
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
-
 from services import processes as procs
 from services.rpc.client import channel
 from tests import servers

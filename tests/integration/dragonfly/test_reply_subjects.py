@@ -18,10 +18,10 @@ from pathlib import Path
 import grpc
 import nats as nats_py
 import pytest_asyncio
-from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly.protocol.subjects import VmId, mcis_config
 from services import natsauth
 from services import processes as procs

@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
-
 from services.processes import free_port
 from tests.integration.dragonfly.conftest import start_agent
 from tests.integration.dragonfly.test_dragonfly import eventually
