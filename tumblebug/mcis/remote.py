@@ -18,17 +18,17 @@ import logging
 from dataclasses import dataclass
 
 import asyncssh
-
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+
 from services import errors
 from services.store import Store
 from tumblebug import keys as tb_keys
 from tumblebug import ssh
 from tumblebug.keyring import Keyring
 from tumblebug.mcis import status
-from tumblebug.mcis.reconciler import agent_wanted
+from tumblebug.mcis.agents import agent_wanted
 from tumblebug.monitoring import Monitoring, health_word
 from tumblebug.ssh_users import DEFAULT_USER
 

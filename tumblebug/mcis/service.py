@@ -16,12 +16,13 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+
 from services import errors
 from services.names import check_name
 from services.store import Store
 from tumblebug import keys
 from tumblebug.mcis import status
-from tumblebug.mcis.reconciler import agent_wanted
+from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.remote import RemoteCommands
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces, now, page_size
