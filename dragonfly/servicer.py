@@ -24,6 +24,7 @@ from dragonfly.subjects import VmId
 from services import errors
 from services.bus import Bus
 from services.natsauth import decode_claims, format_creds
+from services.paging import page_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -145,7 +146,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
             check_name("mcis", request.mcis)
         if request.page_size < 0:
             raise errors.InvalidArgument.field("page_size", "must be >= 0")
-        agents, next_key = await self.agents.page(request.ns, request.mcis, min(request.page_size or 100, MAX_PAGE),
+        agents, next_key = await self.agents.page(request.ns, request.mcis, page_size(request.page_size),
                                                   request.page_token)
         return pb.ListAgentsResponse(agents=agents, next_page_token=next_key)
 
@@ -268,7 +269,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                              context: grpc.aio.ServicerContext) -> pb.ListAlertRulesResponse:
         """The rules of a namespace, by name."""
         check_name("ns", request.ns)
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_rules(request.ns), pb.AlertRule, size, request.page_token)
         return pb.ListAlertRulesResponse(rules=[v.value for v in page.items], next_page_token=page.next_key)
 
@@ -307,7 +308,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                               context: grpc.aio.ServicerContext) -> pb.ListAlertEventsResponse:
         """A namespace's alert events, oldest first (the newest CB_DRAGONFLY_ALERT_EVENTS_MAX are kept)."""
         check_name("ns", request.ns)
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
 
@@ -317,7 +318,3 @@ def _check_instance(instance: str) -> None:
         raise errors.InvalidArgument.field("instance", f"at most {MAX_INSTANCE} characters")
 
 
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise errors.InvalidArgument.field("page_size", "must be >= 0")
-    return min(requested or 100, MAX_PAGE)

@@ -27,10 +27,10 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
-from cbapi.common.v1 import common_pb2 as common
-from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from google.protobuf.message import Message
 
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.controller import Backoff, Controller
 from services.proto_time import now
@@ -198,7 +198,7 @@ class Reconciler:
         cached = self.cache.cache.get(key)
         if cached is not None:
             copy = pb.McisVm()
-            copy.CopyFrom(cached.value)
+            copy.CopyFrom(cached.value)  # type: ignore[arg-type]
             new = stamped(copy)
             if new is None:
                 return
@@ -231,7 +231,7 @@ class Reconciler:
             self.tallies.pop(ref, None)
             return
         mcis = pb.Mcis()
-        mcis.CopyFrom(entry.value)
+        mcis.CopyFrom(entry.value)  # type: ignore[arg-type]
         rev = entry.mod_revision
         tally = self._tally(ref)
         kind = decisions.pass_kind(mcis)
@@ -263,7 +263,7 @@ class Reconciler:
         await self._summarize(ref, mcis, rev, tally)
 
     def _vms(self, ref: McisRef) -> dict[str, pb.McisVm]:
-        return {k: e.value for k, e in self.cache.group("/".join(ref))}
+        return {k: e.value for k, e in self.cache.group("/".join(ref))}  # type: ignore[misc]
 
     async def _apply_intents(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
         for key, aim in decisions.retargets(mcis.intents, self._vms(ref)).items():
