@@ -28,7 +28,6 @@ from services.paging import page_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-MAX_PAGE = 1000
 # Extra time a command request waits beyond the command's own timeout (the trip and the kill).
 COMMAND_SLACK_S = 5.0
 # Extra time a benchmark request waits beyond its budget: starting worker processes, each
@@ -144,8 +143,6 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         check_name("ns", request.ns)
         if request.mcis:
             check_name("mcis", request.mcis)
-        if request.page_size < 0:
-            raise errors.InvalidArgument.field("page_size", "must be >= 0")
         agents, next_key = await self.agents.page(request.ns, request.mcis, page_size(request.page_size),
                                                   request.page_token)
         return pb.ListAgentsResponse(agents=agents, next_page_token=next_key)
@@ -316,5 +313,3 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
 def _check_instance(instance: str) -> None:
     if len(instance) > MAX_INSTANCE:
         raise errors.InvalidArgument.field("instance", f"at most {MAX_INSTANCE} characters")
-
-

@@ -18,10 +18,10 @@ import logging
 from dataclasses import dataclass
 
 import asyncssh
+
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.store import Store
 from tumblebug import keys as tb_keys

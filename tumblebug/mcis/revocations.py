@@ -16,7 +16,6 @@ import logging
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.store import Store
 from tumblebug import keys
