@@ -28,10 +28,10 @@ from services import errors
 from services.bus import Bus
 from services.names import check_name
 from services.natsauth import decode_claims, format_creds
+from services.paging import page_size
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-MAX_PAGE = 1000
 # Extra time a command request waits beyond the command's own timeout (the trip and the kill).
 COMMAND_SLACK_S = 5.0
 # Extra time a benchmark request waits beyond its budget: starting worker processes, each
@@ -150,9 +150,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         check_name(request.ns, "ns")
         if request.mcis:
             check_name(request.mcis, "mcis")
-        if request.page_size < 0:
-            raise errors.InvalidArgument.field("page_size", "must be >= 0")
-        agents, next_key = await self.agents.page(request.ns, request.mcis, min(request.page_size or 100, MAX_PAGE),
+        agents, next_key = await self.agents.page(request.ns, request.mcis, page_size(request.page_size),
                                                   request.page_token)
         return pb.ListAgentsResponse(agents=agents, next_page_token=next_key)
 
@@ -337,7 +335,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                              context: grpc.aio.ServicerContext) -> pb.ListAlertRulesResponse:
         """The rules of a namespace, by name."""
         check_name(request.ns, "ns")
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_rules(request.ns), pb.AlertRule, size, request.page_token)
         return pb.ListAlertRulesResponse(rules=[v.value for v in page.items], next_page_token=page.next_key)
 
@@ -376,7 +374,7 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
                               context: grpc.aio.ServicerContext) -> pb.ListAlertEventsResponse:
         """A namespace's alert events, oldest first (the newest CB_DRAGONFLY_ALERT_EVENTS_MAX are kept)."""
         check_name(request.ns, "ns")
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size)
         page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
 
@@ -389,9 +387,3 @@ def _check_app(app: str) -> None:
 def _check_instance(instance: str) -> None:
     if len(instance) > MAX_INSTANCE:
         raise errors.InvalidArgument.field("instance", f"at most {MAX_INSTANCE} characters")
-
-
-def _page_size(requested: int) -> int:
-    if requested < 0:
-        raise errors.InvalidArgument.field("page_size", "must be >= 0")
-    return min(requested or 100, MAX_PAGE)

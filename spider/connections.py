@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name
+from services.paging import page_size as page_size_of
+from services.proto_time import now
 from services.secrets import Sealer
 from services.store import Store
 from spider import keyspace
@@ -31,18 +31,6 @@ from spider.settings import SpiderSettings
 OPEN_TTL_S = 10.0
 
 H = TypeVar("H")
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
-
-
-def _page(page_size: int) -> int:
-    if page_size < 0:
-        raise errors.InvalidArgument.field("page_size", "must not be negative")
-    return min(page_size or 100, 1000)
 
 
 @dataclass
@@ -85,7 +73,7 @@ class Connections:
             raise errors.InvalidArgument(
                 f"credential.values: the {cred.driver} driver needs {', '.join(missing)}",
                 [errors.FieldViolation(f"credential.values.{k}", "is required") for k in missing])
-        public = pb.Credential(name=cred.name, driver=cred.driver, keys=sorted(cred.values), create_time=_now())
+        public = pb.Credential(name=cred.name, driver=cred.driver, keys=sorted(cred.values), create_time=now())
         secret = pb.Credential(values=dict(cred.values)).SerializeToString()
         record = pb.CredentialRecord(credential=public,
                                      sealed_values=self.sealer.seal(secret, keyspace.credential(cred.name)))
@@ -97,7 +85,7 @@ class Connections:
         return found.value.credential
 
     async def list_credentials(self, page_size: int, token: str) -> tuple[list[pb.Credential], str]:
-        page = await self.store.page(keyspace.credential(), pb.CredentialRecord, _page(page_size), token)
+        page = await self.store.page(keyspace.credential(), pb.CredentialRecord, page_size_of(page_size), token)
         return [i.value.credential for i in page.items], page.next_key
 
     async def delete_credential(self, name: str) -> None:
@@ -121,7 +109,7 @@ class Connections:
             raise errors.InvalidArgument.field("region.region", "the cloud's region name is required")
         stored = pb.Region()
         stored.CopyFrom(region)
-        stored.create_time.CopyFrom(_now())
+        stored.create_time.CopyFrom(now())
         await self.store.create(keyspace.region(region.name), stored)
         return stored
 
@@ -129,7 +117,7 @@ class Connections:
         return (await self.store.must_get(keyspace.region(name), pb.Region, f"region {name!r}")).value
 
     async def list_regions(self, page_size: int, token: str) -> tuple[list[pb.Region], str]:
-        page = await self.store.page(keyspace.region(), pb.Region, _page(page_size), token)
+        page = await self.store.page(keyspace.region(), pb.Region, page_size_of(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_region(self, name: str) -> None:
@@ -160,7 +148,7 @@ class Connections:
                     f"connection.{what}", f"{what} {used!r} is for driver {other!r}, not {conn.driver!r}")
         stored = pb.Connection()
         stored.CopyFrom(conn)
-        stored.create_time.CopyFrom(_now())
+        stored.create_time.CopyFrom(now())
         stored.cloud_region = region.region
         # Reaching the cloud now gives a clear error at creation instead of at first use.
         opened = await self._connect(stored, driver, region)
@@ -174,7 +162,7 @@ class Connections:
         return (await self.store.must_get(keyspace.connection(name), pb.Connection, f"connection {name!r}")).value
 
     async def list_connections(self, page_size: int, token: str) -> tuple[list[pb.Connection], str]:
-        page = await self.store.page(keyspace.connection(), pb.Connection, _page(page_size), token)
+        page = await self.store.page(keyspace.connection(), pb.Connection, page_size_of(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     async def delete_connection(self, name: str, force: bool) -> None:

@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
 from services import errors
 from services.names import check_name, suffix
+from services.paging import page_size as clamp_page
+from services.proto_time import now
 from services.store import Store, Versioned
 from spider import keyspace
 from spider.connections import Connections, OpenConnection
@@ -33,12 +33,6 @@ from spider.kinds import BY_COLLECTION, Kind, R
 log = logging.getLogger("spider.resources")
 
 Make = Callable[[R, str], Awaitable[R]]
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
 
 
 def _token(conn: str, collection: str, name: str, request_id: str) -> str:
@@ -107,10 +101,8 @@ class Resources:
 
     async def page(self, conn: str, kind: Kind[R], page_size: int, token: str) -> tuple[list[R], str]:
         await self.connections.get_connection(conn)
-        if page_size < 0:
-            raise errors.InvalidArgument.field("page_size", "must not be negative")
         page = await self.store.page(keyspace.resources(conn, kind.collection), kind.message,
-                                     min(page_size or 100, 1000), token)
+                                     clamp_page(page_size), token)
         return [i.value for i in page.items], page.next_key
 
     # ---------------------------------------------------------------- create
@@ -136,7 +128,7 @@ class Resources:
         record.iid.csp_id = ""
         record.meta.CopyFrom(common.RecordMeta(
             phase=common.PHASE_CREATING, request_id=request_id, owner=self.identity,
-            token=_token(cname, kind.collection, name, request_id), create_time=_now(), update_time=_now()))
+            token=_token(cname, kind.collection, name, request_id), create_time=now(), update_time=now()))
         try:
             rev = await self.store.create(key, record)
         except errors.AlreadyExists:
@@ -186,7 +178,7 @@ class Resources:
             kind.observe(rec, made)
             rec.meta.phase = common.PHASE_READY
             rec.meta.owner = ""
-            rec.meta.update_time.CopyFrom(_now())
+            rec.meta.update_time.CopyFrom(now())
             return rec
 
         if rev is None:
@@ -205,7 +197,7 @@ class Resources:
 
         def change(rec: R) -> R:
             kind.observe(rec, seen)
-            rec.meta.update_time.CopyFrom(_now())
+            rec.meta.update_time.CopyFrom(now())
             return rec
 
         return await self.store.modify(keyspace.resource(conn, kind.collection, name), kind.message, change,
@@ -259,7 +251,7 @@ class Resources:
         record = kind.message()
         record.CopyFrom(seen)
         record.iid.name = name
-        record.meta.CopyFrom(common.RecordMeta(phase=common.PHASE_READY, create_time=_now(), update_time=_now()))
+        record.meta.CopyFrom(common.RecordMeta(phase=common.PHASE_READY, create_time=now(), update_time=now()))
         kind.observe(record, seen)
         await self.store.create(keyspace.resource(cname, kind.collection, name), record)
         return record

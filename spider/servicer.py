@@ -13,6 +13,7 @@ from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from services import errors
 from services.names import require
+from services.paging import page_size as clamp_page
 from spider.calllog import CallLog
 from spider.connections import Connections, OpenConnection
 from spider.drivers import registry as drivers
@@ -292,9 +293,7 @@ class SpiderServicer(spider_pb2_grpc.SpiderServicer):
 
 def _paginate(items: list[Any], page_size: int, token: str) -> tuple[list[Any], str]:
     """Offset pages over a list that the cloud returned whole."""
-    if page_size < 0:
-        raise errors.InvalidArgument.field("page_size", "must not be negative")
-    size = min(page_size or 100, 1000)
+    size = clamp_page(page_size)
     try:
         start = int(token) if token else 0
     except ValueError as err:

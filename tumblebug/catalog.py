@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
+from services.paging import page_size
 from tumblebug.spider_client import Spider
 
 log = logging.getLogger("tumblebug.catalog")
@@ -58,10 +59,9 @@ def _offset(kind: str, query: Message, token: str) -> int:
 
 
 def _page(kind: str, items: list[T], query: Any) -> tuple[list[T], str]:
-    if query.page_size < 0:
-        raise errors.InvalidArgument.field("page_size", "must not be negative")
+    size = page_size(query.page_size)
     start = _offset(kind, query, query.page_token)
-    end = start + min(query.page_size or 100, 1000)
+    end = start + size
     return items[start:end], (_token(kind, query, end) if end < len(items) else "")
 
 

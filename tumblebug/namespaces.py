@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.names import check_name
+from services.paging import page_size
+from services.proto_time import now
 from services.store import Store
 from tumblebug import keys
-
-
-def now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
-
-
-def page_size(size: int) -> int:
-    if size < 0:
-        raise errors.InvalidArgument.field("page_size", "must not be negative")
-    return min(size or 100, 1000)
 
 
 class Namespaces:

@@ -18,10 +18,12 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.names import check_name
+from services.paging import page_size
+from services.proto_time import now
 from services.store import Store
 from tumblebug import keyring, keys
 from tumblebug.keyring import Keyring
-from tumblebug.namespaces import Namespaces, now, page_size
+from tumblebug.namespaces import Namespaces
 from tumblebug.spider_client import Spider
 
 # collection → the `spec` oneof field it holds

@@ -6,22 +6,36 @@ acts (spider calls, compare-and-swap writes). Each answer is a small value that 
 - `pass_kind`: what one pass over an MCIS does (delete it, apply its intents, keep membership);
 - `vm_step`: the one spider call (or record change) a VM needs now, from its status, target and
   flags; `retargets`: the targets its MCIS's queued intents set on it;
+- `leaving`: whether a VM is on its way out (marked itself, or its MCIS is being deleted: a delete
+  is one write to the MCIS record, never a write per VM);
 - `membership`: which VM records a pass creates, and which it marks for removal when a subgroup
-  shrinks (failed first, then the newest); `removals_for_delete`: the same when the MCIS goes;
-- `judge` / `apply_verdict`: the failure policy once the VMs of an operation settle;
-- `complete` / `summarize`: whether the MCIS reached what was asked, and its new summary record;
+  shrinks (failed first, then the newest);
+- `judge` / `apply_verdict`: the failure policy once the VMs of an operation settle; the VMs it
+  drops are named (queued as per-VM refine intents), so a rollback removes exactly what it made;
+- `complete` / `summarize`: whether the MCIS reached what was asked, and its new summary record,
+  from the counts a `Tally` keeps as VM records change (no scan of the VMs);
+- `observe`: a VM record after spider said what the cloud has;
 - `needs_poll`, `after_refusal`, `reached_target`: small rules of polling and of spider's answers.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 
 from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+
 from tumblebug.mcis import status
+from tumblebug.mcis.tally import Tally
+
+# The start of the note on a VM made without its agent: a lasting fact about the VM, not an error
+# it recovers from, so it is not cleared when the VM reaches its target.
+AGENT_NOTE = "no agent: "
+# What a VM the cloud no longer has is marked with (it is Failed: a refine or a delete takes it out).
+LOST = "the cloud no longer has this VM"
 
 # ------------------------------------------------------------------------------ one pass
 
@@ -29,7 +43,7 @@ from tumblebug.mcis import status
 class Pass(enum.Enum):
     """What one pass over an MCIS does before it drives the VMs."""
 
-    DELETE = "delete"  # mark every VM for removal; remove the MCIS once none is left
+    DELETE = "delete"  # every VM is leaving (`leaving`); remove the MCIS once none is left
     INTENTS = "intents"  # turn queued verbs into VM targets; the MCIS write brings the next pass
     MEMBERSHIP = "membership"  # as many live VM records per subgroup as its size
 
@@ -59,6 +73,7 @@ class Step(enum.Enum):
     """The one thing a VM needs now."""
 
     NONE = "none"  # nothing: at its target, failed, or on its way (polling follows it)
+    MARK_LOST = "mark-lost"  # asked for, but the cloud has no such VM: record it Failed (LOST), action NONE
     REMOVE = "remove"  # delete it in the cloud if it was ever asked for, then drop its record
     CREATE = "create"  # ask spider for it (with the request ID kept in its record)
     MARK_TERMINATED = "mark-terminated"  # never asked for and meant to end: record it Terminated, action NONE
@@ -78,20 +93,34 @@ class Step(enum.Enum):
 SPIDER_VERBS = {Step.TERMINATE: "terminate", Step.REBOOT: "reboot", Step.SUSPEND: "suspend", Step.RESUME: "resume"}
 
 
-def vm_step(vm: pb.McisVm) -> Step:
-    """The next step of one VM (the caller skips VMs with a call already in flight)."""
-    if vm.removing:
+def leaving(mcis: pb.Mcis, vm: pb.McisVm) -> bool:
+    """Whether a VM is on its way out: marked itself (scale-in, refine, DeleteMcisVm), or its MCIS
+    is being deleted. The second is not written on each VM: deleting a 100,000-VM MCIS then
+    starts removing VMs at once instead of after 100,000 record writes."""
+    return vm.removing or mcis.deleting
+
+
+def vm_step(vm: pb.McisVm, out: bool = False) -> Step:
+    """The next step of one VM; `out`: its MCIS is being deleted (see `leaving`). The caller skips
+    VMs with a call already in flight."""
+    if out or vm.removing:
         return Step.REMOVE
     if not vm.requested:
-        if vm.target_status == common.RUNNING:
+        if vm.target_status in (common.RUNNING, common.SUSPENDED):
+            # A forced suspend of a VM not yet asked for: make it, then suspend it.
             return Step.CREATE
         if vm.target_status == common.TERMINATED and vm.status != common.TERMINATED:
             return Step.MARK_TERMINATED
         return Step.NONE
-    if vm.status in (common.FAILED, common.TERMINATING) or vm.status in status.MOVING:
-        return Step.NONE  # failed stays failed; moving ones are polled
+    if vm.status == common.FAILED:
+        # Failed stays failed, unless it is to end: a failed VM may still exist in its cloud.
+        return Step.TERMINATE if vm.target_status == common.TERMINATED else Step.NONE
+    if vm.status in status.MOVING:
+        return Step.NONE  # moving ones are polled
     if vm.target_status == common.TERMINATED and vm.status != common.TERMINATED:
         return Step.TERMINATE
+    if vm.status == common.NOT_EXIST:
+        return Step.MARK_LOST  # nothing to resume, reboot or suspend: say so rather than wait forever
     if vm.target_action == pb.ACTION_REBOOT and vm.status == common.RUNNING:
         return Step.REBOOT
     if vm.target_status == common.SUSPENDED and vm.status == common.RUNNING:
@@ -105,10 +134,14 @@ def vm_step(vm: pb.McisVm) -> Step:
 
 @dataclass(frozen=True)
 class Retarget:
-    """New aim for a VM: these targets, and its last error cleared."""
+    """New aim for a VM: these targets, and its last error cleared; `remove`: take it out."""
 
     target_status: common.VmStatus
     target_action: pb.Action
+    remove: bool = False
+
+
+REMOVE_VM = Retarget(common.TERMINATED, pb.ACTION_TERMINATE, remove=True)
 
 
 def in_scope(intent: pb.McisIntent, vm: pb.McisVm) -> bool:
@@ -118,10 +151,14 @@ def in_scope(intent: pb.McisIntent, vm: pb.McisVm) -> bool:
 
 def intent_target(intent: pb.McisIntent, vm: pb.McisVm) -> Retarget | None:
     """The aim one queued verb sets on one VM, or None when it leaves the VM alone: out of scope,
-    on its way out, a refine (which only shrank sizes; membership drops the failed VMs), or in a
-    status the verb does not apply to (unless forced)."""
-    if not in_scope(intent, vm) or vm.removing or intent.action == pb.ACTION_REFINE:
+    on its way out, or in a status the verb does not apply to (unless forced). A refine of the
+    whole MCIS or a subgroup only shrank sizes (membership drops the failed VMs); a refine naming
+    a VM takes that VM out when it failed, or whatever its status when forced (the failure
+    policy's verdict names the VMs it drops that way)."""
+    if not in_scope(intent, vm) or vm.removing:
         return None
+    if intent.action == pb.ACTION_REFINE:
+        return REMOVE_VM if intent.vm and (intent.force or vm.status == common.FAILED) else None
     need, target = status.VERBS[intent.action]
     if vm.status not in need and not intent.force:
         return None
@@ -194,11 +231,6 @@ def membership(mcis: pb.Mcis, vms: Mapping[str, pb.McisVm]) -> Membership:
     return Membership(tuple(remove), tuple(add))
 
 
-def removals_for_delete(vms: Mapping[str, pb.McisVm]) -> list[str]:
-    """A deleted MCIS: the VM keys still to mark `removing` (with target Terminated, action TERMINATE)."""
-    return [key for key, vm in vms.items() if not vm.removing]
-
-
 # ---------------------------------------------------------------------- failure policy
 
 
@@ -219,6 +251,7 @@ class Verdict:
     failed: int = 0
     shrink: Mapping[str, int] = field(default_factory=dict)  # subgroup → VMs fewer
     delete_mcis: bool = False
+    drop: tuple[str, ...] = ()  # names of the VMs to take out (by identity, not by count)
 
     @property
     def message(self) -> str:
@@ -238,12 +271,14 @@ def judge(mcis: pb.Mcis, live: Sequence[pb.McisVm]) -> Verdict:
     for vm in drop:
         shrink[vm.subgroup] = shrink.get(vm.subgroup, 0) + 1
     return Verdict(Policy.ROLLBACK if rollback else Policy.REFINE, len(made), len(failed), shrink,
-                   delete_mcis=rollback and mcis.policy_op == 1)
+                   delete_mcis=rollback and mcis.policy_op == 1, drop=tuple(sorted(v.name for v in drop)))
 
 
 def apply_verdict(mcis: pb.Mcis, verdict: Verdict) -> None:
     """Write the verdict into the MCIS record (in place): the operation is closed either way; a
-    rollback or refine shrinks sizes, sets the target action and a message, and bumps the generation."""
+    rollback or refine shrinks sizes, sets the target action and a message, bumps the generation,
+    and queues a forced refine intent per dropped VM in the same write: the next pass takes out
+    exactly those VMs (membership, seeing the smaller sizes met, then takes out none other)."""
     mcis.policy_op = 0
     if verdict.policy is Policy.CONTINUE:
         return
@@ -251,45 +286,57 @@ def apply_verdict(mcis: pb.Mcis, verdict: Verdict) -> None:
         sg.size -= verdict.shrink.get(sg.name, 0)
     mcis.target_action = pb.ACTION_REFINE if verdict.policy is Policy.REFINE else pb.ACTION_TERMINATE
     mcis.message = verdict.message
+    mcis.generation += 1
     if verdict.delete_mcis:
         mcis.deleting = True  # the request that made the MCIS is undone whole
-    mcis.generation += 1
+        return
+    mcis.intents.extend(pb.McisIntent(id=mcis.generation, action=pb.ACTION_REFINE, vm=name, force=True)
+                        for name in verdict.drop)
 
 
 # --------------------------------------------------------------------- completion
 
 
 def vm_done(vm: pb.McisVm) -> bool:
-    """A live VM is where it was asked to be (or failed), and asked of spider unless it never had to be."""
+    """A live VM is where it was asked to be (or failed, unless it is still to be terminated), and
+    asked of spider unless it never had to be."""
+    failed = vm.status == common.FAILED and vm.target_status != common.TERMINATED
     return ((vm.requested or vm.status == common.TERMINATED) and vm.target_action != pb.ACTION_REBOOT
-            and vm.status in (vm.target_status, common.FAILED))
+            and (vm.status == vm.target_status or failed))
 
 
-def complete(mcis: pb.Mcis, vms: Sequence[pb.McisVm], counts: pb.StatusCount | None = None) -> bool:
+def complete_from(mcis: pb.Mcis, tally: Tally) -> bool:
     """The reconciler has finished acting on the MCIS: nothing queued or being deleted, nothing on
     its way, exactly the subgroups' sizes in records and none leaving, and every VM done."""
-    counts = counts if counts is not None else status.count(vms)
-    live = [v for v in vms if not v.removing]
-    return (not mcis.deleting and not mcis.intents and status.settled(counts)
-            and len(live) == len(vms) == sum(sg.size for sg in mcis.subgroups)
-            and all(vm_done(v) for v in live))
+    return (not mcis.deleting and not mcis.intents and status.settled(tally.counts) and tally.removing == 0
+            and tally.counts.total == sum(sg.size for sg in mcis.subgroups) and tally.undone == 0)
 
 
-def summarize(mcis: pb.Mcis, vms: Sequence[pb.McisVm]) -> pb.Mcis:
+def complete(mcis: pb.Mcis, vms: Sequence[pb.McisVm]) -> bool:
+    """`complete_from` over a list of VM records (the tally made on the spot)."""
+    return complete_from(mcis, Tally.of(vms, vm_done))
+
+
+def summarize_from(mcis: pb.Mcis, tally: Tally, live: Callable[[], Sequence[pb.McisVm]]) -> pb.Mcis:
     """The MCIS record a pass should leave (a new message; write it when it differs): counts and
     summary; when complete, `observed_generation` = `generation`, `target_action` NONE, and the
-    failure policy's verdict on a pending operation. `update_time` is the writer's."""
-    counts = status.count(vms)
+    failure policy's verdict on a pending operation (judged over `live()`, asked for only then).
+    `update_time` is the writer's."""
     new = pb.Mcis()
     new.CopyFrom(mcis)
-    new.status_count.CopyFrom(counts)
-    new.status = status.summary(counts)
-    if complete(mcis, vms, counts):
+    new.status_count.CopyFrom(tally.counts)
+    new.status = status.summary(tally.counts)
+    if complete_from(mcis, tally):
         new.observed_generation = new.generation
         new.target_action = pb.ACTION_NONE
         if new.policy_op:
-            apply_verdict(new, judge(new, [v for v in vms if not v.removing]))
+            apply_verdict(new, judge(new, live()))
     return new
+
+
+def summarize(mcis: pb.Mcis, vms: Sequence[pb.McisVm]) -> pb.Mcis:
+    """`summarize_from` over a list of VM records."""
+    return summarize_from(mcis, Tally.of(vms, vm_done), lambda: [v for v in vms if not v.removing])
 
 
 # ------------------------------------------------------------ polling, spider's answers
@@ -322,3 +369,20 @@ def after_refusal(vm: pb.McisVm) -> Retarget | None:
     if vm.status in status.MOVING:
         return None
     return Retarget(vm.status, pb.ACTION_NONE)
+
+
+def observe(vm: pb.McisVm, seen: spb.Vm) -> pb.McisVm:
+    """The VM record (changed in place) once spider said what its cloud has."""
+    vm.status = seen.status
+    vm.iid.CopyFrom(common.IID(name=vm.iid.name or seen.iid.name, csp_name=seen.iid.csp_name,
+                               csp_id=seen.iid.csp_id))
+    vm.private_ip = seen.private_ip
+    vm.public_ip = seen.public_ip
+    vm.ssh_access_point = seen.ssh_access_point
+    if reached_target(vm):
+        vm.target_action = pb.ACTION_NONE
+    if vm.status == vm.target_status and vm.status != common.FAILED and not vm.error.startswith(AGENT_NOTE):
+        # It got where it was asked to be: whatever went wrong on the way is over (a refused verb,
+        # a cloud that moved on its own). A VM's `error` tells what is wrong now, not what once was.
+        vm.error = ""
+    return vm

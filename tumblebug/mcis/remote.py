@@ -28,7 +28,7 @@ from tumblebug import keys as tb_keys
 from tumblebug import ssh
 from tumblebug.keyring import Keyring
 from tumblebug.mcis import status
-from tumblebug.mcis.reconciler import agent_wanted
+from tumblebug.mcis.agents import agent_wanted
 from tumblebug.monitoring import Monitoring, health_word
 from tumblebug.ssh_users import DEFAULT_USER
 

@@ -58,3 +58,10 @@ def summary(c: pb.StatusCount) -> str:
 
 def settled(c: pb.StatusCount) -> bool:
     return c.creating + c.suspending + c.resuming + c.rebooting + c.terminating == 0
+
+
+def bump(c: pb.StatusCount, status: common.VmStatus, delta: int) -> None:
+    """Add `delta` VMs in `status` to the counts (a VM that changes status: -1 old, +1 new)."""
+    c.total += delta
+    field = _FIELD.get(status, "undefined")
+    setattr(c, field, getattr(c, field) + delta)

@@ -1,0 +1,65 @@
+"""Reads of MCIS and VM records, with each VM's agent status filled from dragonfly."""
+
+from __future__ import annotations
+
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+
+from services import errors
+from services.paging import page_size
+from services.store import Store
+from tumblebug import keys
+from tumblebug.mcis.agents import agent_wanted
+from tumblebug.monitoring import Monitoring
+from tumblebug.namespaces import Namespaces
+
+
+class McisReads:
+    """GetMcis, ListMcis, ListMcisVms, GetMcisVm."""
+
+    def __init__(self, store: Store, namespaces: Namespaces, monitoring: Monitoring) -> None:
+        self.store = store
+        self.namespaces = namespaces
+        self.monitoring = monitoring
+
+    async def get(self, ns: str, name: str, with_vms: bool = False) -> pb.Mcis:
+        found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        mcis = found.value
+        if with_vms:
+            mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
+            await self._agents(ns, mcis, list(mcis.vms))
+        return mcis
+
+    async def page(self, ns: str, size: int, token: str) -> tuple[list[pb.Mcis], str]:
+        await self.namespaces.get(ns)
+        page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, page_size(size), token)
+        return [i.value for i in page.items], page.next_key
+
+    async def list_vms(self, ns: str, mcis: str, size: int, token: str) -> tuple[list[pb.McisVm], str]:
+        head = await self.get(ns, mcis)
+        page = await self.store.page(keys.vms(ns, mcis), pb.McisVm, page_size(size), token)
+        vms = [i.value for i in page.items]
+        await self._agents(ns, head, vms)
+        return vms, page.next_key
+
+    async def get_vm(self, ns: str, mcis: str, name: str) -> pb.McisVm:
+        head = await self.get(ns, mcis)
+        found = await self.store.must_get(keys.vm(ns, mcis, name), pb.McisVm, f"VM {name!r} in MCIS {mcis!r}")
+        await self._agents(ns, head, [found.value])
+        return found.value
+
+    async def _agents(self, ns: str, mcis: pb.Mcis, vms: list[pb.McisVm]) -> None:
+        """Fill each VM's agent status from dragonfly's heartbeats (read now, not stored)."""
+        if not agent_wanted(mcis) or not self.monitoring.enabled:
+            for vm in vms:
+                vm.agent_status = "None"
+            return
+        try:
+            health = await self.monitoring.health(ns, mcis.name)
+        except errors.DomainError:
+            health = {}
+            for vm in vms:
+                vm.agent_status = "Unknown"
+            return
+        for vm in vms:
+            vm.agent_status = health.get(vm.name, "Pending")
+
