@@ -8,12 +8,12 @@ import itertools
 from typing import Any
 
 import pytest
-from cbapi.common.v1 import common_pb2 as common
-from cbapi.spider.v1 import spider_pb2 as spb
-from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cbapi.common.v1 import common_pb2 as common
+from cbapi.spider.v1 import spider_pb2 as spb
+from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from tumblebug.mcis import decisions as d
 from tumblebug.mcis.decisions import Pass, Policy, Step
 from tumblebug.mcis.tally import Tally

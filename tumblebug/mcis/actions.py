@@ -17,7 +17,6 @@ from typing import Protocol
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.store import Store
 from tumblebug import keys

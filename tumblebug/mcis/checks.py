@@ -11,7 +11,6 @@ import contextlib
 
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.names import check_name
 from tumblebug.resources import Resources

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from tumblebug.mcis import status
 from tumblebug.mcis.tally import Tally
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.proto_time import now
 from services.store import Store

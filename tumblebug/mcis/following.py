@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.store import Store
 from tumblebug import keys

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from tumblebug.mcis import decisions
 from tumblebug.mcis.actions import VmWrites, set_fields
 from tumblebug.settings import TumblebugSettings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.store import Store
 from tumblebug import keys

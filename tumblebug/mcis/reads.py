@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from services import errors
 from services.paging import page_size
 from services.store import Store

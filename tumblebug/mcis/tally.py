@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
-
 from tumblebug.mcis import status
 
 
