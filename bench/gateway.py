@@ -67,16 +67,18 @@ class KeepAliveClient:
 
 
 class CpuMeter:
-    """CPU seconds (user + system) of named processes, a process's children counted with it."""
+    """CPU seconds (user + system) of named processes, a process's children counted with it
+    (the gateway's workers) unless it is named in `alone`."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] = frozenset()) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.alone = alone  # counted without their children (this client: the whole stack is its children)
 
     def _now(self) -> dict[str, float]:
         out = {}
         for name, proc in self.procs.items():
             total = 0.0
-            for p in [proc, *proc.children(recursive=True)]:
+            for p in [proc, *([] if name in self.alone else proc.children(recursive=True))]:
                 try:
                     t = p.cpu_times()
                     total += t.user + t.system
@@ -138,7 +140,7 @@ async def run(workers: int, seconds: float, gateway_workers: int = 1) -> dict[st
                     await closed_loop(over_gateway, workers, 0.5)
                     assert gateway.popen is not None
                     pids = {p.name: p.popen.pid for p in stack.procs if p.popen is not None}
-                    meter = CpuMeter({**pids, "gateway": gateway.popen.pid, "client": os.getpid()})
+                    meter = CpuMeter({**pids, "gateway": gateway.popen.pid, "client": os.getpid()}, frozenset({"client"}))
                     grpc_direct = await meter.measure(closed_loop(over_grpc, workers, seconds))
                     through_gateway = await meter.measure(closed_loop(over_gateway, workers, seconds))
                     http_only = await meter.measure(closed_loop(healthz, workers, seconds))
