@@ -7,7 +7,10 @@ The same read, GetConnection (one etcd read in spider), measured in the same run
 3. `GET /healthz` of the gateway (HTTP alone, no backend), to show the HTTP server's share.
 
 Same concurrency for each, one client process; everything on loopback in a temporary directory,
-stopped at the end. Usage: python bench/gateway.py [--quick] [--workers N] [--seconds S]
+stopped at the end. Beside throughput, each leg reports the CPU time every process spent per call
+(`cpu_us_per_call`): on a shared machine throughput follows the neighbours' load, CPU per call
+much less. `--gateway-workers N` runs the gateway as N processes on one port (CB_GATEWAY_WORKERS).
+Usage: python bench/gateway.py [--quick] [--workers N] [--seconds S] [--gateway-workers N]
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,7 +37,68 @@ from services.gateway import auth, launch
 KEY = "bench-key"
 
 
-async def run(workers: int, seconds: float) -> dict[str, object]:
+class KeepAliveClient:
+    """GET over persistent HTTP/1.1 connections, one per concurrent caller, with the least client
+    work there is (as the gRPC stub's is small): httpx spent 3 to 4 times the gateway's own CPU per
+    request, so on one shared machine it measured mostly itself. The httpx leg stays for reference."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = conn
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.extra}\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        body = await reader.readexactly(length)
+        self.idle.append(conn)
+        return status, body
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of named processes, a process's children counted with it
+    (the gateway's workers) unless it is named in `alone`."""
+
+    def __init__(self, pids: dict[str, int], alone: frozenset[str] = frozenset()) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.alone = alone  # counted without their children (this client: the whole stack is its children)
+
+    def _now(self) -> dict[str, float]:
+        out = {}
+        for name, proc in self.procs.items():
+            total = 0.0
+            for p in [proc, *([] if name in self.alone else proc.children(recursive=True))]:
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    continue
+            out[name] = total
+        return out
+
+    async def measure(self, leg: object, calls_of: str = "calls") -> dict[str, object]:
+        """Run the coroutine `leg` (a closed_loop) and add CPU µs per call of each process to its result."""
+        before = self._now()
+        result: dict[str, object] = await leg  # type: ignore[misc]
+        after = self._now()
+        calls = max(1, int(result[calls_of]))  # type: ignore[call-overload]
+        per = {name: round((after[name] - before[name]) / calls * 1e6, 1) for name in after}
+        result["cpu_us_per_call"] = {**per, "total": round(sum(per.values()), 1)}
+        return result
+
+
+async def run(workers: int, seconds: float, gateway_workers: int = 1) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="cb-bench-gateway-") as tmp:
         root = Path(tmp)
         async with Stack(root, {"CB_CLOUDTWIN_PROVIDERS": "1"}) as stack:
@@ -43,7 +109,7 @@ async def run(workers: int, seconds: float) -> dict[str, object]:
             gateway = launch.process(root, {
                 "CB_GATEWAY_PORT": str(port), "CB_GATEWAY_KEYS_FILE": str(keys), "CB_GATEWAY_SERVICES": "spider",
                 "CB_SPIDER_ADDR": f"127.0.0.1:{stack.spider_port}", "CB_GATEWAY_RATE_PER_SECOND": "0",
-                "CB_LOG_LEVEL": "WARNING"})
+                "CB_LOG_LEVEL": "WARNING", "CB_GATEWAY_WORKERS": str(gateway_workers)})
             try:
                 await launch.start(gateway, port)
                 limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
@@ -54,33 +120,51 @@ async def run(workers: int, seconds: float) -> dict[str, object]:
                     async def over_grpc() -> None:
                         await stack.stub.GetConnection(request)
 
+                    lean = KeepAliveClient(port, {"Authorization": f"Bearer {KEY}"})
+
                     async def over_gateway() -> None:
+                        status, body = await lean.get(f"/spider/v1/connections/{name}")
+                        if status != 200:
+                            raise RuntimeError(f"gateway answered {status}: {body[:300]!r}")
+
+                    async def over_gateway_httpx() -> None:
                         response = await http.get(f"/spider/v1/connections/{name}")
                         if response.status_code != 200:
                             raise RuntimeError(f"gateway answered {response.status_code}: {response.text}")
 
                     async def healthz() -> None:
-                        await http.get("/healthz")
+                        await lean.get("/healthz")
 
                     # Warm both paths (connections, the key cache) before measuring.
                     await closed_loop(over_grpc, workers, 0.5)
                     await closed_loop(over_gateway, workers, 0.5)
-                    grpc_direct = await closed_loop(over_grpc, workers, seconds)
-                    through_gateway = await closed_loop(over_gateway, workers, seconds)
-                    http_only = await closed_loop(healthz, workers, seconds)
+                    assert gateway.popen is not None
+                    pids = {p.name: p.popen.pid for p in stack.procs if p.popen is not None}
+                    meter = CpuMeter({**pids, "gateway": gateway.popen.pid, "client": os.getpid()}, frozenset({"client"}))
+                    grpc_direct = await meter.measure(closed_loop(over_grpc, workers, seconds))
+                    through_gateway = await meter.measure(closed_loop(over_gateway, workers, seconds))
+                    http_only = await meter.measure(closed_loop(healthz, workers, seconds))
+                    await closed_loop(over_gateway_httpx, workers, 0.5)
+                    with_httpx = await meter.measure(closed_loop(over_gateway_httpx, workers, seconds))
+                    await lean.close()
             finally:
                 gateway.stop()
     return {
         "call": "GetConnection / GET /spider/v1/connections/{name}",
-        "workers": workers, "seconds": seconds,
+        "workers": workers, "gateway_workers": gateway_workers, "seconds": seconds,
+        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
         "grpc_direct": grpc_direct, "through_gateway": through_gateway, "gateway_healthz_only": http_only,
+        "through_gateway_httpx_client": with_httpx,
         "ratio": {
             "rps_gateway_over_grpc": round(through_gateway["rps"] / grpc_direct["rps"], 3),
             "p50_gateway_over_grpc": round(through_gateway["p50_ms"] / grpc_direct["p50_ms"], 2),
             "p99_gateway_over_grpc": round(through_gateway["p99_ms"] / grpc_direct["p99_ms"], 2),
+            "cpu_per_call_gateway_over_grpc": round(through_gateway["cpu_us_per_call"]["total"]  # type: ignore[index]
+                                                    / grpc_direct["cpu_us_per_call"]["total"], 2),  # type: ignore[index]
         },
-        "note": "one machine (2 cores) runs etcd, spider, the gateway and this client; compare the ratio, "
-                "not the absolute numbers",
+        "note": "one machine (2 cores, shared) runs etcd, spider, the gateway and this client; compare the "
+                "ratios, not the absolute numbers. through_gateway and healthz use a bare keep-alive HTTP/1.1 "
+                "client; through_gateway_httpx_client is the same call with httpx",
     }
 
 
@@ -89,9 +173,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--workers", type=int, default=8, help="concurrent callers")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes on the one port")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
-    result = asyncio.run(run(args.workers, seconds))
+    result = asyncio.run(run(args.workers, seconds, args.gateway_workers))
     print(json.dumps({"benchmark": "gateway", "quick": args.quick, **result}, indent=2))
 
 

@@ -7,13 +7,13 @@ cloud API keep a bounded sample of latencies for percentiles.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cbapi.spider.v1 import spider_pb2 as pb
@@ -49,7 +49,7 @@ class CallLog:
         self._file: IO[str] | None = None
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "a", buffering=64 * 1024)  # noqa: SIM115  (kept open for the process)
+            self._file = open(path, "a", buffering=64 * 1024, encoding="utf-8")  # noqa: SIM115  (kept open for the process)
         self._last_flush = time.monotonic()
 
     def record(self, entry: pb.CallLogEntry) -> None:
@@ -57,12 +57,13 @@ class CallLog:
         key = (entry.connection, entry.cloud_api)
         self._stats.setdefault(key, _ApiStats()).add(entry.elapsed_seconds, bool(entry.error))
         if self._file is not None:
-            self._file.write(json.dumps({
+            # orjson: a line per cloud call is on spider's hot path; json.dumps took several times longer.
+            self._file.write(orjson.dumps({
                 "time": entry.time.ToJsonString(), "connection": entry.connection, "driver": entry.driver,
                 "provider": entry.provider, "region": entry.region, "resource_type": entry.resource_type,
                 "resource_name": entry.resource_name, "cloud_api": entry.cloud_api,
                 "elapsed_seconds": round(entry.elapsed_seconds, 6), "error": entry.error, "attempt": entry.attempt,
-            }) + "\n")
+            }).decode() + "\n")
             now = time.monotonic()
             if now - self._last_flush > 1.0:
                 self._file.flush()

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +94,19 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Labelled metric children by method: `labels()` on every request costs a lock and a lookup.
+        self._seconds: dict[str, Any] = {}
+        self._totals: dict[tuple[str, int], Any] = {}
+
+    def _observe(self, method: str, status: int, elapsed: float) -> None:
+        seconds = self._seconds.get(method)
+        if seconds is None:
+            seconds = self._seconds[method] = HTTP_SECONDS.labels(method)
+        total = self._totals.get((method, status))
+        if total is None:
+            total = self._totals[(method, status)] = HTTP_TOTAL.labels(method, str(status))
+        seconds.observe(elapsed)
+        total.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +117,8 @@ class RequestContext:
             if key == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # 128 random bits as uuid4().hex gave, at a third of the cost.
+        rid = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
         token = logs.request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid  # the API endpoint passes it on as gRPC metadata
         start = time.perf_counter()
@@ -124,8 +138,11 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - start
-            HTTP_SECONDS.labels(scope["method"]).observe(elapsed)
-            HTTP_TOTAL.labels(scope["method"], str(status)).inc()
+            if len(self._seconds) < 64 or scope["method"] in self._seconds:
+                self._observe(scope["method"], status, elapsed)
+            else:  # a client inventing methods must not grow the cache
+                HTTP_SECONDS.labels(scope["method"]).observe(elapsed)
+                HTTP_TOTAL.labels(scope["method"], str(status)).inc()
             if access.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("", 0)
                 access.info("http", extra={

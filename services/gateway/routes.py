@@ -240,6 +240,9 @@ class Route:
         return (0 if self.template.verb else 1, -self.template.literal_count, 1 if self.template.has_dstar else 0)
 
 
+_FOUND_CACHE = 4096
+
+
 class NoRoute(Exception):
     """No route for this path (404), or none for this method (405, with the allowed ones)."""
 
@@ -263,9 +266,22 @@ class RouteTable:
                 self._by_head.setdefault(first.text, []).append(route)
             else:
                 self._wild.append(route)
+        # Paths found before: a resource read again skips matching every template of its service.
+        self._found: dict[tuple[str, str], tuple[Route, dict[str, str]]] = {}
 
     def find(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         """The route for a request and its bound variables; raises NoRoute."""
+        key = (http_method, raw_path)
+        hit = self._found.get(key)
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        route, bound = self._match(http_method, raw_path)
+        if len(self._found) >= _FOUND_CACHE:
+            self._found.clear()  # the table is immutable: forgetting costs only a match
+        self._found[key] = (route, dict(bound))
+        return route, bound
+
+    def _match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         segments = raw_path.lstrip("/").split("/") if raw_path not in ("", "/") else []
         head = unquote(segments[0]) if segments else ""
         verb = ""

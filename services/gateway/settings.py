@@ -61,6 +61,9 @@ class GatewaySettings(BaseSettings):
     # Prometheus /metrics on its own port; 0 = not served.
     metrics_port: int = 0
     log_level: str = "INFO"
+    # Processes serving the one port (SO_REUSEPORT; the kernel spreads connections over them).
+    # 1: this process serves. Each worker has its own key cache, rate limits and login limiter.
+    workers: int = 1
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

@@ -21,6 +21,22 @@ RPC_TOTAL = Counter("cb_rpc_total", "RPCs handled", ["method", "code"])
 
 _QUIET = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# Labelled metric children, made once: `labels()` on every RPC takes a lock and builds a key.
+# Bounded: only methods a handler exists for get here, and the codes are a fixed set.
+_SECONDS: dict[str, Any] = {}
+_TOTALS: dict[tuple[str, str], Any] = {}
+
+
+def _count(method: str, code: str, elapsed: float) -> None:
+    seconds = _SECONDS.get(method)
+    if seconds is None:
+        seconds = _SECONDS[method] = RPC_SECONDS.labels(method)
+    total = _TOTALS.get((method, code))
+    if total is None:
+        total = _TOTALS[(method, code)] = RPC_TOTAL.labels(method, code)
+    seconds.observe(elapsed)
+    total.inc()
+
 
 def _incoming_request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
@@ -63,8 +79,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         def finish(context: grpc.aio.ServicerContext, start: float, code: str) -> None:
             elapsed = time.perf_counter() - start
-            RPC_SECONDS.labels(method).observe(elapsed)
-            RPC_TOTAL.labels(method, code).inc()
+            _count(method, code, elapsed)
             level = logging.INFO if code in ("OK", "NOT_FOUND", "ALREADY_EXISTS") else logging.WARNING
             if log.isEnabledFor(level):
                 log.log(level, "rpc", extra={"method": method, "code": code, "ms": round(elapsed * 1e3, 2)})

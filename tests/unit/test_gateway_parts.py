@@ -19,7 +19,7 @@ from services.gateway.deadline import deadline
 from services.gateway.descriptors import Comments, from_installed, load_comments
 from services.gateway.errors import HTTP_STATUS, GatewayError, bad_request
 from services.gateway.ratelimit import RateLimiter, retry_after
-from services.gateway.routes import TemplateError, parse_template
+from services.gateway.routes import NoRoute, TemplateError, parse_template
 from services.gateway.settings import GatewaySettings, backend_addresses
 from services.gateway.transcode import Violation
 from services.roles import Principal, Role
@@ -218,3 +218,17 @@ def test_grpc_timeout_header_sets_the_deadline_within_bounds() -> None:
         with pytest.raises(GatewayError) as err:
             deadline(bad, 30.0, 3700.0)
         assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "Grpc-Timeout" in err.value.message
+
+
+def test_route_table_remembers_found_paths_without_sharing_bindings() -> None:
+    table = build_table([from_installed("spider")])  # type: ignore[list-item]
+    path = "/spider/v1/connections/c1/vms/web-1"
+    route, bound = table.find("GET", path)
+    assert route.rpc.path.endswith("/GetVm") and bound == {"connection": "c1", "name": "web-1"}
+    assert table._found[("GET", path)][0] is route  # the next request skips matching
+    bound["name"] = "changed by a caller"
+    again, bound_again = table.find("GET", path)
+    assert again is route and bound_again == {"connection": "c1", "name": "web-1"}
+    with pytest.raises(NoRoute) as wrong:
+        table.find("PUT", path)
+    assert "GET" in wrong.value.allowed and ("PUT", path) not in table._found
