@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 import pytest_asyncio
@@ -29,6 +28,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.e2e.test_gateway import KEY, start_gateway
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
@@ -57,8 +57,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server
     gw = await start_gateway(tmp_path_factory.mktemp("dashboard") / "gateway",
                              {"tumblebug": monitored_server.address, "dragonfly": dragonfly})
     try:
-        async with grpc.aio.insecure_channel(monitored_server.address) as ch, \
-                grpc.aio.insecure_channel(spider.address) as spider_ch:
+        async with channel(monitored_server.address) as ch, \
+                channel(spider.address) as spider_ch:
             tb, stub = tumblebug_pb2_grpc.TumblebugStub(ch), spider_pb2_grpc.SpiderStub(spider_ch)
             ns = await namespace(tb)
             groups = []

@@ -22,6 +22,8 @@ import pytest_asyncio
 
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tbpb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services import processes as procs
+from services.rpc.client import channel
 from tests import servers
 from tests.e2e.test_cbctl import Cbctl
 from tests.e2e.test_gateway import KEY, Gateway, start_gateway
@@ -177,9 +179,11 @@ async def test_revoked_key_is_refused_here_at_once_and_on_another_replica_soon(
 
 
 async def test_backend_enforces_the_role_from_metadata(tumblebug: servers.Server) -> None:
-    """Without mutual TLS a backend takes the identity metadata when given (and full rights without):
-    the same rule the gateway's calls meet."""
-    async with grpc.aio.insecure_channel(tumblebug.address) as ch:
+    """A backend takes the identity metadata only from the gateway's certificate; any other
+    certificate of the suite is a service with full rights, whatever metadata it sends."""
+    ca, cert, key = procs.identity("gateway").read()
+    as_gateway = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    async with grpc.aio.secure_channel(tumblebug.address, as_gateway) as ch:
         stub = tumblebug_pb2_grpc.TumblebugStub(ch)
         viewer = (("x-cb-principal", "v"), ("x-cb-role", "viewer"), ("x-cb-namespace", ""))
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -189,8 +193,13 @@ async def test_backend_enforces_the_role_from_metadata(tumblebug: servers.Server
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ListNamespaces(tbpb.ListNamespacesRequest(), metadata=(("x-cb-role", "root"),), timeout=10)
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unknown role" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListNamespaces(tbpb.ListNamespacesRequest(), timeout=10)  # the gateway must say who
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
         await stub.ListNamespaces(tbpb.ListNamespacesRequest(), metadata=viewer, timeout=10)
-        await stub.ListNamespaces(tbpb.ListNamespacesRequest(), timeout=10)  # a service: full rights
+    async with channel(tumblebug.address) as ch:  # the suite's admin certificate: full rights
+        await tumblebug_pb2_grpc.TumblebugStub(ch).CreateNamespace(
+            tbpb.CreateNamespaceRequest(namespace=tbpb.Namespace(name=f"ns-{tag()}")), metadata=viewer, timeout=10)
 
 
 async def test_cbctl_creates_lists_and_deletes_api_keys(gateways: tuple[Gateway, Gateway], tmp_path: Path) -> None:

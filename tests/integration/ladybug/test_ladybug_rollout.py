@@ -21,6 +21,7 @@ from cbapi.ladybug.v1 import ladybug_pb2 as pb
 from cbapi.ladybug.v1 import ladybug_pb2_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.integration.ladybug.test_ladybug_api import web
 from tests.integration.tumblebug.helpers import namespace
@@ -28,7 +29,7 @@ from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
 
 
 async def _workloads_served(dragonfly: str) -> bool:
-    async with grpc.aio.insecure_channel(dragonfly) as ch:
+    async with channel(dragonfly) as ch:
         try:
             await dragonfly_pb2_grpc.DragonflyStub(ch).ListWorkloads(wpb.ListWorkloadsRequest(ns="x", mcis="y"),
                                                                      timeout=5)
@@ -68,7 +69,7 @@ async def test_rolling_update_then_a_failing_revision_rolls_back(
         cloudtwin: servers.Server) -> None:
     ns = await namespace(monitored)
     await mcis_with_healthy_agents(monitored, stub, cloudtwin, ns, "apps", 2)
-    async with grpc.aio.insecure_channel(ladybug.address) as ch:
+    async with channel(ladybug.address) as ch:
         lb = ladybug_pb2_grpc.LadybugStub(ch)
         app = web("web", "apps")
         app.spec.instances = 2

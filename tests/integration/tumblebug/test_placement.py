@@ -15,6 +15,7 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import connections, namespace, settled_at, twin_vm_names, wait_mcis
@@ -31,7 +32,7 @@ def reqs(conns: list[servers.TwinConnection], **kw: object) -> pb.SpecRequiremen
 
 async def truth(twin: servers.Server, spec: pb.CatalogSpec) -> float:
     """The hidden true cpu_multi of a spec: read here, in the test only."""
-    async with grpc.aio.insecure_channel(twin.address) as ch:
+    async with channel(twin.address) as ch:
         t = await tw_grpc.CloudTwinStub(ch).GetSpecTruth(tw.GetSpecTruthRequest(
             provider=spec.provider, region=spec.region, spec=spec.name))
     return t.cpu_multi
