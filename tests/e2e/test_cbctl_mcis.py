@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,7 +73,6 @@ def mcis_doc(name: str, ns: str, groups: list[tuple[str, str, int]]) -> str:
 
 async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
                                           cloudtwin: servers.Server, tmp_path: Path) -> None:
-    started = time.monotonic()
     conns = await connections(stub, cloudtwin, 2)
     picks = [await cheapest_spec_and_image(stub, c.name) for c in conns]
     ns = f"ns-{uuid.uuid4().hex[:6]}"
@@ -147,7 +145,6 @@ async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.Sp
     assert (await cbctl.ok("delete", "namespace", ns)).out.strip() == f"namespace/{ns} deleted"
     for c in conns:
         assert await twin_vm_names(cloudtwin, c) == set()
-    assert time.monotonic() - started < 90
 
 
 async def test_explicit_mcis_from_namespace_resources(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
