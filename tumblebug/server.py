@@ -59,6 +59,7 @@ class TumblebugApp:
         results = BenchmarkStore(self.store)
         placement = PlacementService(self.catalog, results)
         benchmarker = Benchmarker(results, self.monitoring, mcis.get)
+        self.placement = placement
         self.campaigns = Campaigns(self.store, namespaces, mcis, placement, benchmarker, self.catalog)
         self.servicer.parts = PlacementParts(placement, results, benchmarker, self.campaigns)
         self.election = Election(self.store, "tumblebug", self.identity, ttl=settings.leader_ttl_s)
@@ -74,7 +75,10 @@ class TumblebugApp:
         """The leader's work: finish resources a stopped replica left half made, then reconcile MCIS."""
         log.info("leading", extra={"identity": self.identity})
         await self.resources.resume_pending()
-        await asyncio.gather(Reconciler(self.store, self.spider, self.settings, self.monitoring).run(),
+        # placement: the reconciler fails VMs over by their MCIS's placement request
+        reconciler = Reconciler(self.store, self.spider, self.settings, self.monitoring, self.placement,
+                                self.resources)
+        await asyncio.gather(reconciler.run(),
                              self.campaigns.run())  # placement: campaigns run in the leader
 
     async def stop(self) -> None:

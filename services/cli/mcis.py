@@ -47,6 +47,11 @@ def create_request(name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]
     """(path suffix, body) of the create an MCIS document asks for: `:dynamic` from catalog IDs,
     else the explicit create."""
     body = dict(spec)
+    if "placement" in body and not body.get("subgroups"):
+        # Placed by request (`cbctl plan -f` shows where): tumblebug solves it and makes the groups.
+        if "policy" in body:
+            body["policy"] = _policy(body["policy"])
+        return ":dynamic", {**body, "name": name, "subgroups": []}
     groups = body.get("subgroups")
     if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
         raise ApiError("spec.subgroups: give a list of VM groups, each with spec_id, image_id and size")
@@ -70,6 +75,7 @@ def changes(existing: dict[str, Any], suffix: str, body: dict[str, Any]) -> list
     """What applying a document (its create request: `suffix`, `body`) to an existing MCIS asks:
     (path under the MCIS, request body) for each group to add or scale, in the document's order."""
     groups = body["subgroups"] if suffix else body["mcis"]["subgroups"]
+    # A placed MCIS (no groups in the document) keeps the groups its plan and failovers made.
     have = {str(g.get("name")): number(g.get("size")) for g in existing.get("subgroups") or []}
     out: list[tuple[str, dict[str, Any]]] = []
     for group in groups:

@@ -44,3 +44,10 @@ def test_running_waits_for_agents() -> None:
     # No agent wanted (or no monitoring): nothing to wait for.
     none = [{**v, "agentStatus": "None"} for v in vms]
     assert mcis.agents_waited(none) == 0 and mcis.groups(record, none, "RUNNING")[0].done == 2
+
+
+def test_a_placement_document_creates_by_request() -> None:
+    spec = {"policy": "continue", "placement": {"groups": [{"name": "web", "count": 4}], "failover": "FAILOVER_CLOUD"}}
+    suffix, body = mcis.create_request("web", spec)
+    assert suffix == ":dynamic" and body["name"] == "web" and body["placement"] == spec["placement"]
+    assert mcis.changes({"subgroups": [{"name": "web", "size": "4"}]}, suffix, body) == []  # apply again: no change

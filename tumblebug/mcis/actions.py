@@ -23,6 +23,7 @@ from tumblebug import keys
 from tumblebug.mcis import decisions
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.decisions import AGENT_NOTE, Step
+from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.revocations import Revocations
 from tumblebug.monitoring import Monitoring
 from tumblebug.settings import TumblebugSettings
@@ -70,6 +71,8 @@ class Actions:
         self.region_slots: dict[str, asyncio.Semaphore] = {}
         self.conn_info: dict[str, asyncio.Future[tuple[str, str]]] = {}
         self.res_names: dict[tuple[str, str, str], str] = {}
+        # Set by the reconciler when tumblebug places by request (tumblebug/mcis/failovers.py).
+        self.failovers: Failovers | None = None
 
     # ------------------------------------------------------------- bounds
 
@@ -157,9 +160,12 @@ class Actions:
         await self.writes.write_vm(key, lambda v: decisions.observe(v, made))
 
     async def create_failed(self, key: str, vm: pb.McisVm, err: errors.DomainError) -> None:
-        """The cloud refused to make a VM (a final answer, not a timeout): the VM is Failed, with the
-        cloud's words on it; the failure policy judges it once its operation settles. The one place
-        a refused create lands (a failover to another connection would start here)."""
+        """The cloud refused to make a VM (a final answer, not a timeout). The one place a refused
+        create lands: a capacity or quota refusal of a VM placed by a request with failover is
+        placed elsewhere (`failovers`); any other, the VM is Failed with the cloud's words on it,
+        and the failure policy judges it once its operation settles."""
+        if self.failovers is not None and await self.failovers.handle(key, err):
+            return
         why = err.message
         await self.writes.write_vm(key, lambda v: set_fields(v, status=common.FAILED, target_action=pb.ACTION_NONE,
                                                              error=why))

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from google.protobuf.message import Message
 
@@ -39,11 +39,15 @@ from tumblebug import keys
 from tumblebug.mcis import decisions
 from tumblebug.mcis.actions import Actions, Change, set_fields, transient
 from tumblebug.mcis.agents import agent_wanted
+from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.mcis.decisions import Pass, Step
+from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.poller import Poller
 from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.mcis.tally import Tally
 from tumblebug.monitoring import Monitoring
+from tumblebug.placement_service import PlacementService
+from tumblebug.resources import Resources
 from tumblebug.settings import TumblebugSettings
 from tumblebug.spider_client import Spider
 
@@ -88,12 +92,16 @@ def _decode(key: str, raw: bytes) -> Message | None:
 class Reconciler:
     """Drives every MCIS toward its desired state; run it only in the elected leader."""
 
-    def __init__(self, store: Store, spider: Spider, settings: TumblebugSettings, monitoring: Monitoring) -> None:
+    def __init__(self, store: Store, spider: Spider, settings: TumblebugSettings, monitoring: Monitoring,
+                 placement: PlacementService | None = None, resources: Resources | None = None) -> None:
         self.store = store
         self.settings = settings
         self.monitoring = monitoring
         self.revocations = Revocations(store, monitoring)
         self.actions = Actions(store, spider, settings, monitoring, self.revocations, self)
+        if placement is not None and resources is not None:  # failover needs the placement and the defaults
+            self.actions.failovers = Failovers(store, placement, SubgroupChecks(spider, resources),
+                                               self.actions.where, self)
         self.poller = Poller(spider, settings, self, self._watched, self._inflight, self._resync)
         self.controller: Controller[McisRef] = Controller(
             "mcis", self.reconcile, key_of=mcis_ref, workers=settings.workers, requeue_gap=PASS_GAP_S,
@@ -208,6 +216,21 @@ class Reconciler:
         with contextlib.suppress(errors.NotFound):
             written = await self.store.modify_versioned(key, pb.McisVm, stamped, key)
             self._wrote(key, written.value, written.mod_revision)
+
+    async def commit(self, creates: Sequence[tuple[str, pb.McisVm]],
+                     updates: Sequence[tuple[str, pb.Mcis | pb.McisVm, int]]) -> None:
+        """New VM records and guarded updates (MCIS or VM) in one transaction, seen at once."""
+        revision = await self.store.commit(creates, updates)
+        for key, value in [*creates, *((k, v) for k, v, _ in updates)]:
+            if _is_vm(key):
+                self._wrote(key, value, revision)
+            else:
+                self.cache.wrote(key, value, revision)
+                self.controller.notify(key)
+
+    def vms_of(self, ns: str, name: str) -> dict[str, pb.McisVm]:
+        """The VM records of one MCIS, as the cache has them."""
+        return self._vms((ns, name))
 
     async def drop_vm(self, key: str) -> None:
         await self.store.delete(key)

@@ -74,3 +74,21 @@ async def twin_vm_names(twin: servers.Server, conn: servers.TwinConnection) -> s
             tw.ListResourcesRequest(provider=conn.provider, region=conn.region, kind=tw.VM, page_size=1000),
             metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
     return {r.name for r in reply.resources if r.state not in ("terminating", "terminated")}
+
+
+async def twin_vms(twin: servers.Server, conns: list[servers.TwinConnection], gone: bool = False) -> list[tw.Resource]:
+    """The VMs the twin holds for these connections' accounts (with `gone`: terminated ones too)."""
+    out: list[tw.Resource] = []
+    async with channel(twin.address) as ch:
+        stub = tw_grpc.CloudTwinStub(ch)
+        for c in conns:
+            md = (("x-twin-access-key", c.access_key), ("x-twin-secret-key", c.secret_key))
+            token = ""
+            while True:
+                page = await stub.ListResources(tw.ListResourcesRequest(
+                    provider=c.provider, region=c.region, kind=tw.VM, page_size=1000, page_token=token), metadata=md)
+                out.extend(r for r in page.resources if gone or r.state not in ("terminating", "terminated"))
+                token = page.next_page_token
+                if not token:
+                    break
+    return out

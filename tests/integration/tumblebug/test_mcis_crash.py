@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
-from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.spider.v1 import spider_pb2_grpc
@@ -21,26 +19,9 @@ from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.rpc.client import channel
 from services.store import Store
 from tests import servers
-from tests.integration.tumblebug.helpers import cheapest_spec_and_image, namespace, settled_at, wait_mcis
+from tests.integration.tumblebug.helpers import cheapest_spec_and_image, namespace, settled_at, twin_vms, wait_mcis
 
 VMS = 200
-
-
-async def _twin_vms(twin: servers.Server, conns: list[servers.TwinConnection]) -> list[tw.Resource]:
-    out: list[tw.Resource] = []
-    async with channel(twin.address) as ch:
-        stub = tw_grpc.CloudTwinStub(ch)
-        for c in conns:
-            md = (("x-twin-access-key", c.access_key), ("x-twin-secret-key", c.secret_key))
-            token = ""
-            while True:
-                page = await stub.ListResources(tw.ListResourcesRequest(
-                    provider=c.provider, region=c.region, kind=tw.VM, page_size=1000, page_token=token), metadata=md)
-                out.extend(r for r in page.resources if r.state not in ("terminating", "terminated"))
-                token = page.next_page_token
-                if not token:
-                    break
-    return out
 
 
 @pytest.mark.parametrize(("victim", "seed"), [("tumblebug", 1), ("tumblebug", 2), ("tumblebug", 3), ("spider", 4)])
@@ -79,7 +60,7 @@ async def test_kill_during_a_200_vm_create_converges(tmp_path: Path, victim: str
             done = await wait_mcis(tb, ns, "big", settled_at("Running"), timeout=120)
         assert done.status == f"Running:{VMS} (R:{VMS}/{VMS})"
         records = [v.value for v in await store.list_all(f"/cb/tumblebug/ns/{ns}/mcis/big/vm/", pb.McisVm)]
-        cloud = await _twin_vms(twin, conns)
+        cloud = await twin_vms(twin, conns)
         spider_vms = [v.value for c in conns for v in await store.list_all(f"/cb/spider/conn/{c.name}/vms/", spb.Vm)]
         assert len(records) == VMS
         assert all(v.status == common.RUNNING and v.iid.csp_id for v in records)
