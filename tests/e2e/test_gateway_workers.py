@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.launcher import processes as procs
+from services import processes as procs
 from tests import servers
-from tests.e2e.test_gateway import KEY, start_gateway
+from tests.support.gateway import KEY, start_gateway
 
 
 def _listening(pid: int, port: int) -> bool:
