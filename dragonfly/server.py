@@ -8,8 +8,10 @@ from pathlib import Path
 
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from dragonfly.account import AccountSync
+from dragonfly.agent_requests import AgentRequests
 from dragonfly.agents import Agents
 from dragonfly.alerts.engine import AlertEngine
+from dragonfly.alerts.rulebook import RuleBook
 from dragonfly.alerts.webhook import WebhookSink
 from dragonfly.collector import Collector
 from dragonfly.credentials import AgentCredentials
@@ -80,8 +82,9 @@ class DragonflyApp:
             self.account = AccountSync(self.store, admin_bus, admin, settings.account_resync_s)
             credentials = AgentCredentials(self.store, signer, self.account, settings.agent_credential_ttl_s)
         self.workloads = WorkloadStatuses(self.store, self.bus, self.guard)
-        self.servicer = DragonflyServicer(self.agents, self.backend, self.bus, credentials,
-                                          settings.agent_nats_url or common.nats_url, self.alerts, self.workloads)
+        self.servicer = DragonflyServicer(self.agents, self.backend, AgentRequests(self.bus, self.agents), credentials,
+                                          settings.agent_nats_url or common.nats_url, self.alerts,
+                                          RuleBook(self.store, self.agents, self.alerts), self.workloads)
 
     def bindings(self) -> list[Binding]:
         return [Binding(SERVICE_NAME, self.servicer, dragonfly_pb2_grpc.add_DragonflyServicer_to_server)]

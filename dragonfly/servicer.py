@@ -5,27 +5,26 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 import grpc
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc as pb_grpc
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
-from dragonfly import keys
+from dragonfly.agent_requests import AgentRequests
 from dragonfly.agents import Agents, stamp
 from dragonfly.alerts.engine import AlertEngine
-from dragonfly.alerts.rules import validate
+from dragonfly.alerts.rulebook import RuleBook
 from dragonfly.credentials import AgentCredentials
 from dragonfly.protocol import benchmarks
 from dragonfly.protocol.config import render
 from dragonfly.protocol.metrics import GROUPS
+from dragonfly.protocol.replies import BUSY, NOT_FOUND, Refusal
 from dragonfly.protocol.subjects import VmId
 from dragonfly.protocol.workspec import NAME
 from dragonfly.storage import AGGREGATES, PERIODS, Backend, Query, Result
 from dragonfly.workloads import WorkloadStatuses, set_body, to_status
 from services import errors
-from services.bus import Bus
 from services.names import check_name
 from services.natsauth import decode_claims, format_creds
 from services.paging import page_size
@@ -103,14 +102,15 @@ def to_series(results: list[Result]) -> pb.QueryMetricsResponse:
 class DragonflyServicer(pb_grpc.DragonflyServicer):
     """Agents, metrics and commands of every VM that has an agent."""
 
-    def __init__(self, agents: Agents, backend: Backend, bus: Bus, credentials: AgentCredentials | None,
-                 agent_nats_url: str, alerts: AlertEngine | None = None,
-                 workloads: WorkloadStatuses | None = None) -> None:
+    def __init__(self, agents: Agents, backend: Backend, requests: AgentRequests,
+                 credentials: AgentCredentials | None, agent_nats_url: str, alerts: AlertEngine | None = None,
+                 rules: RuleBook | None = None, workloads: WorkloadStatuses | None = None) -> None:
         self.agents = agents
         self.workloads = workloads
         self.alerts = alerts
+        self.rules = rules
         self.backend = backend
-        self.bus = bus
+        self.requests = requests
         self.credentials = credentials
         self.agent_nats_url = agent_nats_url
 
@@ -175,10 +175,12 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
     async def ReadVmMetrics(self, request: pb.ReadVmMetricsRequest, context: grpc.aio.ServicerContext) -> pb.LiveMetrics:
         """Metrics read from the agent now."""
         vm = vm_id(request.ns, request.mcis, request.vm)
-        body = await self._ask(vm, "metrics", {}, 5.0)
-        out = pb.LiveMetrics(time=stamp(float(body.get("time", time.time()))))
-        for group, values in dict(body.get("groups", {})).items():
-            out.groups[group].values.update({k: float(v) for k, v in values.items()})
+        live = await self.requests.metrics(vm)
+        if isinstance(live, Refusal):
+            raise errors.InvalidArgument(f"the agent refused to read metrics: {live.error}")
+        out = pb.LiveMetrics(time=stamp(live.time))
+        for group, values in live.groups.items():
+            out.groups[group].values.update(values)
         return out
 
     async def RunCommand(self, request: pb.RunCommandRequest, context: grpc.aio.ServicerContext) -> pb.CommandResult:
@@ -189,13 +191,14 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         if request.timeout_s < 0 or request.output_limit_bytes < 0:
             raise errors.InvalidArgument.field("timeout_s" if request.timeout_s < 0 else "output_limit_bytes",
                                                "must be >= 0")
-        timeout = request.timeout_s or 60.0
-        body = await self._ask(vm, "cmd", {"command": request.command, "timeout_s": timeout,
-                                           "output_limit_bytes": request.output_limit_bytes}, timeout + COMMAND_SLACK_S)
-        if "exit_code" not in body:
-            raise errors.InvalidArgument(f"the agent refused the command: {body.get('error', body)}")
-        return pb.CommandResult(**{k: body[k] for k in ("exit_code", "stdout", "stderr", "timed_out", "stdout_truncated",
-                                                        "stderr_truncated", "duration_s", "error")})
+        result = await self.requests.command(vm, request.command, request.timeout_s or 60.0,
+                                             request.output_limit_bytes, COMMAND_SLACK_S)
+        if isinstance(result, Refusal):
+            raise errors.InvalidArgument(f"the agent refused the command: {result.error}")
+        return pb.CommandResult(exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr,
+                                timed_out=result.timed_out, stdout_truncated=result.stdout_truncated,
+                                stderr_truncated=result.stderr_truncated, duration_s=result.duration_s,
+                                error=result.error)
 
     async def RunBenchmark(self, request: pb.RunBenchmarkRequest,
                            context: grpc.aio.ServicerContext) -> pb.BenchmarkResult:
@@ -203,12 +206,12 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         that fails is named in `errors` and the others still report."""
         vm = vm_id(request.ns, request.mcis, request.vm)
         bench = bench_request(request)
-        body = await self._ask(vm, "bench", bench.to_wire(), bench.budget_s + BENCH_SLACK_S)
-        if "error" in body:
-            if body.get("reason") == "busy":
+        report = await self.requests.benchmark(vm, bench, BENCH_SLACK_S)
+        if isinstance(report, Refusal):
+            if report.reason == BUSY:
                 raise errors.Aborted(f"a benchmark is already running on VM {vm.key}; retry when it ends")
-            raise errors.InvalidArgument(f"the agent refused the benchmark: {body['error']}")
-        return to_result(vm, benchmarks.BenchReport.from_wire(body))
+            raise errors.InvalidArgument(f"the agent refused the benchmark: {report.error}")
+        return to_result(vm, report)
 
     # -- workloads ----------------------------------------------------------------
 
@@ -226,18 +229,17 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         statuses = self._statuses()
         body = set_body(request)
         data = json.dumps(body).encode()
-        limit = int(getattr(self.bus.nc, "max_payload", 0) or 1 << 20)
+        limit = self.requests.max_payload
         if len(data) > limit:
             raise errors.InvalidArgument.field("workloads", f"the set is {len(data)} bytes on the wire, over the "
                                                f"bus's limit of {limit}: send smaller files or fewer workloads")
         grace = max([w.stop_grace_s for w in request.workloads] + [DEFAULT_STOP_GRACE_S])
-        answer = await self._ask(vm, "workloads", body, grace + WORKLOADS_SLACK_S, data)
-        if "statuses" not in answer:
-            raise errors.InvalidArgument(f"the agent of VM {vm.key} refused the workloads: "
-                                         f"{answer.get('error', answer)}")
+        answer = await self.requests.set_workloads(vm, data, grace + WORKLOADS_SLACK_S)
+        if isinstance(answer, Refusal):
+            raise errors.InvalidArgument(f"the agent of VM {vm.key} refused the workloads: {answer.error}")
         try:
-            out = [to_status(s) for s in answer["statuses"]]
-            at = float(answer.get("time") or time.time())
+            out = [to_status(s) for s in answer.statuses]
+            at = answer.time or time.time()
         except (ValueError, KeyError, TypeError) as err:
             raise errors.Unavailable(f"the agent of VM {vm.key} answered with malformed statuses: {err}") from err
         await statuses.record(vm, out, at, app=request.app)
@@ -264,23 +266,12 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
         if request.tail_lines < 0:
             raise errors.InvalidArgument.field("tail_lines", "must be >= 0")
         tail = min(request.tail_lines or DEFAULT_TAIL_LINES, MAX_TAIL_LINES)
-        answer = await self._ask(vm, "logs", {"id": request.id, "tail_lines": tail}, 5.0)
-        if answer.get("reason") == "not_found":
-            raise errors.NotFound(f"VM {vm.key} runs no workload {request.id!r}")
-        if "stdout" not in answer:
-            raise errors.InvalidArgument(f"the agent refused the logs request: {answer.get('error', answer)}")
-        return wpb.WorkloadLogs(stdout=str(answer["stdout"]), stderr=str(answer.get("stderr", "")))
-
-    async def _ask(self, vm: VmId, verb: str, body: dict[str, Any], timeout: float,
-                   data: bytes | None = None) -> dict[str, Any]:
-        try:
-            data = await self.bus.request(vm.request(verb), data or json.dumps(body).encode(), timeout=timeout)
-        except errors.Unavailable as err:
-            raise await self.agents.why_unreachable(vm) from err
-        except errors.DeadlineExceeded as err:
-            raise errors.DeadlineExceeded(f"the agent of VM {vm.key} did not answer within {timeout:g}s") from err
-        answer: dict[str, Any] = json.loads(data)
-        return answer
+        answer = await self.requests.logs(vm, request.id, tail)
+        if isinstance(answer, Refusal):
+            if answer.reason == NOT_FOUND:
+                raise errors.NotFound(f"VM {vm.key} runs no workload {request.id!r}")
+            raise errors.InvalidArgument(f"the agent refused the logs request: {answer.error}")
+        return wpb.WorkloadLogs(stdout=answer.stdout, stderr=answer.stderr)
 
     async def GetMonitoringConfig(self, request: pb.GetMonitoringConfigRequest,
                                   context: grpc.aio.ServicerContext) -> pb.MonitoringConfig:
@@ -299,83 +290,41 @@ class DragonflyServicer(pb_grpc.DragonflyServicer):
 
     # -- alerts ---------------------------------------------------------------
 
-    def _engine(self) -> AlertEngine:
-        if self.alerts is None:
+    def _rules(self) -> RuleBook:
+        if self.rules is None:
             raise errors.FailedPrecondition("this dragonfly runs without alerts")
-        return self.alerts
+        return self.rules
 
     async def CreateAlertRule(self, request: pb.CreateAlertRuleRequest,
                               context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """Store a new rule; every replica starts judging it as soon as it hears of it."""
-        rule = validate(request.ns, request.rule)
-        await self._check_scope(rule)
-        rule.created_time.CopyFrom(stamp(time.time()))
-        try:
-            await self._engine().store.create(keys.alert_rule(rule.ns, rule.name), rule)
-        except errors.AlreadyExists as err:
-            raise errors.AlreadyExists(f"alert rule {rule.name!r} already exists in namespace {rule.ns!r}") from err
-        return rule
-
-    async def _check_scope(self, rule: pb.AlertRule) -> None:
-        """NOT_FOUND unless dragonfly monitors something in the rule's scope: an agent credential
-        issued (and not revoked) or an agent registered in that namespace, MCIS or VM."""
-        if not await self.agents.monitors(rule.ns, rule.mcis, rule.vm):
-            scope = ("VM " + ".".join((rule.ns, rule.mcis, rule.vm)) if rule.vm else
-                     f"MCIS {rule.mcis!r} of namespace {rule.ns!r}" if rule.mcis else f"namespace {rule.ns!r}")
-            raise errors.NotFound(f"dragonfly monitors no {scope}: no agent was installed there (or it was removed)")
+        return await self._rules().create(request.ns, request.rule)
 
     async def GetAlertRule(self, request: pb.GetAlertRuleRequest, context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """One rule; NOT_FOUND if there is none by that name."""
-        check_name(request.ns, "ns")
-        found = await self._engine().store.must_get(keys.alert_rule(request.ns, request.name), pb.AlertRule,
-                                                    f"alert rule {request.name!r}")
-        return found.value
+        return await self._rules().get(request.ns, request.name)
 
     async def ListAlertRules(self, request: pb.ListAlertRulesRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListAlertRulesResponse:
         """The rules of a namespace, by name."""
-        check_name(request.ns, "ns")
-        size = page_size(request.page_size)
-        page = await self._engine().store.page(keys.alert_rules(request.ns), pb.AlertRule, size, request.page_token)
+        page = await self._rules().page(request.ns, page_size(request.page_size), request.page_token)
         return pb.ListAlertRulesResponse(rules=[v.value for v in page.items], next_page_token=page.next_key)
 
     async def UpdateAlertRule(self, request: pb.UpdateAlertRuleRequest,
                               context: grpc.aio.ServicerContext) -> pb.AlertRule:
         """Replace a rule; what it had firing resolves, and its windows start afresh."""
-        engine = self._engine()
-        if request.rule.name and request.rule.name != request.name:
-            raise errors.InvalidArgument.field("rule.name", "a rule cannot be renamed")
-        body = pb.AlertRule()
-        body.CopyFrom(request.rule)
-        body.name = request.name
-        rule = validate(request.ns, body)
-        await self._check_scope(rule)
-        key = keys.alert_rule(rule.ns, rule.name)
-
-        def replace(cur: pb.AlertRule) -> pb.AlertRule:
-            rule.created_time.CopyFrom(cur.created_time)
-            return rule
-
-        updated = await engine.store.modify(key, pb.AlertRule, replace, f"alert rule {rule.name!r}")
-        await engine.retire(rule.ns, rule.name, "the rule was changed")
-        return updated
+        return await self._rules().replace(request.ns, request.name, request.rule)
 
     async def DeleteAlertRule(self, request: pb.DeleteAlertRuleRequest,
                               context: grpc.aio.ServicerContext) -> pb.DeleteAlertRuleResponse:
         """Delete a rule; what it had firing resolves."""
-        engine = self._engine()
-        check_name(request.ns, "ns")
-        if not await engine.store.delete(keys.alert_rule(request.ns, request.name)):
-            raise errors.NotFound(f"alert rule {request.name!r} not found")
-        await engine.retire(request.ns, request.name, "the rule was deleted")
+        await self._rules().delete(request.ns, request.name)
         return pb.DeleteAlertRuleResponse()
 
     async def ListAlertEvents(self, request: pb.ListAlertEventsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListAlertEventsResponse:
         """A namespace's alert events, oldest first (the newest CB_DRAGONFLY_ALERT_EVENTS_MAX are kept)."""
-        check_name(request.ns, "ns")
-        size = page_size(request.page_size)
-        page = await self._engine().store.page(keys.alert_events(request.ns), pb.AlertEvent, size, request.page_token)
+        page = await self._rules().events(request.ns, page_size(request.page_size), request.page_token)
         return pb.ListAlertEventsResponse(events=[v.value for v in page.items], next_page_token=page.next_key)
 
 

@@ -32,6 +32,7 @@ from dragonfly.agent.sources import Source
 from dragonfly.agent.supervisor import Supervisor
 from dragonfly.protocol import wire
 from dragonfly.protocol.config import AgentConfig
+from dragonfly.protocol.replies import BUSY, INVALID, NOT_FOUND, LiveMetrics, Refusal, WorkloadLogs, WorkloadsSet
 from dragonfly.protocol.wire import dumps
 from dragonfly.protocol.workspec import SpecError, parse_set
 
@@ -273,7 +274,7 @@ class Agent:
     async def _on_request(self, msg: Msg) -> None:
         verb = msg.subject.rsplit(".", 1)[-1]
         if verb == "metrics":
-            await self._respond(msg, {"vm": self.vm.key, "time": time.time(), "groups": self.source.sample()})
+            await self._respond(msg, LiveMetrics(self.vm.key, time.time(), self.source.sample()).to_wire())
         elif verb in ("cmd", "bench", "workloads"):
             # In tasks of their own: the subscription must not wait for a command, benchmark or set to end.
             task = asyncio.create_task(self._command(msg) if verb == "cmd" else
@@ -287,7 +288,7 @@ class Agent:
         elif verb == "logs":
             await self._logs(msg)
         else:
-            await self._respond(msg, {"error": f"unknown request {verb!r}"})
+            await self._respond(msg, Refusal(f"unknown request {verb!r}").to_wire())
 
     async def _set_workloads(self, msg: Msg) -> None:
         """Replace one app's set; answer with its statuses, or refuse the whole body."""
@@ -295,9 +296,9 @@ class Agent:
             app, specs = parse_set(wire.loads(msg.data))
             statuses = await self.supervisor.set(app, specs)
         except (SpecError, ValueError) as err:
-            await self._respond(msg, {"error": f"bad workloads request: {err}", "reason": "invalid"})
+            await self._respond(msg, Refusal(f"bad workloads request: {err}", INVALID).to_wire())
             return
-        await self._respond(msg, {"time": time.time(), "statuses": statuses})
+        await self._respond(msg, WorkloadsSet(time.time(), statuses).to_wire())
 
     async def _logs(self, msg: Msg) -> None:
         try:
@@ -306,13 +307,13 @@ class Agent:
             if not isinstance(workload_id, str) or isinstance(tail, bool) or not isinstance(tail, int) or tail < 0:
                 raise TypeError("id must be a string and tail_lines a whole number >= 0")
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            await self._respond(msg, {"error": f"bad logs request: {err}", "reason": "invalid"})
+            await self._respond(msg, Refusal(f"bad logs request: {err}", INVALID).to_wire())
             return
         found = self.supervisor.logs(workload_id, min(tail, MAX_TAIL_LINES))
         if found is None:
-            await self._respond(msg, {"error": f"no workload {workload_id[:80]!r} on this VM", "reason": "not_found"})
+            await self._respond(msg, Refusal(f"no workload {workload_id[:80]!r} on this VM", NOT_FOUND).to_wire())
             return
-        await self._respond(msg, {"stdout": found[0], "stderr": found[1]})
+        await self._respond(msg, WorkloadLogs(found[0], found[1]).to_wire())
 
     async def _command(self, msg: Msg) -> None:
         try:
@@ -324,19 +325,19 @@ class Agent:
             limit = min(int(req.get("output_limit_bytes") or self.config.output_limit_bytes),
                         self.config.output_limit_bytes)
         except (ValueError, KeyError, TypeError) as err:
-            await self._respond(msg, {"error": f"bad command request: {err}"})
+            await self._respond(msg, Refusal(f"bad command request: {err}").to_wire())
             return
         result = await self.runner.run(command, max(0.01, timeout), max(0, limit))
-        await self._respond(msg, result.to_dict())
+        await self._respond(msg, result.to_wire())
 
     async def _benchmark(self, msg: Msg) -> None:
         try:
             request = benchmarks.BenchRequest.from_wire(wire.loads(msg.data), self.config.bench_budget_max_s)
         except (ValueError, TypeError, AttributeError) as err:
-            await self._respond(msg, {"error": f"bad benchmark request: {err}", "reason": "invalid"})
+            await self._respond(msg, Refusal(f"bad benchmark request: {err}", INVALID).to_wire())
             return
         if self._benching.locked():
-            await self._respond(msg, {"error": "a benchmark is already running on this VM", "reason": "busy"})
+            await self._respond(msg, Refusal("a benchmark is already running on this VM", BUSY).to_wire())
             return
         async with self._benching:
             report = await benchmarks.run(request, self.bench)

@@ -14,27 +14,12 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 
+from dragonfly.protocol.replies import CommandResult
 from services.capped import Capped
 
 # After the shell exits, how long to wait for the rest of its output.
 _TAIL_S = 0.2
-
-
-@dataclass
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-    timed_out: bool
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_s: float
-    error: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 async def _exit_code(proc: asyncio.subprocess.Process, timeout_s: float) -> int | None:

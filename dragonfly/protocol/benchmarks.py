@@ -11,7 +11,7 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 # Benchmark → the result field holding its value (the unit is in the name).
 FIELDS: dict[str, str] = {
@@ -152,6 +152,8 @@ class RttResult:
 class BenchReport:
     """What a benchmark request measured; 0 where a benchmark did not run or failed (see `errors`)."""
 
+    # The field only a report carries (a refusal has `error`): see `replies.decode`.
+    MARK: ClassVar[str] = "kind"
     kind: str
     cpu_count: int
     cpu_single_ops_per_s: float = 0.0

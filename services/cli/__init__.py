@@ -1,8 +1,9 @@
 """cbctl, the command-line client of the suite (console script `cbctl` → `services.cli:app`).
 
-Resource commands talk to the REST gateway over HTTP (`commands`, `client`), and so do `exec`
-(`remote`) and `top` (`top`); `up`, `down` and `status` drive the local suite (`local`).
-Configuration: `config`; kinds as data: `kinds`.
+Resource commands talk to the REST gateway over HTTP (`show`: get, describe; `lifecycle`: create,
+apply, delete; `verbs`: custom methods and scale; on `session`, `options`, `listing`, `documents`,
+`client`), and so do `exec` (`remote`) and `top` (`top`); `up`, `down` and `status` drive the local
+suite (`local`). Configuration: `config`; kinds as data: `kinds`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from services.cli import commands, local, mcis_vms, placement, registration, remote, top
+from services.cli import lifecycle, local, mcis_vms, placement, registration, remote, show, top, verbs
+from services.cli.session import GLOBALS
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -25,19 +27,19 @@ def main(
                                                            ".run/admin.key).")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="On error, show the details.")] = False,
 ) -> None:
-    commands.GLOBALS.gateway = gateway
-    commands.GLOBALS.api_key = api_key
-    commands.GLOBALS.verbose = verbose
+    GLOBALS.gateway = gateway
+    GLOBALS.api_key = api_key
+    GLOBALS.verbose = verbose
 
 
-app.command()(commands.get)
-app.command()(commands.describe)
-app.command()(commands.create)
-app.command()(commands.apply)
-app.command()(commands.delete)
+app.command()(show.get)
+app.command()(show.describe)
+app.command()(lifecycle.create)
+app.command()(lifecycle.apply)
+app.command()(lifecycle.delete)
 for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
-    app.command(name=_verb)(commands.verb_command(_verb))
-app.command()(commands.scale)
+    app.command(name=_verb)(verbs.verb_command(_verb))
+app.command()(verbs.scale)
 app.command()(registration.register)
 app.command()(registration.unregister)
 for _verb in ("attach", "detach"):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.cli import commands
+from services.cli import options, session
 from services.cli.client import ApiError, Client
 from services.cli.kinds import find
 from services.cli.mcis import number
@@ -51,18 +51,18 @@ def disk_command(verb: str) -> Callable[..., None]:
                 name: Annotated[str, typer.Argument(help="The namespace's data disk.")],
                 in_mcis: Annotated[str, typer.Option("--mcis", help="The MCIS of the VM.")],
                 vm: Annotated[str, typer.Option("--vm", help="The VM.")],
-                namespace: commands.Namespace = "", verbose: commands.Verbose = False) -> None:
+                namespace: options.Namespace = "", verbose: options.Verbose = False) -> None:
         def body() -> None:
             if find(kind).name != "datadisk":
                 raise ApiError(f"only a datadisk can be {verb}ed to an MCIS VM")
-            s = commands.session(namespace=namespace)
+            s = session.session(namespace=namespace)
             with s.client:
                 reply = s.client.call("POST", f"{_vm_path(s.scope, in_mcis, vm)}:{verb}DataDisk", {"dataDisk": name})
             disks = ", ".join(reply.get("dataDisks") or []) or "none"
-            commands.console.print(f"datadisk/{name} {verb}ed {'to' if verb == 'attach' else 'from'} "
+            session.console.print(f"datadisk/{name} {verb}ed {'to' if verb == 'attach' else 'from'} "
                                    f"{in_mcis}/{vm} (its data disks: {disks})", highlight=False)
 
-        commands.run(verbose, body)
+        session.run(verbose, body)
 
     command.__doc__ = f"{verb.capitalize()} a data disk of the namespace {'to' if verb == 'attach' else 'from'} a VM " \
                       "of an MCIS."

@@ -12,7 +12,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from services.cli import commands, output
+from services.cli import options, output, session
 from services.cli.client import ApiError
 
 console = Console()
@@ -40,13 +40,13 @@ def recommend(kind: Annotated[str, typer.Argument(help="spec")],
                                          "latency (repeat).")] = None,
               metric: Annotated[str, typer.Option("--metric", help="Performance metric (cpu_multi…).")] = "",
               limit: Annotated[int, typer.Option("--limit")] = 10,
-              output_format: commands.Output = "", verbose: commands.Verbose = False) -> None:
+              output_format: options.Output = "", verbose: options.Verbose = False) -> None:
     """Rank catalog specs: filters, then the weighers' weighted sum; `*` marks an estimate."""
 
     def body() -> None:
         if kind not in ("spec", "specs"):
             raise ApiError("only specs are recommended: cbctl recommend spec …")
-        s = commands.session(output_format=output_format)
+        s = session.session(output_format=output_format)
         req: dict[str, Any] = {"requirements": {"vcpuMin": vcpu, "memoryGibMin": memory, "priceMax": price,
                                                 "providers": provider or [], "regions": region or []},
                                "weights": _weights(weight or []), "options": {"metric": metric}, "limit": limit}
@@ -62,16 +62,16 @@ def recommend(kind: Annotated[str, typer.Argument(help="spec")],
         output.rows(console, (("SPEC", "spec.id"), ("VCPU", "spec.vcpu"), ("PRICE/H", "spec.pricePerHour"),
                               ("SCORE", "score"), ("WEIGHERS", "weighers")), items, "specs")
 
-    commands.run(verbose, body)
+    session.run(verbose, body)
 
 
 def plan(file: Annotated[Path, typer.Option("--file", "-f", help="An MCIS document with a `placement`.")],
-         namespace: commands.Namespace = "", output_format: commands.Output = "",
-         verbose: commands.Verbose = False) -> None:
+         namespace: options.Namespace = "", output_format: options.Output = "",
+         verbose: options.Verbose = False) -> None:
     """Where each VM would go and what it would cost (a dry run; nothing is made)."""
 
     def body() -> None:
-        s = commands.session(namespace=namespace, output_format=output_format)
+        s = session.session(namespace=namespace, output_format=output_format)
         doc = yaml.safe_load(file.read_text())
         spec = doc.get("spec", doc) if isinstance(doc, dict) else None
         if not isinstance(spec, dict) or "placement" not in spec:
@@ -93,18 +93,18 @@ def plan(file: Annotated[Path, typer.Option("--file", "-f", help="An MCIS docume
         if reply.get("message"):
             console.print(reply["message"], highlight=False)
 
-    commands.run(verbose, body)
+    session.run(verbose, body)
 
 
 def benchmark(kind: Annotated[str, typer.Argument(help="mcis")], name: Annotated[str, typer.Argument()],
-              namespace: commands.Namespace = "", output_format: commands.Output = "",
-              verbose: commands.Verbose = False) -> None:
+              namespace: options.Namespace = "", output_format: options.Output = "",
+              verbose: options.Verbose = False) -> None:
     """Benchmark every running VM of an MCIS and the RTT between its regions; results are stored."""
 
     def body() -> None:
         if kind != "mcis":
             raise ApiError("only an MCIS is benchmarked: cbctl benchmark mcis NAME")
-        s = commands.session(namespace=namespace, output_format=output_format)
+        s = session.session(namespace=namespace, output_format=output_format)
         ns = s.scope["namespace"]
         with s.client:
             reply = s.client.call("POST", f"/tumblebug/v1/namespaces/{ns}/mcis/{name}:benchmark", {}, timeout=60)
@@ -121,4 +121,4 @@ def benchmark(kind: Annotated[str, typer.Argument(help="mcis")], name: Annotated
         output.rows(console, (("SITE A", "a"), ("SITE B", "b"), ("RTT-MS", "rttMs"), ("SAMPLES", "samples")),
                     reply.get("rtt", []), "region pairs")
 
-    commands.run(verbose, body)
+    session.run(verbose, body)

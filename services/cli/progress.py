@@ -259,6 +259,13 @@ class McisTarget:
             raise ApiError(f"{self.name} settled as {record.get('status', '')}: {failed}", code="FAILED")
 
 
+def wait_settled(client: Client, console: Console, targets: Sequence[Waitable], timeout: float) -> None:
+    """`wait_all`, with every failure in one ApiError."""
+    failures = wait_all(client, console, targets, timeout)
+    if failures:
+        raise ApiError("; ".join(failures))
+
+
 def wait_gone(client: Client, console: Console, kind: RestKind, scope: dict[str, str], name: str, timeout: float) -> None:
     """Poll until GET says 404."""
     deadline = time.monotonic() + timeout

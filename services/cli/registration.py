@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from services.cli.client import ApiError
-from services.cli.commands import Connection, Session, Verbose, console, run, session
 from services.cli.kinds import RestKind
+from services.cli.options import Connection, Verbose
+from services.cli.session import Session, console, run, session
 
 
 def _spider_kind(s: Session, word: str) -> RestKind:

@@ -15,7 +15,8 @@ from rich.markup import escape
 
 from services.cli import output
 from services.cli.client import ApiError
-from services.cli.commands import Namespace, Output, Verbose, console, err_console, run, session
+from services.cli.options import Namespace, Output, Verbose
+from services.cli.session import console, err_console, run, session
 
 
 @dataclass(frozen=True)

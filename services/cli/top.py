@@ -19,8 +19,10 @@ from rich.table import Table
 
 from services.cli import output
 from services.cli.client import Client
-from services.cli.commands import Namespace, Output, Verbose, console, list_all, run, session
 from services.cli.kinds import RestKind
+from services.cli.listing import list_all
+from services.cli.options import Namespace, Output, Verbose
+from services.cli.session import console, run, session
 
 # The metric groups a row shows, and the fields it takes from each.
 GROUPS = ("cpu", "memory", "diskio", "network")

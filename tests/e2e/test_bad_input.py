@@ -25,7 +25,7 @@ from services import errors, limits
 from services import processes as procs
 from services.rpc import client
 from tests import servers
-from tests.e2e.test_gateway import KEY, Gateway, start_gateway
+from tests.support.gateway import KEY, Gateway, start_gateway
 
 TWO_MIB = 2 * 1024 * 1024
 

@@ -3,14 +3,11 @@ of the session's spider. The whole spider scenario, output formats, configuratio
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +16,8 @@ import pytest_asyncio
 import yaml
 
 from tests import servers
-from tests.e2e.test_gateway import KEY, Gateway, start_gateway
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-@dataclass
-class Cbctl:
-    """Runs cbctl with a clean home (no user config) and the gateway in the environment."""
-
-    env: dict[str, str]
-    home: Path
-
-    async def __call__(self, *args: str, stdin: str = "", timeout: float = 120, **env: str) -> Result:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *args, cwd=ROOT, env={**self.env, **env},
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
-        return Result(proc.returncode or 0, out.decode(), err.decode())
-
-    async def ok(self, *args: str, **kw: Any) -> Result:
-        result = await self(*args, **kw)
-        assert result.code == 0, f"cbctl {' '.join(args)} failed:\n{result.out}\n{result.err}"
-        return result
+from tests.support.cbctl import Cbctl, cbctl_for
+from tests.support.gateway import KEY, Gateway, start_gateway
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -60,12 +29,7 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Serv
 
 @pytest.fixture
 def cbctl(gateway: Gateway, tmp_path: Path) -> Cbctl:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CB_", "CBCTL_", "XDG_"))}
-    env.update(HOME=str(home), CB_RUN_DIR=str(tmp_path / "run"), CB_GATEWAY_URL=gateway.url, CB_API_KEY=KEY,
-               COLUMNS="200")
-    return Cbctl(env, home)
+    return cbctl_for(gateway, tmp_path)
 
 
 def manifest(cloudtwin: servers.Server, provider: str, region: str, tag: str, spec: str, image: str) -> str:

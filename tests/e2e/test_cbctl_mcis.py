@@ -7,15 +7,12 @@ progress bar per VM group, every verb, scaling, deletion, and errors as one line
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import yaml
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
@@ -26,39 +23,12 @@ from services.cli.client import ApiError
 from services.cli.kinds import find, prefer, where
 from services.rpc.client import channel
 from tests import servers
-from tests.e2e.test_cbctl import Cbctl
-from tests.e2e.test_gateway import KEY, Gateway, start_gateway
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, twin_vm_names
+from tests.support.cbctl import Cbctl, one_line_error, tumblebug_cbctl, tumblebug_gateway  # noqa: F401 - fixtures
+from tests.support.gateway import KEY, Gateway
 
 # Waits end with cbctl's own one-line report well before the harness's 120 s per command.
 WAIT = ("--wait", "--timeout", "40")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
-                  tumblebug: servers.Server) -> AsyncIterator[Gateway]:
-    gw = await start_gateway(tmp_path_factory.mktemp("gateway-tumblebug"),
-                             {"spider": spider.address, "tumblebug": tumblebug.address})
-    yield gw
-    gw.proc.stop()
-
-
-@pytest.fixture
-def cbctl(gateway: Gateway, tmp_path: Path) -> Cbctl:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CB_", "CBCTL_", "XDG_"))}
-    env.update(HOME=str(home), CB_RUN_DIR=str(tmp_path / "run"), CB_GATEWAY_URL=gateway.url, CB_API_KEY=KEY,
-               COLUMNS="200")
-    return Cbctl(env, home)
-
-
-def one_line_error(result: Any, *words: str) -> None:
-    """A failed command: exit status 1 and one line on stderr naming `words`."""
-    lines = result.err.strip().splitlines()
-    assert result.code == 1 and len(lines) == 1 and lines[0].startswith("Error: "), result.err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def mcis_doc(name: str, ns: str, groups: list[tuple[str, str, int]]) -> str:

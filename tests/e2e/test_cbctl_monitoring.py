@@ -19,11 +19,10 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.rpc.client import channel
 from tests import servers
-from tests.e2e.test_cbctl import Cbctl
-from tests.e2e.test_cbctl_mcis import one_line_error
-from tests.e2e.test_gateway import KEY, start_gateway
 from tests.integration.tumblebug.helpers import namespace
 from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
+from tests.support.cbctl import Cbctl, one_line_error
+from tests.support.gateway import KEY, start_gateway
 
 # The gateway's own deadline is short here, so a command longer than it passes only when cbctl
 # asks for a longer one (Grpc-Timeout).

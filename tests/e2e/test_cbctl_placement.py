@@ -9,12 +9,11 @@ import yaml
 
 from cbapi.spider.v1 import spider_pb2_grpc
 from tests import servers
-from tests.e2e.test_cbctl import Cbctl
-from tests.e2e.test_cbctl_mcis import cbctl, gateway, one_line_error  # noqa: F401 - fixtures
 from tests.integration.tumblebug.helpers import connections
+from tests.support.cbctl import Cbctl, one_line_error, tumblebug_cbctl, tumblebug_gateway  # noqa: F401 - fixtures
 
 
-async def test_recommend_plan_and_benchmarks(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,  # noqa: F811
+async def test_recommend_plan_and_benchmarks(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
                                              cloudtwin: servers.Server, tmp_path: Path) -> None:
     conns = await connections(stub, cloudtwin, 2)
     ns = "pl-" + conns[0].name[2:]

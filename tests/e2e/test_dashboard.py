@@ -30,8 +30,8 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.rpc.client import channel
 from tests import servers
-from tests.e2e.test_gateway import KEY, start_gateway
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
+from tests.support.gateway import KEY, start_gateway
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

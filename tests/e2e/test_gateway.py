@@ -28,13 +28,11 @@ from grpc_reflection.v1alpha import reflection
 
 from services import processes as procs
 from services.errors import DETAILS_KEY
-from services.gateway import auth, launch
 from services.rpc.tls import server_credentials
 from tests import servers
-from tests.unit.test_gateway_library import SERVICE, library_pool
+from tests.support.gateway import FLOOD_KEY, KEY, Gateway, start_gateway
+from tests.support.gateway_library import SERVICE, library_pool
 
-KEY = "test-admin-key"
-FLOOD_KEY = "test-flood-key"
 ORIGIN = "http://dashboard.test"
 
 
@@ -142,26 +140,6 @@ def _serialize(message: Any) -> bytes:
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-@dataclass
-class Gateway:
-    url: str
-    proc: procs.Proc
-    log: Path
-
-
-async def start_gateway(run_dir: Path, backends: dict[str, str], **env: str) -> Gateway:
-    """A gateway process on a free port with keys `admin` (KEY) and `flood` (FLOOD_KEY)."""
-    keys = run_dir / "gateway-keys"
-    auth.write_keys_file(keys, {"admin": auth.hash_key(KEY, rounds=4), "flood": auth.hash_key(FLOOD_KEY, rounds=4)})
-    port = procs.free_port()
-    full = {"CB_GATEWAY_PORT": str(port), "CB_GATEWAY_KEYS_FILE": str(keys), "CB_GATEWAY_SERVICES": ",".join(backends),
-            "CB_GATEWAY_REFRESH_SECONDS": "1", "CB_GRACE_SECONDS": "1",
-            **{f"CB_{name.upper()}_ADDR": address for name, address in backends.items()}, **env}
-    proc = launch.process(run_dir, full, name=f"gateway-{port}")
-    await launch.start(proc, port)
-    return Gateway(f"http://127.0.0.1:{port}", proc, proc.log_path)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

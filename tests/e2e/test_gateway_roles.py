@@ -25,8 +25,8 @@ from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
-from tests.e2e.test_cbctl import Cbctl
-from tests.e2e.test_gateway import KEY, Gateway, start_gateway
+from tests.support.cbctl import Cbctl
+from tests.support.gateway import KEY, Gateway, start_gateway
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

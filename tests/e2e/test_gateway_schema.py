@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests import servers
-from tests.e2e.test_gateway import KEY, Gateway, start_gateway
+from tests.support.gateway import KEY, Gateway, start_gateway
 
 EXAMPLES_PER_MODE = 5
 BUDGET_SECONDS_PER_OPERATION = 2.5

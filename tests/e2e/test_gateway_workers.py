@@ -10,7 +10,7 @@ import psutil
 
 from services import processes as procs
 from tests import servers
-from tests.e2e.test_gateway import KEY, start_gateway
+from tests.support.gateway import KEY, start_gateway
 
 
 def _listening(pid: int, port: int) -> bool:

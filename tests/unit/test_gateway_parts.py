@@ -23,7 +23,7 @@ from services.gateway.routes import NoRoute, TemplateError, parse_template
 from services.gateway.settings import GatewaySettings, backend_addresses
 from services.gateway.transcode import Violation
 from services.roles import Principal, Role
-from tests.unit.test_gateway_library import library_files, library_schema
+from tests.support.gateway_library import library_files, library_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 

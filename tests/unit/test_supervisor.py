@@ -19,19 +19,9 @@ from dragonfly.agent.probes import Verdict
 from dragonfly.agent.supervisor import LogRing, Supervisor
 from dragonfly.protocol.workspec import HealthSpec, RestartSpec, SpecError, WorkloadSpec, parse_set, set_body
 from services.processes import free_port
+from tests.support.workloads import SERVER
 
 PY = sys.executable
-# A tiny HTTP server: /healthz answers 200 while the file `ok` exists in its directory, else 500.
-SERVER = """
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        code = 200 if os.path.exists('ok') else 500
-        self.send_response(code); self.end_headers(); self.wfile.write(b'hi from ' + os.environ['CB_INSTANCE'].encode())
-    def log_message(self, *a): pass
-print('serving', os.environ['PORT'], flush=True)
-http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), H).serve_forever()
-"""
 FAST = RestartSpec(initial_backoff_s=0.05, max_backoff_s=0.2, crash_loop_restarts=4, crash_loop_window_s=60)
 PROBE = HealthSpec(kind="http", http_path="/healthz", interval_s=0.05, timeout_s=1, healthy_threshold=2,
                    unhealthy_threshold=2)

@@ -12,7 +12,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from tests.helpers import expect_error, until_ok, wait_disk_status, wait_vm_status
 from tests.integration.conformance.conftest import need
 from tests.integration.conformance.targets import Target
-from tests.integration.conformance.test_network import vpc_request
+from tests.support.spider import vpc_request
 
 
 def _name(prefix: str) -> str:

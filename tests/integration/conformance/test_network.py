@@ -12,16 +12,11 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from tests.helpers import expect_error
 from tests.integration.conformance.conftest import need
 from tests.integration.conformance.targets import Target
+from tests.support.spider import vpc_request
 
 
 def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def vpc_request(conn: str, name: str) -> pb.CreateVpcRequest:
-    return pb.CreateVpcRequest(connection=conn, request_id=uuid.uuid4().hex, vpc=pb.Vpc(
-        iid=common.IID(name=name), ipv4_cidr="10.0.0.0/16",
-        subnets=[pb.Subnet(iid=common.IID(name="front"), ipv4_cidr="10.0.1.0/24")]))
 
 
 async def test_vpc_lifecycle(stub: spider_pb2_grpc.SpiderStub, target: Target) -> None:

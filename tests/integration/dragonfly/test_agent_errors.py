@@ -12,7 +12,7 @@ import grpc
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from tests.integration.dragonfly.conftest import start_agent
-from tests.integration.dragonfly.test_dragonfly import Stub, eventually
+from tests.support.dragonfly import Stub, eventually
 
 NS = "ns-errs"
 

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from tests.integration.dragonfly.conftest import Nats, start_agent
-from tests.integration.dragonfly.test_dragonfly import eventually
+from tests.support.dragonfly import eventually
 
 Stub = dragonfly_pb2_grpc.DragonflyStub
 NS = "ns-alerts"

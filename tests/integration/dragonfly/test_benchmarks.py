@@ -33,8 +33,7 @@ from spider.cloudtwin.guests import true_perf
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.dragonfly.conftest import start_agent
-from tests.integration.dragonfly.test_dragonfly import eventually
-from tests.integration.dragonfly.test_guests import healthy_agent
+from tests.support.dragonfly import eventually, healthy_agent
 
 Stub = dragonfly_pb2_grpc.DragonflyStub
 CITY = {c.region: c for c in CITIES}

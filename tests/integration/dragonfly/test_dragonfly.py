@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -15,23 +14,11 @@ import nats as nats_py
 import pytest
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
 from tests.integration.dragonfly.conftest import Nats, start_agent, start_dragonfly, start_nats
-
-Stub = dragonfly_pb2_grpc.DragonflyStub
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
-    """Seconds until `check()` holds; fails after `timeout`."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if await check():
-            return time.monotonic() - t0
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not within {timeout:g}s")
+from tests.support.dragonfly import Stub, eventually
 
 
 async def new_agent(df: Stub, run_dir: Path, mcis: str = "", vm: str = "vm-1") -> tuple[pb.GetAgentRequest, procs.Proc]:

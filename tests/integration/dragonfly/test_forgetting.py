@@ -15,7 +15,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly.protocol.subjects import VmId
 from services import natsauth
 from tests.integration.dragonfly.conftest import Nats
-from tests.integration.dragonfly.test_dragonfly import Stub
+from tests.support.dragonfly import Stub
 
 
 async def register(nats: Nats, vm: VmId, creds_text: str) -> None:

@@ -8,7 +8,6 @@ import socket
 import uuid
 from pathlib import Path
 
-import grpc
 import httpx
 
 from cbapi.common.v1 import common_pb2 as common
@@ -17,7 +16,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from cbapi.spider.v1 import spider_pb2 as pb
 from cbapi.spider.v1 import spider_pb2_grpc
 from tests import servers
-from tests.integration.dragonfly.test_dragonfly import eventually
+from tests.support.dragonfly import eventually, healthy_agent
 
 Stub = dragonfly_pb2_grpc.DragonflyStub
 
@@ -33,21 +32,6 @@ async def agent_vm(stub: spider_pb2_grpc.SpiderStub, df: Stub, twin: servers.Ser
     vm = await stub.CreateVm(pb.CreateVmRequest(connection=conn.name, vm=pb.Vm(
         iid=common.IID(name="vm-1"), image=image, spec=spec, user_data=cred.user_data)))
     return conn, vm, ref
-
-
-async def healthy_agent(df: Stub, ref: dpb.GetAgentRequest, boot_not: str = "") -> dpb.Agent:
-    found: list[dpb.Agent] = []
-
-    async def check() -> bool:
-        try:
-            agent = await df.GetAgent(ref)
-        except grpc.aio.AioRpcError:
-            return False
-        found[:] = [agent]
-        return agent.health == dpb.HEALTHY and agent.boot != boot_not
-
-    await eventually(check, 30, f"a healthy agent (boot not {boot_not!r})")
-    return found[0]
 
 
 def free_port_on(ip: str) -> int:

@@ -27,7 +27,7 @@ from services import natsauth
 from services import processes as procs
 from tests import servers
 from tests.integration.dragonfly.conftest import Nats, start_agent
-from tests.integration.dragonfly.test_dragonfly import Stub, eventually
+from tests.support.dragonfly import Stub, eventually
 
 
 @dataclass

@@ -22,8 +22,8 @@ from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from services.processes import free_port
 from tests.integration.dragonfly.conftest import start_agent
-from tests.integration.dragonfly.test_dragonfly import eventually
-from tests.unit.test_supervisor import SERVER
+from tests.support.dragonfly import eventually
+from tests.support.workloads import SERVER
 
 Stub = dragonfly_pb2_grpc.DragonflyStub
 FAST = wpb.WorkloadRestartPolicy(initial_backoff_s=0.1, max_backoff_s=0.4, crash_loop_restarts=3,

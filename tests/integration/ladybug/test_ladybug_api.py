@@ -26,13 +26,7 @@ from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
-
-APP = """import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(os.environ["CB_REVISION"].encode())
-http.server.ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H).serve_forever()
-"""
+from tests.support.ladybug import web
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -62,13 +56,6 @@ async def mcis(tumblebug: servers.Server, spider: servers.Server, cloudtwin: ser
         await tb.CreateMcisDynamic(tpb.CreateMcisDynamicRequest(namespace=ns, name="apps", subgroups=groups))
         await wait_mcis(tb, ns, "apps", settled_at("Running"))
     return ns, "apps"
-
-
-def web(name: str, mcis: str, revision_text: str = "v1") -> pb.Application:
-    return pb.Application(name=name, mcis=mcis, spec=pb.AppSpec(
-        artifact=pb.Artifact(command="python3 app.py", files={"app.py": APP.encode()}),
-        env={"TEXT": revision_text}, ports=[pb.Port(name="http", port=8080)], instances=4,
-        update=pb.UpdateStrategy(type=pb.ROLLING, max_parallel=1)))
 
 
 async def test_create_is_validated_and_validate_only_records_nothing(lb: ladybug_pb2_grpc.LadybugStub,

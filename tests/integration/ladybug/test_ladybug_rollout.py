@@ -23,9 +23,9 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.rpc.client import channel
 from tests import servers
-from tests.integration.ladybug.test_ladybug_api import web
 from tests.integration.tumblebug.helpers import namespace
 from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
+from tests.support.ladybug import web
 
 
 async def _workloads_served(dragonfly: str) -> bool:
