@@ -34,9 +34,9 @@ def latency_shape(stats: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(300)
 def test_tumblebug_and_spider_benchmarks_print_their_json() -> None:
-    tb = run_bench("tumblebug.py", timeout=55)
+    tb = run_bench("tumblebug.py", timeout=200)
     assert tb["benchmark"] == "tumblebug"
     assert {"rate_per_second", "burst", "max_concurrency", "why"} <= tb["spider_connection_limits"].keys()
     assert positive(tb["tumblebug_settings"]["max_per_connection"])
@@ -62,7 +62,7 @@ def test_tumblebug_and_spider_benchmarks_print_their_json() -> None:
     assert positive(big["p50_ratio_to_bare_etcd"]) and positive(big["with_vms_p50_ratio_to_bare_etcd"])
     assert big["get_mcis_with_vms"]["reply_bytes"] > big["mcis_record_bytes"] > 0
 
-    spider = run_bench("spider.py", timeout=30)
+    spider = run_bench("spider.py", timeout=90)
     assert spider["benchmark"] == "spider"
     for side in ("spider_full_stack", "bare_echo"):
         latency_shape(spider["get_vm_status"][side])
