@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from services import tls
 
 console = Console()
 
@@ -58,7 +61,7 @@ def status() -> None:
     table = Table("service", "address", "pid", "health")
     for name, info in suite.items():
         address = info["address"]
-        if address.startswith("http://"):
+        if address.startswith(("http://", "https://")):
             health = "SERVING" if _http_healthy(name, address) else "NOT SERVING"
         elif "://" in address:
             health = "running" if _alive(info["pid"]) else "stopped"
@@ -75,9 +78,17 @@ HEALTH_PATHS = {"etcd": "/health", "victoria-metrics": "/health"}
 
 def _http_healthy(name: str, base_url: str) -> bool:
     """The server answers 200 on its health path (etcd also says `"health": "true"` in its body)."""
+    url = f"{base_url}{HEALTH_PATHS.get(name, '/healthz')}"
     try:
-        reply = httpx.get(f"{base_url}{HEALTH_PATHS.get(name, '/healthz')}", timeout=1.0)
-    except httpx.HTTPError:
+        if url.startswith("https://"):
+            # etcd requires a client certificate of the suite's CA: cbctl's own (admin by default).
+            me = tls.configured()
+            context = ssl.create_default_context(cafile=str(me.ca_file))
+            context.load_cert_chain(str(me.cert_file), str(me.key_file))
+            reply = httpx.get(url, timeout=1.0, verify=context)
+        else:
+            reply = httpx.get(url, timeout=1.0)
+    except (httpx.HTTPError, OSError):
         return False
     if reply.status_code != 200:
         return False

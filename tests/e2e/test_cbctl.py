@@ -182,7 +182,7 @@ async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl,
     from dragonfly.storage import victoriametrics
     from services import processes as procs
 
-    suite = {"etcd": {"address": f"http://{etcd.address}", "pid": etcd.proc.pid}}
+    suite = {"etcd": {"address": f"https://{etcd.address}", "pid": etcd.proc.pid}}
     victoria: procs.Proc | None = None
     if shutil.which(victoriametrics.BINARY):
         port = procs.free_port()
@@ -194,7 +194,8 @@ async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl,
     run_dir.mkdir()
     (run_dir / "suite.json").write_text(json.dumps(suite))
     try:
-        status = await cbctl.ok("status", CB_RUN_DIR=str(run_dir), COLUMNS="200")
+        # etcd asks for a client certificate: cbctl presents the suite's admin one, as an operator's would.
+        status = await cbctl.ok("status", CB_RUN_DIR=str(run_dir), COLUMNS="200", **procs.identity("admin").env())
     finally:
         if victoria is not None:
             victoria.stop()
