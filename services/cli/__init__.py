@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import commands, local, mcis_vms, placement, registration, remote, top
+from services.cli import commands, local, mcis_vms, placement, registration, remote, rollouts, top
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -38,6 +38,8 @@ app.command()(commands.delete)
 for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
     app.command(name=_verb)(commands.verb_command(_verb))
 app.command()(commands.scale)
+app.add_typer(rollouts.rollout, name="rollout")
+app.command()(rollouts.logs)
 app.command()(registration.register)
 app.command()(registration.unregister)
 for _verb in ("attach", "detach"):
