@@ -100,7 +100,7 @@ def follow(client: Client, kind: Kind, scope: dict[str, str], name: str, timeout
                    + (f" ({last.line()})" if last else ""), code="DEADLINE_EXCEEDED")
 
 
-def _result(pos: Position, name: str) -> None:
+def report(pos: Position, name: str) -> None:
     if pos.phase == "PAUSED":
         console.print(f"app/{name} paused: {pos.line()} (cbctl rollout promote {name})", highlight=False)
     else:
@@ -122,7 +122,7 @@ def status(app: AppName, namespace: Namespace = "", watch: Annotated[bool, typer
                 pos = Position.of(s.client.call("GET", k.item_path(s.scope, name)))
                 console.print(f"app/{name} revision {pos.revision} {pos.phase}: {pos.line()}", highlight=False)
                 return
-            _result(follow(s.client, k, s.scope, name, timeout), name)
+            report(follow(s.client, k, s.scope, name, timeout), name)
 
     run(verbose, body)
 
@@ -141,7 +141,7 @@ def undo(app: AppName, to_revision: Annotated[int, typer.Option(
             reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:rollback", {"revision": to_revision})
             console.print(f"app/{name} rolling back (revision {reply.get('revision')})", highlight=False)
             if wait:
-                _result(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision"))), name)
+                report(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision"))), name)
 
     run(verbose, body)
 
@@ -197,4 +197,4 @@ def scale_app(s: Any, k: Kind, name: str, instances: int, wait: bool, timeout: f
     reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:scale", {"instances": instances})
     console.print(f"app/{name} scaling to {instances} instances", highlight=False)
     if wait:
-        _result(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision"))), name)
+        report(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision"))), name)
