@@ -232,10 +232,14 @@ class AppController:
                 continue
             try:
                 await self.dragonfly.set_workloads(ns, app.mcis, vm, name, workloads)
-            except errors.NotFound:
-                if workloads:
-                    raise
-                continue  # the VM is gone and nothing of this app must run there
+            except errors.DomainError as err:
+                # One VM that cannot be told (gone, or its agent away) must not hold the others
+                # nor the rest of the sync: it is told again on the next sync (not marked sent).
+                # An agent that comes back restarts its persisted set; the difference from the
+                # wanted set shows in its report and the set is resent then.
+                if workloads or not isinstance(err, errors.NotFound | errors.FailedPrecondition | errors.Unavailable):
+                    log.warning("cannot tell VM %s its workloads of %s/%s: %s", vm, ns, name, err.message)
+                continue
             self._sent[sent_key] = body
 
     async def _in_flight(self, app: pb.Application, instances: Iterable[pb.Instance]) -> frozenset[str]:
