@@ -38,9 +38,9 @@ def _violations(spec: pb.AppSpec, where: str) -> list[FieldViolation]:
                               f"under {limits.human(SPEC_MAX_BYTES)}")
     for key in spec.env:
         if not _ENV_NAME.match(key):
-            bad(f"env[{key[:80]!r}]", "must be a variable name (letters, digits, '_'; not first a digit)")
+            bad("env", f"{key[:80]!r} must be a variable name (letters, digits, '_'; not first a digit)")
         elif key in AGENT_ENV:
-            bad(f"env[{key!r}]", f"is set by the agent for every instance ({', '.join(AGENT_ENV)})")
+            bad("env", f"{key} is set by the agent for every instance ({', '.join(AGENT_ENV)})")
     for i, port in enumerate(spec.ports):
         if not 1 <= port.port <= 65535:
             bad(f"ports[{i}].port", f"{port.port} is not a port (1-65535)")

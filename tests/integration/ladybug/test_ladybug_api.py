@@ -22,6 +22,7 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tpb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services.launcher import processes as procs
+from services.rpc.client import channel
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
@@ -43,14 +44,14 @@ async def ladybug(run_dir: Path, etcd: servers.Server, tumblebug: servers.Server
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def lb(ladybug: servers.Server) -> AsyncIterator[ladybug_pb2_grpc.LadybugStub]:
-    async with grpc.aio.insecure_channel(ladybug.address) as ch:
+    async with channel(ladybug.address) as ch:
         yield ladybug_pb2_grpc.LadybugStub(ch)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def mcis(tumblebug: servers.Server, spider: servers.Server, cloudtwin: servers.Server) -> tuple[str, str]:
     """A Running MCIS on two clouds, two VMs each."""
-    async with grpc.aio.insecure_channel(tumblebug.address) as tch, grpc.aio.insecure_channel(spider.address) as sch:
+    async with channel(tumblebug.address) as tch, channel(spider.address) as sch:
         tb = tumblebug_pb2_grpc.TumblebugStub(tch)
         stub = spider_pb2_grpc.SpiderStub(sch)
         ns = await namespace(tb)
