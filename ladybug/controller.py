@@ -368,7 +368,9 @@ class AppController:
                                                         type=cur.spec.update.type, start_time=convert.stamp(now),
                                                         step=f"rolling back: {step.failed}"))
                     cur.generation += 1
-            elif s.failed_revision and s.failed_revision != cur.revision and s.phase == pb.AVAILABLE:
+            elif s.failed_revision > cur.revision and s.phase == pb.AVAILABLE:
+                # Only while back on an older revision: a later revision that became available
+                # has put the failure behind it.
                 s.phase = pb.ROLLOUT_FAILED  # back on the stable revision; the failure stays visible
                 s.message = f"revision {s.failed_revision} failed and was rolled back"
             cur.observed_generation = cur.generation
