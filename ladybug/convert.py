@@ -14,7 +14,7 @@ from ladybug.decisions.model import Observed, Strategy, Vm, Want
 # instance because monitoring blinked would do more harm than waiting.
 UNUSABLE_AGENT = ("Unhealthy", "Pending")
 # VM statuses that mean the VM stopped serving (as opposed to Creating).
-BROKEN = (cpb.SUSPENDED, cpb.TERMINATED, cpb.FAILED, cpb.NOT_EXIST)
+BROKEN = (cpb.SUSPENDING, cpb.SUSPENDED, cpb.TERMINATING, cpb.TERMINATED, cpb.FAILED, cpb.NOT_EXIST)
 
 
 def seconds(ts: Timestamp) -> float:
@@ -35,7 +35,7 @@ def vms_of(mcis: tpb.Mcis, subgroups: list[str]) -> list[Vm]:
         ip = vm.public_ip or vm.private_ip
         usable = (vm.status == cpb.RUNNING and not vm.removing and bool(ip)
                   and vm.agent_status not in UNUSABLE_AGENT)
-        failed = vm.agent_status == "Unhealthy" or vm.status in BROKEN
+        failed = not vm.removing and (vm.agent_status == "Unhealthy" or vm.status in BROKEN)
         out.append(Vm(vm.name, vm.subgroup, vm.connection, vm.provider, vm.region, ip, usable, failed))
     return out
 

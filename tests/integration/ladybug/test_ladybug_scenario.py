@@ -302,7 +302,10 @@ async def test_a_stopped_vm_has_its_instances_moved_and_a_replacement_asked_for(
     s.note("VM stopped", result)
     kinds = [(e.type, e.reason, e.message) for e in await events(s)]
     assert any(t == "Move" for t, _, _ in kinds)
-    assert any(t == "GrowMcis" and r == "ReplaceVm" and victim.vm in m for t, r, m in kinds), kinds
+    seen = [(v.name, v.status, v.agent_status) for v in
+            (await s.tb.ListMcisVms(tpb.ListMcisVmsRequest(namespace=s.ns, mcis=s.mcis))).vms]
+    assert any(t == "GrowMcis" and r == "ReplaceVm" and victim.vm in m for t, r, m in kinds), (
+        [k for k in kinds if k[0] in ("GrowMcis", "Move")], seen)
     mcis = await s.tb.GetMcis(tpb.GetMcisRequest(namespace=s.ns, name=s.mcis))
     assert {sg.name: sg.size for sg in mcis.subgroups}[vm.subgroup] == 3
 
