@@ -124,7 +124,9 @@ async def main(conns: int, vms_per_conn: int, count: int, parallel: int, request
         floor_s = waves * (THRESHOLD * INTERVAL_S + MIN_HEALTHY_S)
         # Traffic: the endpoint over every instance, against one instance served directly.
         host, port = app.status.endpoint.rsplit(":", 1)
-        one = (await lb.ListInstances(pb.ListInstancesRequest(namespace=ns, name="bench"))).instances[0]
+        await asyncio.sleep(3)  # the drained revision-1 instances stop
+        one = next(i for i in (await lb.ListInstances(pb.ListInstancesRequest(namespace=ns, name="bench"))).instances
+                   if not i.draining)
         await load(one.ip, one.port, requests=200, seconds=5, connections=10)  # warm up
         direct = await load(one.ip, one.port, requests=requests, seconds=30, connections=10)
         through = await load(host, int(port), requests=requests, seconds=30, connections=10)
