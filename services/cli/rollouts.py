@@ -56,8 +56,11 @@ class Position:
                    num("status.stableRevision"), num("status.failedRevision"), str(get_path(app, "status.message")
                                                                                   or ""))
 
-    def done(self, started: int) -> str | None:
-        """"available", "paused", "failed" once the rollout of `started` ended, else None."""
+    def done(self, started: int, desired: int = 0) -> str | None:
+        """"available", "paused", "failed" once the rollout of `started` ended (with `desired`
+        instances wanted, when given), else None."""
+        if desired and self.desired != desired:
+            return None  # the controller has not acted on the change yet
         if self.failed and self.failed >= started:
             return "failed"
         if self.phase == "PAUSED":
@@ -71,7 +74,7 @@ class Position:
 
 
 def follow(client: Client, kind: Kind, scope: dict[str, str], name: str, timeout: float,
-           started: int = 0) -> Position:
+           started: int = 0, desired: int = 0) -> Position:
     """Show the rollout of app `name` as a bar until it ends (see Position.done); raises ApiError
     when it failed or the time ran out."""
     path = f"{kind.item_path(scope, name)}:watch"
@@ -86,7 +89,7 @@ def follow(client: Client, kind: Kind, scope: dict[str, str], name: str, timeout
                 started = started or last.revision
                 progress.update(task, total=max(last.desired, 1), completed=min(last.healthy, last.desired),
                                 description=f"app/{name} r{last.revision}", status=last.line())
-                end = last.done(started)
+                end = last.done(started, desired)
                 if end == "failed":
                     raise ApiError(f"app/{name}: revision {last.failed} failed and was rolled back to revision "
                                    f"{last.revision}: {last.message or last.step}", code="ROLLOUT_FAILED")
@@ -94,7 +97,7 @@ def follow(client: Client, kind: Kind, scope: dict[str, str], name: str, timeout
                     break
             else:
                 raise ApiError(f"app/{name} is gone", code="NOT_FOUND")
-            if last is not None and last.done(started):
+            if last is not None and last.done(started, desired):
                 return last
     raise ApiError(f"app/{name}: the rollout did not end within {timeout:.0f}s"
                    + (f" ({last.line()})" if last else ""), code="DEADLINE_EXCEEDED")
@@ -197,4 +200,4 @@ def scale_app(s: Any, k: Kind, name: str, instances: int, wait: bool, timeout: f
     reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:scale", {"instances": instances})
     console.print(f"app/{name} scaling to {instances} instances", highlight=False)
     if wait:
-        report(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision"))), name)
+        report(follow(s.client, k, s.scope, name, timeout, number(reply.get("revision")), instances), name)

@@ -86,8 +86,8 @@ async def test_an_app_through_cbctl(cbctl: Cbctl, monitored: tumblebug_pb2_grpc.
     assert "app/web r2" in second.out  # the bar's line
     status = await cbctl.ok("rollout", "status", "web", "-n", ns)
     assert "revision 2 available: 2/2 healthy" in status.out
-    scaled = await cbctl.ok("scale", "app", "web", "--size", "3", "-n", ns, *WAIT)
-    assert "3/3 healthy" in scaled.out
+    scaled = await cbctl.ok("scale", "app", "web", "--size", "1", "-n", ns, *WAIT)
+    assert "1/1 healthy" in scaled.out
     logs = await cbctl.ok("logs", "app", "web", "-n", ns, "--tail", "5")
     assert "[web-r2-0]" in logs.out + logs.err
     undo = await cbctl.ok("rollout", "undo", "web", "--to-revision", "1", "-n", ns, *WAIT)
