@@ -60,7 +60,7 @@ def cbctl(gateway: Gateway, tmp_path: Path) -> Cbctl:
 def app_doc(ns: str, text: str, update: dict[str, object]) -> str:
     return yaml.safe_dump({"kind": "app", "name": "web", "namespace": ns, "spec": {
         "mcis": "apps",
-        "artifact": {"command": 'python3 http_app.py "$HOST" "$PORT" "$TEXT"',
+        "artifact": {"command": 'echo "serving $TEXT on $HOST:$PORT"; exec python3 http_app.py "$HOST" "$PORT" "$TEXT"',
                      "files": {"http_app.py": base64.b64encode(APP_FILE.read_bytes()).decode()}},
         "env": {"TEXT": text}, "ports": [{"name": "http", "port": 8080}], "instances": 2,
         "healthCheck": {"httpPath": "/health", "intervalS": 1},
@@ -89,7 +89,7 @@ async def test_an_app_through_cbctl(cbctl: Cbctl, monitored: tumblebug_pb2_grpc.
     scaled = await cbctl.ok("scale", "app", "web", "--size", "1", "-n", ns, *WAIT)
     assert "1/1 healthy" in scaled.out
     logs = await cbctl.ok("logs", "app", "web", "-n", ns, "--tail", "5")
-    assert "[web-r2-0]" in logs.out + logs.err
+    assert "[web-r2-0] serving v2 on" in logs.out
     undo = await cbctl.ok("rollout", "undo", "web", "--to-revision", "1", "-n", ns, *WAIT)
     assert "available" in undo.out
     # A canary waits for promotion by hand; promote lets the rest follow.
