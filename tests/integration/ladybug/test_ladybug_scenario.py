@@ -39,7 +39,6 @@ from services.rpc.client import channel
 from tests import servers
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
 
-
 APP_FILE = Path(__file__).parents[3] / "bench" / "http_app.py"
 HEALTH_INTERVAL_S = 1.0
 COUNT = 4
