@@ -56,10 +56,10 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
 
 
 async def _client(host: str, port: int, path: str, deadline: float, budget: list[int], result: LoadResult,
-                  timeout: float, pause: float) -> None:
+                  timeout: float, pause: float, until: asyncio.Event) -> None:
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    while budget[0] > 0 and time.monotonic() < deadline:
+    while budget[0] > 0 and time.monotonic() < deadline and not until.is_set():
         budget[0] -= 1
         start = time.perf_counter()
         try:
@@ -89,13 +89,16 @@ async def _client(host: str, port: int, path: str, deadline: float, budget: list
 
 
 async def load(host: str, port: int, *, requests: int, seconds: float, connections: int = 4,
-               path: str = "/", timeout: float = 5.0, pause: float = 0.0) -> LoadResult:
+               path: str = "/", timeout: float = 5.0, pause: float = 0.0,
+               until: asyncio.Event | None = None) -> LoadResult:
     """Send at most `requests` requests within `seconds` over `connections` keep-alive connections;
-    `pause` between a client's requests makes the load steady rather than as fast as possible."""
+    `pause` between a client's requests makes the load steady rather than as fast as possible;
+    setting `until` ends it early (the result covers what was sent)."""
     result = LoadResult()
+    until = until or asyncio.Event()
     budget = [requests]
     start = time.monotonic()
-    await asyncio.gather(*(_client(host, port, path, start + seconds, budget, result, timeout, pause)
+    await asyncio.gather(*(_client(host, port, path, start + seconds, budget, result, timeout, pause, until)
                            for _ in range(connections)))
     result.seconds = time.monotonic() - start
     return result

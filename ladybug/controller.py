@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -23,10 +23,11 @@ from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tpb
 from ladybug import convert, keys
+from ladybug.balancer import Balancers
 from ladybug.clients import Dragonfly, Tumblebug
 from ladybug.decisions import analysis, rollout, scaling
 from ladybug.decisions.model import Event, Observed, Verdict, Vm, Want
-from ladybug.endpoint_port import EndpointFactory, EndpointPort, call, counter
+from ladybug.endpoint import RuntimeApiError
 from ladybug.records import Records, now_ts
 from ladybug.settings import LadybugSettings
 from services import errors
@@ -46,18 +47,18 @@ class AppController:
     """Drives every application toward its spec (see the module's docstring)."""
 
     def __init__(self, records: Records, tumblebug: Tumblebug, dragonfly: Dragonfly,
-                 endpoints: EndpointFactory | None, settings: LadybugSettings,
+                 endpoints: Balancers | None, settings: LadybugSettings,
                  clock: Callable[[], float] = time.time) -> None:
         self.records = records
         self.tumblebug = tumblebug
         self.dragonfly = dragonfly
-        self.endpoint_factory = endpoints
+        # None: applications run without a load-balanced endpoint (HAProxy is not installed).
+        self.endpoints = endpoints
         self.settings = settings
         self.clock = clock
         self.controller: Controller[Key] = Controller("ladybug", self.sync, keys.app_of, workers=settings.workers,
                                                       quiet=(errors.Aborted,))
         self._informer: Informer | None = None
-        self._endpoints: dict[Key, EndpointPort] = {}
         # What each VM was last told, so a steady app does not resend its set every sync;
         # empty after a restart, so a new leader tells every VM once.
         self._sent: dict[tuple[str, str, str], bytes] = {}
@@ -83,10 +84,9 @@ class AppController:
         await self.controller.run_as_leader(election, self._sources, alongside)
 
     async def close(self) -> None:
-        for endpoint in self._endpoints.values():
-            with contextlib.suppress(Exception):
-                await call(endpoint.stop())
-        self._endpoints.clear()
+        # The endpoints keep serving: the next leader adopts them.
+        if self.endpoints is not None:
+            self.endpoints.forget()
 
     # --------------------------------------------------------------------- sync
 
@@ -94,7 +94,6 @@ class AppController:
         ns, name = key
         found = await self.records.find(ns, name)
         if found is None:
-            await self._drop_endpoint(key)
             return
         app = found.value
         if app.deleting:
@@ -120,15 +119,16 @@ class AppController:
         before = {i.id: i for i in held.value.instances} if held else {}
         now = self.clock()
         count = await self._count(app, vms, now)
+        in_flight = await self._in_flight(app, before.values())
         situation = await self._situation(app, vms, [convert.want_of(i) for i in before.values()],
-                                          observed, count, now)
+                                          observed, count, now, in_flight)
         step = rollout.step(situation)
         by_vm = {vm.name: vm for vm in vms}
         wanted = pb.InstanceSet(instances=[convert.instance_of(w, by_vm, before.get(w.id)) for w in step.wanted])
         if held is None or wanted != held.value:
             await self.records.put_instances(ns, name, wanted, held.mod_revision if held else None)
         await self._tell_agents(app, before, wanted, reported)
-        endpoint = await self._endpoint(app, wanted, observed)
+        endpoint = await self._endpoint(app, wanted)
         events = [self._event(app, e) for e in step.events]
         grow = await self._grow(app, mcis, vms, step, now, events)
         await self._record(app, step, count, endpoint, grow, now, events)
@@ -170,7 +170,8 @@ class AppController:
             type=kind, reason="ScalingRule", message=f"{before} → {target} instances: {why}", revision=app.revision)])
 
     async def _situation(self, app: pb.Application, vms: list[Vm], wanted: list[Want],
-                         observed: dict[str, Observed], count: int, now: float) -> rollout.Situation:
+                         observed: dict[str, Observed], count: int, now: float,
+                         in_flight: frozenset[str]) -> rollout.Situation:
         st = convert.strategy_of(app.spec.update)
         ro = app.status.rollout
         start = convert.seconds(ro.start_time) if ro.to_revision == app.revision and ro.HasField("start_time") else now
@@ -180,7 +181,7 @@ class AppController:
             app=app.name, revision=app.revision, stable=stable, count=count, strategy=st,
             max_per_vm=app.spec.max_per_vm or 1, base_port=app.spec.ports[0].port if app.spec.ports else 0,
             vms=vms, wanted=wanted, observed=observed, now=now, rollout_start=start, promoted=ro.promoted,
-            drain_s=self.settings.drain_s, hold=hold)
+            drain_s=self.settings.drain_s, hold=hold, in_flight=in_flight)
         rule = app.spec.update.analysis
         if st.type == "CANARY" and rule.metric and not ro.promoted and rollout.canaries_ready(situation):
             verdict, note = await self._analyse(app, wanted, now)
@@ -188,18 +189,10 @@ class AppController:
         return situation
 
     async def _analyse(self, app: pb.Application, wanted: list[Want], now: float) -> tuple[Verdict, str]:
-        endpoint = self._endpoints.get((app.namespace, app.name))
+        endpoint = self.endpoints.get(app.namespace, app.name) if self.endpoints is not None else None
         if endpoint is None:
             return Verdict.WAIT, "waiting for the endpoint's counters"
-        stats = await call(endpoint.stats())
-        ids = {w.id for w in wanted if w.revision == app.revision and not w.draining}
-        total = analysis.Traffic()
-        for iid, entry in (stats or {}).items():
-            if iid in ids:
-                total = analysis.Traffic(
-                    total.requests + int(counter(entry, "requests")),
-                    total.errors + int(counter(entry, "errors_5xx", "http_5xx", "errors", "5xx")),
-                    max(total.avg_ms, counter(entry, "avg_response_ms", "avg_ms", "response_ms")))
+        total = await endpoint.traffic({w.id for w in wanted if w.revision == app.revision and not w.draining})
         key = (app.namespace, app.name, app.revision)
         if key not in self._baselines:
             # Held in memory: a new leader starts the window over (it cannot know the old counters).
@@ -239,25 +232,34 @@ class AppController:
                 continue
             try:
                 await self.dragonfly.set_workloads(ns, app.mcis, vm, name, workloads)
-            except errors.NotFound:
-                if workloads:
-                    raise
-                continue  # the VM is gone and nothing of this app must run there
+            except errors.DomainError as err:
+                # One VM that cannot be told (gone, or its agent away) must not hold the others
+                # nor the rest of the sync: it is told again on the next sync (not marked sent).
+                # An agent that comes back restarts its persisted set; the difference from the
+                # wanted set shows in its report and the set is resent then.
+                if workloads or not isinstance(err, errors.NotFound | errors.FailedPrecondition | errors.Unavailable):
+                    log.warning("cannot tell VM %s its workloads of %s/%s: %s", vm, ns, name, err.message)
+                continue
             self._sent[sent_key] = body
 
-    async def _endpoint(self, app: pb.Application, wanted: pb.InstanceSet, observed: dict[str, Observed]) -> str:
-        if self.endpoint_factory is None:
+    async def _in_flight(self, app: pb.Application, instances: Iterable[pb.Instance]) -> frozenset[str]:
+        """Draining instances that still have requests in flight at the endpoint (not stopped yet)."""
+        endpoint = self.endpoints.get(app.namespace, app.name) if self.endpoints is not None else None
+        draining = [i.id for i in instances if i.draining]
+        if endpoint is None or not draining:
+            return frozenset()
+        try:
+            return frozenset(await endpoint.busy(draining))
+        except (OSError, RuntimeApiError):
+            return frozenset()
+
+    async def _endpoint(self, app: pb.Application, wanted: pb.InstanceSet) -> str:
+        """The app's endpoint balancing over exactly the wanted instances (draining ones drained)."""
+        if self.endpoints is None:
             return ""
-        key = (app.namespace, app.name)
-        port = await self._endpoint_port(app)
-        endpoint = self._endpoints.get(key)
-        if endpoint is None:
-            endpoint = self.endpoint_factory()
-            self._endpoints[key] = endpoint
-        await call(endpoint.ensure(f"{app.namespace}-{app.name}", port))
-        backends = [(i.id, i.ip, i.port, 1, i.draining) for i in wanted.instances if i.ip]
-        await call(endpoint.set_backends(backends))
-        return f"127.0.0.1:{port}"
+        endpoint = await self.endpoints.ensure(app, await self._endpoint_port(app))
+        await endpoint.serve(wanted.instances)
+        return endpoint.address
 
     async def _endpoint_port(self, app: pb.Application) -> int:
         """A port of its own for the app's endpoint, claimed in etcd (kept across restarts)."""
@@ -275,34 +277,43 @@ class AppController:
                 return port
         raise errors.ResourceExhausted("no endpoint port left for the application")
 
-    async def _drop_endpoint(self, key: Key) -> None:
-        endpoint = self._endpoints.pop(key, None)
-        if endpoint is not None:
-            await call(endpoint.stop())
-
     async def _grow(self, app: pb.Application, mcis: tpb.Mcis, vms: list[Vm], step: rollout.Step, now: float,
                     events: list[pb.AppEvent]) -> bool:
-        """Ask tumblebug for room: the rule's VM group when instances found none, or a replacement
-        in the group of a VM that is not usable. At most once per cooldown."""
-        rule = app.spec.scaling
-        bad = [vm for vm in vms if not vm.usable]
-        subgroup = rule.grow_subgroup or (bad[0].subgroup if bad else "")
-        need = step.no_room if step.no_room else 0
+        """Ask tumblebug for room: one replacement per failed VM (once, marked in etcd before the
+        call so a restart does not ask twice), and the rule's VM group (or a failed VM's) when
+        instances found no VM with room, at most once per cooldown."""
         sizes = {sg.name: sg.size for sg in mcis.subgroups}
-        size = scaling.grow(need, subgroup, sizes.get(subgroup, 0), now,
+        failed = {vm.name: vm.subgroup for vm in vms if vm.failed}
+        fresh: dict[str, str] = {}
+        for vm, subgroup in failed.items():
+            marker = pb.AppEvent(type="GrowMcis", reason="ReplaceVm", message=f"replacing {vm} for {app.name}")
+            with contextlib.suppress(errors.AlreadyExists):
+                await self.records.store.create(keys.replaced(app.namespace, app.mcis, vm), marker)
+                fresh[vm] = subgroup
+        for group, target in scaling.replacements(fresh, sizes).items():
+            gone = sorted(vm for vm, sg in fresh.items() if sg == group)
+            await self._scale(app, group, target, "ReplaceVm",
+                              f"asked tumblebug for a replacement of {', '.join(gone)}: VM group {group} "
+                              f"to {target} VMs", events)
+        rule = app.spec.scaling
+        subgroup = rule.grow_subgroup or next(iter(failed.values()), "")
+        size = scaling.grow(step.no_room, subgroup, sizes.get(subgroup, 0), now,
                             convert.seconds(app.status.last_grow_time), rule.cooldown_s or 60.0)
         if size is None or subgroup not in sizes:
             return False
+        await self._scale(app, subgroup, size, "NoRoom", f"asked tumblebug to grow VM group {subgroup} to {size} "
+                          f"VMs ({step.no_room} instances found no VM with room)", events)
+        return True
+
+    async def _scale(self, app: pb.Application, subgroup: str, size: int, reason: str, message: str,
+                     events: list[pb.AppEvent]) -> None:
         try:
             await self.tumblebug.scale(app.namespace, app.mcis, subgroup, size)
         except errors.DomainError as err:
             events.append(pb.AppEvent(type="GrowMcis", reason="Refused", revision=app.revision,
                                       message=f"tumblebug refused to grow {subgroup} to {size}: {err.message}"))
-            return True
-        events.append(pb.AppEvent(type="GrowMcis", reason="NoRoom", revision=app.revision,
-                                  message=f"asked tumblebug to grow VM group {subgroup} to {size} VMs "
-                                          f"({need} instances found no VM with room)"))
-        return True
+            return
+        events.append(pb.AppEvent(type="GrowMcis", reason=reason, revision=app.revision, message=message))
 
     async def _record(self, app: pb.Application, step: rollout.Step, count: int, endpoint: str, grew: bool,
                       now: float, events: list[pb.AppEvent]) -> None:
@@ -357,7 +368,9 @@ class AppController:
                                                         type=cur.spec.update.type, start_time=convert.stamp(now),
                                                         step=f"rolling back: {step.failed}"))
                     cur.generation += 1
-            elif s.failed_revision and s.failed_revision != cur.revision and s.phase == pb.AVAILABLE:
+            elif s.failed_revision > cur.revision and s.phase == pb.AVAILABLE:
+                # Only while back on an older revision: a later revision that became available
+                # has put the failure behind it.
                 s.phase = pb.ROLLOUT_FAILED  # back on the stable revision; the failure stays visible
                 s.message = f"revision {s.failed_revision} failed and was rolled back"
             cur.observed_generation = cur.generation
@@ -383,14 +396,17 @@ class AppController:
         ns, name = app.namespace, app.name
         held = await self.records.instances(ns, name)
         key = (ns, name)
-        endpoint = self._endpoints.get(key)
+        endpoint = self.endpoints.get(ns, name) if self.endpoints is not None else None
         if endpoint is not None and held is not None:
-            await call(endpoint.set_backends([(i.id, i.ip, i.port, 1, True) for i in held.value.instances if i.ip]))
+            await endpoint.serve([pb.Instance(id=i.id, ip=i.ip, port=i.port, draining=True)
+                                  for i in held.value.instances])
         for vm in sorted({i.vm for i in held.value.instances} if held else set()):
             # NotFound: the VM (or the MCIS) is gone, and its instances with it.
             with contextlib.suppress(errors.NotFound):
                 await self.dragonfly.set_workloads(ns, app.mcis, vm, name, [])
-        await self._drop_endpoint(key)
+        port = int(app.status.endpoint.rsplit(":", 1)[1]) if app.status.endpoint else 0
+        if self.endpoints is not None:
+            await self.endpoints.remove(app, port)
         if app.status.endpoint:
             with contextlib.suppress(errors.DomainError, ValueError):
                 await self.records.store.delete(keys.endpoint_port(int(app.status.endpoint.rsplit(":", 1)[1])))

@@ -13,6 +13,8 @@ from ladybug.decisions.model import Observed, Strategy, Vm, Want
 # An agent that is merely unknown (dragonfly briefly away) keeps its VM usable: moving every
 # instance because monitoring blinked would do more harm than waiting.
 UNUSABLE_AGENT = ("Unhealthy", "Pending")
+# VM statuses that mean the VM stopped serving (as opposed to Creating).
+BROKEN = (cpb.SUSPENDING, cpb.SUSPENDED, cpb.TERMINATING, cpb.TERMINATED, cpb.FAILED, cpb.NOT_EXIST)
 
 
 def seconds(ts: Timestamp) -> float:
@@ -33,7 +35,8 @@ def vms_of(mcis: tpb.Mcis, subgroups: list[str]) -> list[Vm]:
         ip = vm.public_ip or vm.private_ip
         usable = (vm.status == cpb.RUNNING and not vm.removing and bool(ip)
                   and vm.agent_status not in UNUSABLE_AGENT)
-        out.append(Vm(vm.name, vm.subgroup, vm.connection, vm.provider, vm.region, ip, usable))
+        failed = not vm.removing and (vm.agent_status == "Unhealthy" or vm.status in BROKEN)
+        out.append(Vm(vm.name, vm.subgroup, vm.connection, vm.provider, vm.region, ip, usable, failed))
     return out
 
 
@@ -85,8 +88,7 @@ def workload_of(app: pb.Application, spec: pb.AppSpec, inst: pb.Instance) -> wpb
     health.CopyFrom(spec.health_check)
     if health.port:
         health.port += offset
-    env = dict(spec.env)
-    env.update({"CB_APP": app.name, "CB_REVISION": str(inst.revision), "CB_INSTANCE": inst.id})
+    # PORT, HOST, CB_APP, CB_REVISION and CB_INSTANCE are the agent's to set.
     return wpb.Workload(id=inst.id, app=app.name, revision=inst.revision, command=spec.artifact.command,
-                        env=env, files=dict(spec.artifact.files), ports=ports,
+                        env=dict(spec.env), files=dict(spec.artifact.files), ports=ports,
                         health=health if health.WhichOneof("probe") else None, restart=spec.restart)

@@ -43,6 +43,11 @@ def endpoint_port(port: int) -> str:
     return f"{endpoint_ports()}{port}"
 
 
+def replaced(ns: str, mcis: str, vm: str) -> str:
+    """Marks a failed VM whose replacement was asked of tumblebug (once per VM, whichever app asked)."""
+    return f"{ROOT}replaced/{ns}/{mcis}/{vm}"
+
+
 def app_of(key: str) -> tuple[str, str] | None:
     """(namespace, app) of an application record's key; None for any other key."""
     if not key.startswith(APPS):

@@ -8,9 +8,9 @@ import logging
 import uuid
 
 from cbapi.ladybug.v1 import ladybug_pb2_grpc
+from ladybug.balancer import Balancers
 from ladybug.clients import Dragonfly, Tumblebug
 from ladybug.controller import AppController
-from ladybug.endpoint_port import load_factory
 from ladybug.records import Records
 from ladybug.servicer import LadybugServicer
 from ladybug.settings import LadybugSettings
@@ -35,9 +35,9 @@ class LadybugApp:
         self.records = Records(self.store, settings.events_max, settings.revisions_max)
         self.tumblebug = Tumblebug(settings.tumblebug_addr, settings.call_timeout_s)
         self.dragonfly = Dragonfly(settings.dragonfly_addr, settings.call_timeout_s)
-        endpoints = load_factory()
+        endpoints = Balancers() if Balancers.available() else None
         if endpoints is None:
-            log.warning("no endpoint module here: applications run without a load-balanced endpoint")
+            log.warning("haproxy is not installed (make setup): applications run without an endpoint")
         self.controller = AppController(self.records, self.tumblebug, self.dragonfly, endpoints, settings)
         self.servicer = LadybugServicer(self.records, self.tumblebug, self.dragonfly)
         self.election = Election(self.store, "ladybug", self.identity, ttl=settings.leader_ttl_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
 from services import errors, limits
 from services.errors import FieldViolation
@@ -11,6 +13,9 @@ FILES_MAX_BYTES = 1 * limits.MIB
 # The app record holds the spec: files and all must fit in one record with room for the status.
 SPEC_MAX_BYTES = limits.RECORD_MAX_BYTES - 16 * limits.KIB
 ANALYSIS_METRICS = ("error_rate", "latency_ms")
+# The agent sets these for every instance (its VM's IP and port, which app and instance it is).
+AGENT_ENV = ("PORT", "HOST", "CB_APP", "CB_REVISION", "CB_INSTANCE")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _violations(spec: pb.AppSpec, where: str) -> list[FieldViolation]:
@@ -31,6 +36,11 @@ def _violations(spec: pb.AppSpec, where: str) -> list[FieldViolation]:
     elif spec.ByteSize() > SPEC_MAX_BYTES:
         bad("artifact.files", f"the spec is {limits.human(spec.ByteSize())}; with its files it must stay "
                               f"under {limits.human(SPEC_MAX_BYTES)}")
+    for key in spec.env:
+        if not _ENV_NAME.match(key):
+            bad("env", f"{key[:80]!r} must be a variable name (letters, digits, '_'; not first a digit)")
+        elif key in AGENT_ENV:
+            bad("env", f"{key} is set by the agent for every instance ({', '.join(AGENT_ENV)})")
     for i, port in enumerate(spec.ports):
         if not 1 <= port.port <= 65535:
             bad(f"ports[{i}].port", f"{port.port} is not a port (1-65535)")

@@ -20,6 +20,9 @@ class Vm:
     ip: str = ""
     # Running, with a healthy agent: instances may run there.
     usable: bool = True
+    # Was serving and broke (its agent went silent, the cloud stopped or lost it): not merely
+    # still booting. A failed VM gets a replacement asked of tumblebug once.
+    failed: bool = False
 
 
 @dataclass(frozen=True)

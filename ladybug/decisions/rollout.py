@@ -52,6 +52,10 @@ class Situation:
     drain_s: float = 2.0
     # The revision failed already and there is nothing to revert to: hold still.
     hold: bool = False
+    # Draining instances that still have requests in flight at the endpoint: not stopped before
+    # drain_max_s, so a slow request finishes on the instance that took it.
+    in_flight: frozenset[str] = frozenset()
+    drain_max_s: float = 30.0
 
 
 @dataclass
@@ -105,7 +109,8 @@ def step(s: Situation) -> Step:
     kept: list[Want] = []
     # 1. Drained long enough: stop (drop from the wanted set).
     for w in s.wanted:
-        if w.drain_at is not None and s.now - w.drain_at >= s.drain_s:
+        if w.drain_at is not None and s.now - w.drain_at >= s.drain_s and (
+                w.id not in s.in_flight or s.now - w.drain_at >= s.drain_max_s):
             out.events.append(Event("Stop", "Drained", f"stopped after {s.drain_s:g} s of draining", w.id))
         else:
             kept.append(w)

@@ -44,3 +44,12 @@ def grow(no_room: int, subgroup: str, size: int, now: float, last_grow: float, c
     if no_room <= 0 or not subgroup or now - last_grow < cooldown_s:
         return None
     return size + no_room
+
+
+def replacements(failed: dict[str, str], sizes: dict[str, int]) -> dict[str, int]:
+    """Subgroup → the size to ask for so each failed VM ({vm: subgroup}) gets one replacement."""
+    out: dict[str, int] = {}
+    for subgroup in failed.values():
+        if subgroup in sizes:
+            out[subgroup] = out.get(subgroup, sizes[subgroup]) + 1
+    return out

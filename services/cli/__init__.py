@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from services.cli import lifecycle, local, mcis_vms, placement, registration, remote, show, top, verbs
+from services.cli import lifecycle, local, mcis_vms, placement, registration, remote, rollouts, show, top, verbs
 from services.cli.session import GLOBALS
 
 app = typer.Typer(help="Drive the multi-cloud suite: resources through the REST gateway, and the local suite.",
@@ -40,6 +40,8 @@ app.command()(lifecycle.delete)
 for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
     app.command(name=_verb)(verbs.verb_command(_verb))
 app.command()(verbs.scale)
+app.add_typer(rollouts.rollout, name="rollout")
+app.command()(rollouts.logs)
 app.command()(registration.register)
 app.command()(registration.unregister)
 for _verb in ("attach", "detach"):

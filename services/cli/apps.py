@@ -10,6 +10,7 @@ from services.cli.client import ApiError
 def create_request(name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """`mcis` and `description` sit beside the spec in an Application; the rest is its spec."""
     body = dict(spec)
+    body.pop("name", None)  # cbctl puts the document's name in every spec; an app's is beside it
     mcis = body.pop("mcis", "")
     if not mcis:
         raise ApiError("spec.mcis: name the MCIS the application runs on")

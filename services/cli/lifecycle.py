@@ -37,6 +37,11 @@ def _create(s: Session, doc: Document, update: bool = False) -> tuple[str, dict[
             if err.status != 409 or err.code != "ALREADY_EXISTS":
                 raise
         existing = get_one(s.client, doc.kind, doc.scope, doc.name)
+        if update and doc.kind.name == "app":
+            # An application's changed spec is its next revision (the controller rolls it out).
+            before = existing.get("revision")
+            existing = s.client.call("PUT", doc.kind.item_path(doc.scope, doc.name), body)
+            return ("configured" if existing.get("revision") != before else "unchanged"), existing
         asks = mcis.changes(existing, suffix, body) if update and doc.kind.grouped else []
         for tail, request in asks:
             existing = s.client.call("POST", doc.kind.item_path(doc.scope, doc.name) + tail, request)
@@ -124,8 +129,17 @@ def apply(files: Files = None, connection: Connection = "", namespace: Namespace
             _report(s, results)
             if wait:
                 _wait_ready(s, results, timeout)
+                _follow_rollouts(s, [d for d, _, _ in results if d.kind.name == "app"], timeout)
 
     run(verbose, body)
+
+
+def _follow_rollouts(s: Session, docs: list[Document], timeout: float) -> None:
+    """Each applied application's rollout, with its progress bar, until it ends."""
+    from services.cli.rollouts import follow, report
+
+    for doc in docs:
+        report(follow(s.client, doc.kind, doc.scope, doc.name, timeout), doc.name)
 
 
 def delete(kind: Annotated[str, typer.Argument(help="The kind, e.g. vm.")] = "",

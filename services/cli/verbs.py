@@ -61,17 +61,26 @@ def _settled_line(s: Session, k: RestKind, name: str) -> None:
     console.print(f"{k.name}/{name} {get_one(s.client, k, s.scope, name).get('status', '')}", highlight=False)
 
 
-def scale(kind: Annotated[str, typer.Argument(help="mcis")], name: Annotated[str, typer.Argument()],
-          subgroup: Annotated[str, typer.Option("--subgroup", "-g", help="The VM group.")],
-          size: Annotated[int, typer.Option("--size", help="How many VMs the group should have.", min=0)],
+def scale(kind: Annotated[str, typer.Argument(help="mcis or app")], name: Annotated[str, typer.Argument()],
+          size: Annotated[int, typer.Option("--size", help="An MCIS: VMs of the group; an app: its instances.",
+                                            min=0)],
+          subgroup: Annotated[str, typer.Option("--subgroup", "-g", help="An MCIS: the VM group.")] = "",
           namespace: Namespace = "", wait: Wait = False, timeout: Timeout = 300.0, verbose: Verbose = False) -> None:
-    """Scale a VM group of an MCIS out or in; --wait follows it group by group."""
+    """Scale a VM group of an MCIS, or an application's instances; --wait follows it."""
 
     def body() -> None:
         s = session(namespace=namespace)
         k = s.kind(kind)
+        if k.name == "app":
+            from services.cli.rollouts import scale_app
+
+            with s.client:
+                scale_app(s, k, name, size, wait, timeout)
+            return
         if not k.grouped:
-            raise ApiError(f"{k.plural} cannot be scaled; an MCIS's VM groups can")
+            raise ApiError(f"{k.plural} cannot be scaled; an MCIS's VM groups and applications can")
+        if not subgroup:
+            raise ApiError("name the VM group to scale: --subgroup GROUP")
         with s.client:
             reply = s.client.call("POST", f"{k.item_path(s.scope, name)}/subgroups/{subgroup}:scale", {"size": size})
             console.print(f"{k.name}/{name} {subgroup} scaling to {size}", highlight=False)

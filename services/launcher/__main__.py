@@ -121,6 +121,7 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
         "CB_LADYBUG_PORT": str(ports["ladybug"]),
         "CB_LADYBUG_TUMBLEBUG_ADDR": f"127.0.0.1:{ports['tumblebug']}",
         "CB_LADYBUG_DRAGONFLY_ADDR": f"127.0.0.1:{ports['dragonfly']}",
+        "CB_LADYBUG_ENDPOINT_RUN_DIR": str(run_dir / "endpoints"),
     })
     # Last, the REST gateway in front of every service started above (CloudTwin is a cloud, not a service).
     backends = {ep.name: ep.address for ep in started if ep.name not in ("etcd", "nats", "cloudtwin", "victoria-metrics")}
@@ -141,6 +142,7 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
     print(f"\nTry:  cbctl get connections        (REST API {gateway}, docs {gateway}/docs)")
     if example:
         print(f"      {example}")
+        print(f"      {demo.app_example(run_dir)}   (then: cbctl get apps; cbctl rollout status hello)")
     spider = next(ep.address for ep in started if ep.name == "spider")
     tls_dir = run_dir / "tls"
     print(f"      grpcurl -cacert {tls_dir}/ca.crt -cert {tls_dir}/admin.crt -key {tls_dir}/admin.key {spider} list"
@@ -225,11 +227,20 @@ async def main() -> int:
         print("Stopping …", flush=True)
         for ep in reversed(started):
             ep.proc.stop()
+        _stop_app_endpoints(run_dir / "endpoints")
         pid_file.unlink(missing_ok=True)
         (run_dir / "suite.json").unlink(missing_ok=True)
         (run_dir / "namespace").unlink(missing_ok=True)
         print("Stopped; nothing left running.", flush=True)
     return code
+
+
+def _stop_app_endpoints(directory: Path) -> None:
+    """The apps' HAProxy endpoints outlive ladybug on purpose (a restarted ladybug adopts them);
+    the suite's Ctrl-C stops them too, by their PID files."""
+    for pid_file in directory.glob("*/haproxy.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The demo clouds: CloudTwin providers and regions registered as spider connections, and a
-tumblebug namespace to start in."""
+"""The demo clouds: CloudTwin providers and regions registered as spider connections, a
+tumblebug namespace to start in, and an application document to deploy on the demo MCIS."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import grpc
 
@@ -79,3 +81,27 @@ async def mcis_example(tumblebug_addr: str, connections: list[str], groups: int 
     subgroups = ", ".join(f"{{name: g{i + 1}, specId: {spec.id}, imageId: {image.id}, size: 2}}"
                           for i, (spec, image) in enumerate(picks))
     return f"cbctl create mcis hello -n {NAMESPACE} --set 'subgroups=[{subgroups}]' --wait"
+
+
+# Python's own web server: nothing to upload, and it answers `/` (its health check) on the VM's IP.
+APP_DOCUMENT = f"""\
+kind: app
+name: hello
+namespace: {NAMESPACE}
+spec:
+  mcis: hello
+  artifact:
+    command: python3 -m http.server "$PORT" --bind "$HOST"
+  ports: [{{name: http, port: 8080}}]
+  instances: 4
+  healthCheck: {{httpPath: /, intervalS: 1}}
+  update: {{type: ROLLING, maxParallel: 2, minHealthyTimeS: 2}}
+"""
+
+
+def app_example(run_dir: Path) -> str:
+    """A `cbctl apply` line for an app on the `hello` MCIS of the MCIS example (its document is
+    written to the run directory)."""
+    path = run_dir / "hello-app.yaml"
+    path.write_text(APP_DOCUMENT)
+    return f"cbctl apply -f {path} --wait"

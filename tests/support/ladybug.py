@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from pathlib import Path
+
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
 
 APP = """import http.server, os
@@ -17,3 +22,10 @@ def web(name: str, mcis: str, revision_text: str = "v1") -> pb.Application:
         artifact=pb.Artifact(command="python3 app.py", files={"app.py": APP.encode()}),
         env={"TEXT": revision_text}, ports=[pb.Port(name="http", port=8080)], instances=4,
         update=pb.UpdateStrategy(type=pb.ROLLING, max_parallel=1)))
+
+
+def stop_stray_haproxies(ep_dir: Path) -> None:
+    """Endpoints outlive ladybug by design: the test stops what it left (by PID file)."""
+    for pid_file in ep_dir.glob("*/haproxy.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)

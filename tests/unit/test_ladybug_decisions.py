@@ -118,6 +118,14 @@ def test_drained_instances_stop_after_drain_time_and_a_finished_rollout_is_compl
     assert sum(e.type == "Stop" for e in out.events) == 4
 
 
+@pytest.mark.parametrize(("drained_for", "stopped"), [(3.0, 3), (29.0, 3), (31.0, 4)])
+def test_a_drained_instance_with_requests_in_flight_waits_up_to_drain_max(drained_for: float, stopped: int) -> None:
+    new = [want(2, i, w.vm, 8081, placed_at=0.0) for i, w in enumerate(V1)]
+    old = [replace(w, drain_at=NOW - drained_for) for w in V1]
+    out = step(situation(old + new, {w.id: HEALTHY for w in new}, drain_s=2.0, in_flight=frozenset({V1[0].id})))
+    assert sum(e.type == "Stop" for e in out.events) == stopped
+
+
 @pytest.mark.parametrize(("observed", "placed_at", "why"), [
     (Observed(wpb.WORKLOAD_CRASH_LOOP, False, restarts=5), NOW - 1, "failed on"),
     (Observed(wpb.WORKLOAD_FAILED, False, message="cannot start"), NOW - 1, "cannot start"),
@@ -223,3 +231,13 @@ def test_scaling_verdict(rule: scaling.ScaleRule, current: int, metric: float | 
 def test_grow(no_room: int, subgroup: str, last: float, expect: int | None) -> None:
     assert scaling.grow(no_room, subgroup, 3, NOW, last, 60) == expect
     assert scaling.desired_count(0, 4) == 4 and scaling.desired_count(3, 4) == 3
+
+
+@pytest.mark.parametrize(("failed", "expect"), [
+    ({}, {}),
+    ({"a1": "a"}, {"a": 3}),
+    ({"a1": "a", "a2": "a", "b1": "b"}, {"a": 4, "b": 3}),
+    ({"x1": "gone"}, {}),  # a subgroup the MCIS no longer has
+])
+def test_replacements(failed: dict[str, str], expect: dict[str, int]) -> None:
+    assert scaling.replacements(failed, {"a": 2, "b": 2}) == expect

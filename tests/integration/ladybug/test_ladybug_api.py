@@ -76,6 +76,10 @@ async def test_create_is_validated_and_validate_only_records_nothing(lb: ladybug
     err = await expect_error(grpc.StatusCode.INVALID_ARGUMENT, lb.CreateApplication(pb.CreateApplicationRequest(
         namespace=ns, application=odd)))
     assert "escape" in (err.details() or "")
+    agent_set = web("port", m)
+    agent_set.spec.env["PORT"] = "80"  # the agent sets PORT for each instance: refused up front
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, lb.CreateApplication(pb.CreateApplicationRequest(
+        namespace=ns, application=agent_set)), "application.spec.env")
     dry = await lb.CreateApplication(pb.CreateApplicationRequest(namespace=ns, application=web("dry", m),
                                                                  validate_only=True))
     assert dry.name == "dry" and dry.revision == 0

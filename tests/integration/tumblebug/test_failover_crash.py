@@ -20,7 +20,7 @@ from services.rpc.client import channel
 from services.store import Store
 from tests import servers
 from tests.integration.tumblebug.helpers import namespace, settled_at, twin_vms, wait_mcis
-from tests.integration.tumblebug.test_failover import busiest, check_converged, refuse, request, two_by_two
+from tests.support.failover import busiest, check_converged, refuse, request, two_by_two
 
 TWIN = {"CB_CLOUDTWIN_PROVIDERS": "2", "CB_CLOUDTWIN_CREATE_LATENCY": "0.3", "CB_CLOUDTWIN_LATENCY_SIGMA": "0.6",
         "CB_CLOUDTWIN_BOOT_LATENCY": "0.5"}
