@@ -16,7 +16,8 @@ changes nothing; delete DIR to start over. It writes:
   `nats/dragonfly.creds`, `nats/agent-signer.json`, `nats/account-admin.json`: dragonfly's own
   least-privilege user, the key that mints agents' users and what revokes them.
 
-Files are mode 0600; with `--owner`, they belong to that user (the image's `cb`, 10001),
+With `--kubernetes NAMESPACE`, also `kubernetes-secrets.yaml`: all of it as the Secrets the
+manifests of deploy/k8s mount. Files are mode 0600; with `--owner`, they belong to that user (the image's `cb`, 10001),
 because compose hands secret files to containers as they are on disk.
 """
 
@@ -78,6 +79,27 @@ def make_keys(directory: Path) -> None:
         write_keys_file(directory / "gateway-keys", {ADMIN: hash_key(key)})
 
 
+def kubernetes_secrets(directory: Path, namespace: str) -> str:
+    """The Secrets the manifests of deploy/k8s mount, as one YAML stream (`kubectl apply -f`)."""
+    tls_dir, nats_dir = directory / "tls", directory / "nats"
+
+    def secret(name: str, files: dict[str, Path]) -> str:
+        data = "".join(f"  {key}: {base64.b64encode(path.read_bytes()).decode()}\n" for key, path in files.items())
+        return (f"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+                f"type: Opaque\ndata:\n{data}")
+
+    docs = [secret(f"cb-{name}-tls", {"ca.crt": tls_dir / "ca.crt", "tls.crt": tls_dir / f"{name}.crt",
+                                      "tls.key": tls_dir / f"{name}.key"})
+            for name in IDENTITIES if name != "admin"]
+    docs += [secret("cb-secret-key", {"secret.key": directory / "secret.key"}),
+             secret("cb-gateway-keys", {"gateway-keys": directory / "gateway-keys"}),
+             secret("cb-nats-auth", {"auth.conf": nats_dir / "auth.conf"}),
+             secret("cb-dragonfly-nats", {"dragonfly.creds": nats_dir / "dragonfly.creds",
+                                          "agent-signer.json": nats_dir / "agent-signer.json",
+                                          "account-admin.json": nats_dir / "account-admin.json"})]
+    return "---\n".join(docs)
+
+
 def chown_all(directory: Path, uid: int) -> None:
     for path in [directory, *directory.rglob("*")]:
         os.chown(path, uid, uid)
@@ -90,12 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a DNS suffix the services are also reached under (e.g. cb-suite.svc, "
                              "cb-suite.svc.cluster.local in Kubernetes)")
     parser.add_argument("--owner", type=int, help="give every file to this user ID (and group)")
+    parser.add_argument("--kubernetes", metavar="NAMESPACE",
+                        help="also write DIR/kubernetes-secrets.yaml: the Secrets deploy/k8s mounts, in NAMESPACE")
     args = parser.parse_args(argv)
     out: Path = args.directory
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     make_tls(out / "tls", args.domain)
     make_nats(out / "nats")
     make_keys(out)
+    if args.kubernetes and not (out / "kubernetes-secrets.yaml").exists():
+        _write(out / "kubernetes-secrets.yaml", kubernetes_secrets(out, args.kubernetes))
     if args.owner is not None:
         chown_all(out, args.owner)
     print(f"secrets in {out} (admin API key: {out / 'admin.key'})")
