@@ -6,6 +6,7 @@ FROM; the suite's image built from the checkout with its wheels served on loopba
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.server
 import json
@@ -18,10 +19,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-# Base image tarball and wheels, kept between runs (they take minutes to make and never change
-# for the same pyproject.toml).
+# Base image tarball, wheels and the daemon's images, kept between runs (they take minutes to
+# make and do not change for the same pyproject.toml).
 CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", "/var/tmp/cb-deploy-cache"))
 BASE_TAG = "python:3.11-slim"  # the Dockerfile's FROM
 PACKAGES = ("docker.io", "docker-compose", "mmdebstrap")
@@ -78,12 +80,18 @@ class Daemon:
 
 @contextlib.contextmanager
 def daemon(scratch: Path) -> Iterator[Daemon]:
-    """dockerd with no bridge, no iptables, its data and sockets under `scratch`; stopped by PID."""
+    """dockerd with no bridge and no iptables, its sockets under `scratch`, stopped by its PID.
+
+    Its images live in the cache (CACHE/docker-data), so the base image and the layer of the
+    suite's dependencies are built once per pyproject.toml; one test run at a time holds it."""
     scratch.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    lock = (CACHE / "lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     config = scratch / "daemon.json"
     config.write_text(json.dumps({
         "bridge": "none", "iptables": False, "ip6tables": False, "ip-forward": False, "ip-masq": False,
-        "data-root": str(scratch / "docker"), "exec-root": str(scratch / "exec"),
+        "data-root": str(CACHE / "docker-data"), "exec-root": str(scratch / "exec"),
         "pidfile": str(scratch / "docker.pid"), "hosts": [f"unix://{scratch}/docker.sock"]}))
     log = (scratch / "dockerd.log").open("wb")
     proc = subprocess.Popen(["dockerd", "--config-file", str(config)], stdout=log, stderr=subprocess.STDOUT,
@@ -108,10 +116,13 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
         if netns.exists():
             subprocess.run(["umount", str(netns)], capture_output=True, check=False)
         shutil.rmtree(scratch, ignore_errors=True)
+        lock.close()
 
 
 def base_image(d: Daemon) -> None:
     """A Debian bookworm with Python 3.11 (mmdebstrap, cached as a tarball), tagged as the FROM."""
+    if d.run("image", "inspect", BASE_TAG, check=False).returncode == 0:
+        return
     tarball = CACHE / "bookworm-python.tar"
     if not tarball.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -143,8 +154,14 @@ def wheelhouse(python: str) -> Path:
 @contextlib.contextmanager
 def served(directory: Path) -> Iterator[str]:
     """`directory` over HTTP on a free loopback port (pip's --find-links), for as long as needed."""
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory))  # noqa: E731
-    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args, directory=str(directory))
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Quiet) as server:
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
