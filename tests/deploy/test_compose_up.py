@@ -32,7 +32,8 @@ from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from services.launcher.processes import free_port
 from tests.deploy import docker
 
-pytestmark = pytest.mark.slow
+# Building the image takes minutes the first time (its dependencies layer is cached after).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = docker.ROOT
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yaml"
@@ -96,57 +97,65 @@ def stack() -> Iterator[Stack]:
     if reason:
         pytest.skip(f"docker-compose deployment test: {reason}")
     scratch = Path(tempfile.mkdtemp(prefix="cbd-", dir="/tmp"))  # short: dockerd's socket path has a limit
-    with docker.daemon(scratch / "d") as d:
-        docker.base_image(d)
-        victoria_metrics_image(d, scratch)
-        t0 = time.monotonic()
-        with docker.served(docker.wheelhouse(sys.executable)) as wheels:
-            d.run("build", "-q", "--network", "host", "-f", str(ROOT / "deploy" / "Dockerfile"),
-                  "--build-arg", f"PIP_FIND_LINKS={wheels}", "--build-arg", "PIP_NO_INDEX=1", "-t", IMAGE, str(ROOT),
-                  timeout=1800)
-        build_s = time.monotonic() - t0
-        size = int(d.run("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
-        secrets = scratch / "secrets"
-        secrets.mkdir()
-        d.run("run", "--rm", "--network", "none", "--user", "0", "-v", f"{secrets}:/out", IMAGE,
-              "cb-make-secrets", "/out", "--owner", "10001")
-        override = scratch / "host-network.yaml"
-        host_network_override(override)
-        used: set[int] = set()
-        ports: dict[str, str] = {}
-        for name in PORTS:
-            port = free_port()
-            while port in used:
-                port = free_port()
-            used.add(port)
-            ports[name] = str(port)
-        env = {**ports, "BIND_HOST": "127.0.0.1", "SECRETS_DIR": str(secrets), "SUITE_IMAGE": IMAGE,
-               "VICTORIA_METRICS_IMAGE": VM_IMAGE}
-        s = Stack(d, env, f"cbt{uuid.uuid4().hex[:6]}", [str(COMPOSE_FILE), str(override)], secrets, size, build_s, 0.0)
-        t0 = time.monotonic()
-        try:
-            s.compose("up", "-d", timeout=900)
-            deadline = time.monotonic() + 300
-            while True:
-                states = healthy(s)
-                waiting = {n: st for n, st in states.items() if st != "healthy" and "ladybug" not in n}
-                if not waiting:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"not healthy: {waiting}\n{s.compose('logs', '--tail=30', check=False)}")
-                time.sleep(1)
-            s.up_s = time.monotonic() - t0
-            yield s
-        finally:
-            s.compose("down", "-v", "--remove-orphans", check=False)
-            left = d.run("ps", "-aq").stdout.split(), d.run("volume", "ls", "-q").stdout.split()
-            assert left == ([], []), f"left after down: containers {left[0]}, volumes {left[1]}"
-    # dockerd was stopped by its PID and its scratch directory removed; nothing of it runs.
-    assert not scratch.joinpath("d").exists()
+    try:
+        with docker.daemon(scratch / "d") as d:
+            s = prepare(d, scratch)
+            t0 = time.monotonic()
+            try:
+                s.compose("up", "-d", timeout=900)
+                deadline = time.monotonic() + 600
+                while True:
+                    states = healthy(s)
+                    waiting = {n: st for n, st in states.items() if st != "healthy" and "ladybug" not in n}
+                    if not waiting:
+                        break
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"not healthy: {waiting}\n{s.compose('logs', '--tail=30', check=False)}")
+                    time.sleep(1)
+                s.up_s = time.monotonic() - t0
+                yield s
+            finally:
+                s.compose("down", "-v", "--remove-orphans", check=False)
+                left = d.run("ps", "-aq").stdout.split(), d.run("volume", "ls", "-q").stdout.split()
+                assert left == ([], []), f"left after down: containers {left[0]}, volumes {left[1]}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    # dockerd (and the containerd it ran) were stopped by PID: nothing runs from the scratch directory.
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     assert [line for line in ps.splitlines() if str(scratch) in line] == []
-    shutil.rmtree(scratch, ignore_errors=True)
-    print(json.dumps({"image_mb": round(size / 2**20), "build_s": round(build_s, 1), "compose_up_s": round(s.up_s, 1)}))
+    print(json.dumps({"image_mb": round(s.image_bytes / 2**20), "build_s": round(s.build_s, 1),
+                      "compose_up_s": round(s.up_s, 1)}))
+
+
+def prepare(d: docker.Daemon, scratch: Path) -> Stack:
+    """The images (base, VictoriaMetrics stand-in, the suite's from this checkout), the secrets, the
+    host-network override and a free port for every server."""
+    docker.base_image(d)
+    victoria_metrics_image(d, scratch)
+    t0 = time.monotonic()
+    with docker.served(docker.wheelhouse(sys.executable)) as wheels:
+        d.run("build", "-q", "--network", "host", "-f", str(ROOT / "deploy" / "Dockerfile"),
+              "--build-arg", f"PIP_FIND_LINKS={wheels}", "--build-arg", "PIP_NO_INDEX=1", "-t", IMAGE, str(ROOT),
+              timeout=1800)
+    build_s = time.monotonic() - t0
+    size = int(d.run("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
+    secrets = scratch / "secrets"
+    secrets.mkdir()
+    d.run("run", "--rm", "--network", "none", "--user", "0", "-v", f"{secrets}:/out", IMAGE,
+          "cb-make-secrets", "/out", "--owner", "10001")
+    override = scratch / "host-network.yaml"
+    host_network_override(override)
+    used: set[int] = set()
+    ports: dict[str, str] = {}
+    for name in PORTS:
+        port = free_port()
+        while port in used:
+            port = free_port()
+        used.add(port)
+        ports[name] = str(port)
+    env = {**ports, "BIND_HOST": "127.0.0.1", "SECRETS_DIR": str(secrets), "SUITE_IMAGE": IMAGE,
+           "VICTORIA_METRICS_IMAGE": VM_IMAGE}
+    return Stack(d, env, f"cbt{uuid.uuid4().hex[:6]}", [str(COMPOSE_FILE), str(override)], secrets, size, build_s, 0.0)
 
 
 async def _twin_region(stack: Stack) -> tuple[str, str]:
