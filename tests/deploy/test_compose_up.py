@@ -63,6 +63,15 @@ class Stack:
         return self.daemon.compose("-p", self.project, *files, *args, env=self.env, check=check, timeout=timeout).stdout
 
 
+def without_published_ports(path: Path) -> None:
+    """The compose file with one change: no published ports (the gateway's). Docker refuses port
+    bindings on the host network, and an override cannot remove a key in compose 1.29."""
+    spec = yaml.safe_load(COMPOSE_FILE.read_text())
+    published = {name: svc.pop("ports") for name, svc in spec["services"].items() if "ports" in svc}
+    assert list(published) == ["gateway"], published
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
 def host_network_override(path: Path) -> None:
     """Every service on the host's network (no bridge here), reaching the others by name through
     extra_hosts; VictoriaMetrics from a stand-in image (nothing can be pulled here)."""
@@ -143,7 +152,8 @@ def prepare(d: docker.Daemon, scratch: Path) -> Stack:
     secrets.mkdir()
     d.run("run", "--rm", "--network", "none", "--user", "0", "-v", f"{secrets}:/out", IMAGE,
           "cb-make-secrets", "/out", "--owner", "10001")
-    override = scratch / "host-network.yaml"
+    compose_file, override = scratch / "docker-compose.yaml", scratch / "host-network.yaml"
+    without_published_ports(compose_file)
     host_network_override(override)
     used: set[int] = set()
     ports: dict[str, str] = {}
@@ -155,7 +165,7 @@ def prepare(d: docker.Daemon, scratch: Path) -> Stack:
         ports[name] = str(port)
     env = {**ports, "BIND_HOST": "127.0.0.1", "SECRETS_DIR": str(secrets), "SUITE_IMAGE": IMAGE,
            "VICTORIA_METRICS_IMAGE": VM_IMAGE}
-    return Stack(d, env, f"cbt{uuid.uuid4().hex[:6]}", [str(COMPOSE_FILE), str(override)], secrets, size, build_s, 0.0)
+    return Stack(d, env, f"cbt{uuid.uuid4().hex[:6]}", [str(compose_file), str(override)], secrets, size, build_s, 0.0)
 
 
 async def _twin_region(stack: Stack) -> tuple[str, str]:
