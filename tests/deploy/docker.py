@@ -104,6 +104,11 @@ def daemon(scratch: Path) -> Iterator[Daemon]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"dockerd did not start: {(scratch / 'dockerd.log').read_text()[-2000:]}")
             time.sleep(0.2)
+        # What an interrupted earlier run left in the cached data root (it would restart now).
+        stale = d.run("ps", "-aq").stdout.split()
+        if stale:
+            d.run("rm", "-f", *stale)
+        d.run("volume", "prune", "-f")
         yield d
     finally:
         proc.terminate()
