@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: setup protos run test lint bench clean libvirt-python
+.PHONY: setup protos run test lint bench clean libvirt-python image compose-secrets compose-up compose-down
 
 setup: $(STAMP)
 
@@ -61,3 +61,24 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) cbapi .run
+
+# Deployments (deploy/): the suite's one image, and docker-compose with its secrets.
+IMAGE ?= cb-suite:dev
+DOCKER ?= docker
+COMPOSE ?= docker-compose -f deploy/docker-compose.yaml
+SECRETS_DIR ?= $(CURDIR)/deploy/secrets
+
+image:
+	$(DOCKER) build --network host -f deploy/Dockerfile -t $(IMAGE) .
+
+# The CA, every certificate and key, the admin API key and the NATS JWTs, made once (kept if there).
+compose-secrets:
+	@test -f $(SECRETS_DIR)/admin.key || $(DOCKER) run --rm --network none --user 0 -v $(SECRETS_DIR):/out $(IMAGE) \
+	  cb-make-secrets /out --owner 10001
+
+compose-up: compose-secrets
+	SUITE_IMAGE=$(IMAGE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE) up -d
+	@echo "gateway: http://127.0.0.1:8000  admin API key: $(SECRETS_DIR)/admin.key"
+
+compose-down:
+	SUITE_IMAGE=$(IMAGE) SECRETS_DIR=$(SECRETS_DIR) $(COMPOSE) down
