@@ -1,6 +1,6 @@
 """The dashboard at /ui in headless Chromium (Debian's chromium and chromium-driver, driven by
-Selenium; nothing is downloaded), against a real gateway in front of tumblebug and dragonfly
-(with CloudTwin VMs whose agents send metrics).
+Selenium; nothing is downloaded), against a real gateway in front of tumblebug, dragonfly and
+ladybug (with CloudTwin VMs whose agents send metrics and run the app's instances).
 
 Screenshots of each view land in the test's temporary directory; with CB_DASHBOARD_SCREENSHOTS
 set to a directory (docs/img) they are copied there too.
@@ -32,6 +32,12 @@ from services.rpc.client import channel
 from tests import servers
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
 from tests.support.gateway import KEY, start_gateway
+from tests.support.ladybug import stop_stray_haproxies
+
+# One instance per VM of `demo`, a static file server as the workload.
+WEB_APP = {"name": "web", "mcis": "demo", "spec": {
+    "artifact": {"command": 'exec python3 -m http.server "$PORT" --bind "$HOST"'},
+    "ports": [{"name": "http", "port": 8080}], "instances": 2}}
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -51,11 +57,15 @@ class Stack:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server, monitored_server: servers.Server,
-                cloudtwin: servers.Server) -> AsyncIterator[Stack]:
-    """A gateway routing tumblebug and dragonfly, and MCIS `demo`: one VM in each of two regions, agents healthy."""
+                cloudtwin: servers.Server, etcd: servers.Server) -> AsyncIterator[Stack]:
+    """A gateway routing tumblebug, dragonfly and ladybug, and MCIS `demo`: one VM in each of two
+    regions, agents healthy; ladybug's app `web` runs on it."""
     dragonfly = monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
-    gw = await start_gateway(tmp_path_factory.mktemp("dashboard") / "gateway",
-                             {"tumblebug": monitored_server.address, "dragonfly": dragonfly})
+    run = tmp_path_factory.mktemp("dashboard")
+    ladybug = await servers.start_ladybug(run / "ladybug", etcd, monitored_server, dragonfly,
+                                          CB_LADYBUG_ENDPOINT_RUN_DIR=str(run / "cbep"))
+    gw = await start_gateway(run / "gateway", {"tumblebug": monitored_server.address, "dragonfly": dragonfly,
+                                                "ladybug": ladybug.address})
     try:
         async with channel(monitored_server.address) as ch, \
                 channel(spider.address) as spider_ch:
@@ -68,10 +78,17 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server
             await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="demo", subgroups=groups))
             await wait_mcis(tb, ns, "demo", settled_at("Running"))
             vms = list((await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="demo"))).vms)
-            yield Stack(gw.url, ns, {f"{v.provider}/{v.region}" for v in vms}, sorted(v.name for v in vms))
+            async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {KEY}"},
+                                         timeout=30) as api:
+                reply = await api.post(f"/ladybug/v1/namespaces/{ns}/apps", json=WEB_APP)
+                assert reply.status_code == 200, reply.text
+                yield Stack(gw.url, ns, {f"{v.provider}/{v.region}" for v in vms}, sorted(v.name for v in vms))
+                await api.delete(f"/ladybug/v1/namespaces/{ns}/apps/web")
             await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="demo", terminate=True, wait=True))
     finally:
         gw.proc.stop()
+        ladybug.stop()
+        stop_stray_haproxies(run / "cbep")
 
 
 @pytest.fixture(scope="module")
@@ -248,17 +265,49 @@ def test_charts_have_points(stack: Stack, browser: WebDriver, shots: Path) -> No
                   ".dataset.points) > 0", 20)
 
 
-def test_placement_and_applications_say_not_available(stack: Stack, browser: WebDriver, shots: Path) -> None:
-    probes = {"placement": "/tumblebug/v1/recommendations:spec", "apps": f"/ladybug/v1/namespaces/{stack.ns}/apps"}
-    for view, path in probes.items():
-        routed = httpx.get(stack.url + path, headers={"Authorization": f"Bearer {KEY}"}).status_code != 404
-        open_view(browser, stack, f"#/{view}")
-        wait(browser, "document.getElementById('not-available') !== null")
-        notice = browser.find_element(By.ID, "not-available").text
-        # Placement may already be routed (it is built beside this page); ladybug is not routed here.
-        assert ("does not show it yet" if routed else "is not available") in notice, notice
-        assert view != "apps" or not routed
+def test_the_placement_form_ranks_specs_and_a_plan_shows_on_the_map(stack: Stack, browser: WebDriver,
+                                                                    shots: Path) -> None:
+    open_view(browser, stack, "#/placement")
+    browser.find_element(By.CSS_SELECTOR, "#recommend-form button[type=submit]").click()
+    wait(browser, "document.querySelectorAll('#ranked tr.ranked').length > 0", 30)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#ranked tr.ranked")
+    assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == [str(i + 1) for i in range(len(rows))]
+    assert "cost" in rows[0].find_element(By.CSS_SELECTOR, ".scores").text  # the default weigher's score
+    # Cheapest first under the cost weigher: the page keeps the server's order.
+    prices = [float(r.find_elements(By.TAG_NAME, "td")[5].text) for r in rows]
+    assert prices == sorted(prices), prices
+
+    browser.execute_script("document.getElementById('p-ns').value = arguments[0]", stack.ns)
+    browser.find_element(By.CSS_SELECTOR, "#plan-form button[type=submit]").click()
+    wait(browser, "document.getElementById('plan-status').dataset.status", 40)
+    status = browser.find_element(By.ID, "plan-status")
+    assert status.get_attribute("data-status") in ("optimal", "time_limit"), status.text
+    assert "$" in status.text and "/h" in status.text
+    markers = browser.find_elements(By.CSS_SELECTOR, "#plan-map .plan-marker")
+    assert len(markers) >= 2  # at least two regions were asked for
+    assert sum(int(m.get_attribute("data-vms")) for m in markers) == 3
+    screenshot(browser, shots, "placement")
+
+
+def test_the_apps_view_lists_the_app_and_follows_it(stack: Stack, browser: WebDriver, shots: Path) -> None:
+    open_view(browser, stack, "#/apps")
+    row = f'#apps tr[data-app="web"][data-ns="{stack.ns}"]'
+    wait(browser, f"document.querySelector('{row}') !== null", 20)
+    # The list re-renders every 5 s: read and follow the row in one script, not through stale handles.
+    assert "r1" in browser.execute_script(f"return document.querySelector('{row}').textContent")
     screenshot(browser, shots, "apps")
+
+    browser.execute_script(f"document.querySelector('{row} a').click()")
+    wait(browser, f"location.hash === '#/apps/{stack.ns}/web' && document.getElementById('view').dataset.ready === 'true'")
+    # Instances are placed, one per VM of the demo MCIS, and the phase comes over the watch stream.
+    wait(browser, "document.querySelectorAll('#instances tbody tr').length === 2", 60)
+    vms = {td.text for td in browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr td:nth-child(2)")}
+    assert vms == set(stack.vms)
+    browser.execute_script("window.notReloaded = true")
+    wait(browser, "document.getElementById('app-status').dataset.phase === 'AVAILABLE'", 90)
+    assert browser.execute_script("return window.notReloaded") is True
+    assert browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    screenshot(browser, shots, "app-detail")
 
 
 def test_alert_events_show(stack: Stack, browser: WebDriver, shots: Path) -> None:
@@ -274,7 +323,8 @@ def test_alert_events_show(stack: Stack, browser: WebDriver, shots: Path) -> Non
     screenshot(browser, shots, "alerts")
 
 
-@pytest.mark.parametrize("view", ["#/map", "#/mcis", "#/mcis/{ns}/demo", "#/alerts", "#/placement"])
+@pytest.mark.parametrize("view", ["#/map", "#/mcis", "#/mcis/{ns}/demo", "#/alerts", "#/placement", "#/apps",
+                                  "#/apps/{ns}/web"])
 def test_no_critical_accessibility_violation(stack: Stack, browser: WebDriver, view: str) -> None:
     open_view(browser, stack, view.format(ns=stack.ns))
     browser.execute_script(AXE.read_text())

@@ -1,5 +1,6 @@
 // The dashboard's shell: sign-in, the hash router (#/map, #/mcis, #/mcis/{ns}/{name}, #/alerts,
-// #/placement, #/apps), and a context per view whose timers and streams stop when it is left.
+// #/placement, #/apps, #/apps/{ns}/{name}), and a context per view whose timers and streams stop
+// when it is left.
 import { api, ApiError, clearKey, key, setKey, whenUnauthorized } from "./api.js";
 import { mapView } from "./map.js";
 import { mcisDetailView, mcisListView } from "./mcis.js";
@@ -33,6 +34,7 @@ const ROUTES = [
   [/^#\/alerts$/, "alerts", alertsView],
   [/^#\/placement$/, "placement", pendingView("placement")],
   [/^#\/apps$/, "apps", pendingView("apps")],
+  [/^#\/apps\/([^/]+)\/([^/]+)$/, "apps", pendingView("app")],
 ];
 
 async function route() {
