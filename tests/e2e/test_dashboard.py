@@ -59,7 +59,7 @@ class Stack:
 async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server, monitored_server: servers.Server,
                 cloudtwin: servers.Server, etcd: servers.Server) -> AsyncIterator[Stack]:
     """A gateway routing tumblebug, dragonfly and ladybug, and MCIS `demo`: one VM in each of two
-    regions, agents healthy; ladybug's app `web` runs on it."""
+    regions, agents healthy; ladybug is routed (its app comes with `web_app`)."""
     dragonfly = monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
     run = tmp_path_factory.mktemp("dashboard")
     ladybug = await servers.start_ladybug(run / "ladybug", etcd, monitored_server, dragonfly,
@@ -78,17 +78,23 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server
             await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="demo", subgroups=groups))
             await wait_mcis(tb, ns, "demo", settled_at("Running"))
             vms = list((await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="demo"))).vms)
-            async with httpx.AsyncClient(base_url=gw.url, headers={"Authorization": f"Bearer {KEY}"},
-                                         timeout=30) as api:
-                reply = await api.post(f"/ladybug/v1/namespaces/{ns}/apps", json=WEB_APP)
-                assert reply.status_code == 200, reply.text
-                yield Stack(gw.url, ns, {f"{v.provider}/{v.region}" for v in vms}, sorted(v.name for v in vms))
-                await api.delete(f"/ladybug/v1/namespaces/{ns}/apps/web")
+            yield Stack(gw.url, ns, {f"{v.provider}/{v.region}" for v in vms}, sorted(v.name for v in vms))
             await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="demo", terminate=True, wait=True))
     finally:
         gw.proc.stop()
         ladybug.stop()
         stop_stray_haproxies(run / "cbep")
+
+
+@pytest.fixture(scope="module")
+def web_app(stack: Stack) -> Iterator[str]:
+    """Ladybug's app `web` on `demo`, created when first needed: after the tests that suspend the
+    demo's VMs, so ladybug does not move instances (and grow the MCIS) under them."""
+    with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as api:
+        reply = api.post(f"/ladybug/v1/namespaces/{stack.ns}/apps", json=WEB_APP)
+        assert reply.status_code == 200, reply.text
+        yield "web"
+        api.delete(f"/ladybug/v1/namespaces/{stack.ns}/apps/web")
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +292,12 @@ def test_the_placement_form_ranks_specs_and_a_plan_shows_on_the_map(stack: Stack
     markers = browser.find_elements(By.CSS_SELECTOR, "#plan-map .plan-marker")
     assert len(markers) >= 2  # at least two regions were asked for
     assert sum(int(m.get_attribute("data-vms")) for m in markers) == 3
+    browser.execute_script("document.getElementById('plan-title').scrollIntoView()")
     screenshot(browser, shots, "placement")
 
 
-def test_the_apps_view_lists_the_app_and_follows_it(stack: Stack, browser: WebDriver, shots: Path) -> None:
+def test_the_apps_view_lists_the_app_and_follows_it(stack: Stack, web_app: str, browser: WebDriver,
+                                                    shots: Path) -> None:
     open_view(browser, stack, "#/apps")
     row = f'#apps tr[data-app="web"][data-ns="{stack.ns}"]'
     wait(browser, f"document.querySelector('{row}') !== null", 20)
@@ -307,6 +315,8 @@ def test_the_apps_view_lists_the_app_and_follows_it(stack: Stack, browser: WebDr
     wait(browser, "document.getElementById('app-status').dataset.phase === 'AVAILABLE'", 90)
     assert browser.execute_script("return window.notReloaded") is True
     assert browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    wait(browser, "document.getElementById('rollout')?.dataset.done === 'true'", 10)
+    assert "r0 → r1" in browser.find_element(By.ID, "rollout").text
     screenshot(browser, shots, "app-detail")
 
 
@@ -325,7 +335,7 @@ def test_alert_events_show(stack: Stack, browser: WebDriver, shots: Path) -> Non
 
 @pytest.mark.parametrize("view", ["#/map", "#/mcis", "#/mcis/{ns}/demo", "#/alerts", "#/placement", "#/apps",
                                   "#/apps/{ns}/web"])
-def test_no_critical_accessibility_violation(stack: Stack, browser: WebDriver, view: str) -> None:
+def test_no_critical_accessibility_violation(stack: Stack, web_app: str, browser: WebDriver, view: str) -> None:
     open_view(browser, stack, view.format(ns=stack.ns))
     browser.execute_script(AXE.read_text())
     result = browser.execute_async_script(

@@ -46,12 +46,15 @@ function rolloutPanel(app) {
       (st.failedRevision ? `; r${st.failedRevision} failed` : "") + ".");
   }
   const desired = c.desired || 0, updated = c.updated || 0;
-  return h("div", { id: "rollout", "data-to": r.toRevision },
-    h("p", {}, `${word(r.type || "")} rollout r${r.fromRevision || 0} → r${r.toRevision}` +
+  // The record keeps the last rollout once it is done: say which it is.
+  const done = st.phase === "AVAILABLE" && st.stableRevision === r.toRevision;
+  const kind = r.type && r.type !== "STRATEGY_TYPE_UNSPECIFIED" ? `${word(r.type)} rollout` : "Rollout";
+  return h("div", { id: "rollout", "data-to": r.toRevision, "data-done": String(done) },
+    h("p", {}, `${done ? "Last rollout (done): " : ""}${kind} r${r.fromRevision || 0} → r${r.toRevision}` +
       `${r.promoted ? " (promoted)" : ""}: ${r.step || ""}`),
     h("label", { for: "rollout-progress" }, `${updated}/${desired} instances updated`),
     " ", h("progress", { id: "rollout-progress", max: Math.max(desired, 1), value: updated }),
-    r.deadlineTime ? h("span", { class: "muted" }, ` deadline ${when(r.deadlineTime)}`) : "");
+    r.deadlineTime && !done ? h("span", { class: "muted" }, ` deadline ${when(r.deadlineTime)}`) : "");
 }
 
 export async function appDetailView(root, ctx, ns, name) {
