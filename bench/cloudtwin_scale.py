@@ -650,7 +650,7 @@ async def reconcile(suite: Suite, nc: Client, keys: list[str], providers: int, l
             # Back to before the first VM was made (the drain above may have taken minutes).
             ns=NS, mcis=mcis_name(i), group="cpu", duration=f"{int(time.monotonic() - started) + 60}s"))
         for series in res.series:
-            stored[series.vm.split(".", 1)[1]] = len(series.points)
+            stored[f"{mcis_name(i)}.{series.vm.rsplit('.', 1)[-1]}"] = len(series.points)
     sampled = sum(int(s.get("seq", 0)) for s in status.values())
     total_stored = sum(stored.get(k, 0) for k in status)
     waiting = sum(int(s.get("backlog", 0)) for s in status.values())

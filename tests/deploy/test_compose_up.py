@@ -29,7 +29,7 @@ import yaml
 
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
-from services.launcher.processes import free_port
+from services.processes import free_port
 from tests.deploy import docker
 
 # Building the image takes minutes the first time (its dependencies layer is cached after).

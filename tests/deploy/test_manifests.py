@@ -23,8 +23,8 @@ from pydantic_settings import BaseSettings
 
 from dragonfly.settings import DragonflySettings
 from services.gateway.settings import DEFAULT_PORTS, GatewaySettings
-from services.launcher.processes import free_port
 from services.natsauth import NatsAuthSettings
+from services.processes import free_port
 from services.settings import CommonSettings, TlsSettings
 from spider.cloudtwin.settings import CloudTwinSettings
 from spider.settings import SpiderSettings

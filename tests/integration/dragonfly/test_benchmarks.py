@@ -113,8 +113,9 @@ async def test_bad_benchmark_requests_are_refused_naming_the_field(df: Stub) -> 
     await expect_error(invalid, df.RunBenchmark(bench(ref, "rtt")), "rtt_targets")
     await expect_error(invalid, df.RunBenchmark(bench(ref, targets=("10.0.0.1",))), "rtt_targets[0]")
     await expect_error(invalid, df.RunBenchmark(bench(pb.GetAgentRequest(ns="NS", mcis="m", vm="v"))), "ns")
-    err = await expect_error(grpc.StatusCode.UNAVAILABLE, df.RunBenchmark(bench(ref, "cpu_single")))
-    assert "not connected" in (err.details() or "")
+    # A VM dragonfly never issued an agent for is not there: NOT_FOUND, not "unavailable".
+    err = await expect_error(grpc.StatusCode.NOT_FOUND, df.RunBenchmark(bench(ref, "cpu_single")))
+    assert "vm-1" in (err.details() or "") and "127.0.0.1" not in (err.details() or "")
 
 
 # -- CloudTwin guests -------------------------------------------------------------------
