@@ -29,6 +29,8 @@ class Child:
     list_field: str
     title: str
     columns: tuple[tuple[str, str], ...]
+    # Whether its List takes page tokens (an app's instances come in one answer).
+    paged: bool = True
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ KINDS: tuple[RestKind, ...] = (
          verbs={"promote": "", "abort": ""},
          children=(Child("instances", "instances", "Instances", (
              ("ID", "id"), ("VM", "vm"), ("IP", "ip"), ("PORT", "port"), ("STATE", "state|enum"),
-             ("HEALTHY", "healthy"), ("RESTARTS", "restarts"))),)),
+             ("HEALTHY", "healthy"), ("RESTARTS", "restarts")), paged=False),)),
     RestKind("catalogspec", "catalogspecs", "/tumblebug/v1/catalog/specs", "specs", aliases=("cspec", "cspecs"),
          name_path="id", creatable=False, deletable=False, listed_only=True, filters=_SPEC_FILTERS,
          columns=(("ID", "id"), ("PROVIDER", "provider"), ("REGION", "region"), ("VCPU", "vcpu"),

@@ -11,12 +11,14 @@ PAGE_SIZE = 100
 
 
 def list_all(client: Client, kind: RestKind, scope: dict[str, str], query: dict[str, str] | None = None,
-             limit: int = 0, path: str = "", list_field: str = "") -> list[dict[str, Any]]:
-    """Every item of a collection (at most `limit` when set), following page tokens."""
+             limit: int = 0, path: str = "", list_field: str = "", paged: bool | None = None) -> list[dict[str, Any]]:
+    """Every item of a collection (at most `limit` when set), following page tokens (`paged`:
+    whether that List takes them; default the kind's own)."""
     items: list[dict[str, Any]] = []
     token = ""
+    paged = kind.paged if paged is None else paged
     for _ in range(10_000):
-        params: dict[str, Any] = {**(query or {}), **({"pageSize": PAGE_SIZE} if kind.paged else {})}
+        params: dict[str, Any] = {**(query or {}), **({"pageSize": PAGE_SIZE} if paged else {})}
         if token:
             params["pageToken"] = token
         page = client.call("GET", path or kind.collection_path(scope), params=params)

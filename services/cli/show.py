@@ -75,7 +75,7 @@ def describe(kind: Annotated[str, typer.Argument(help="The kind.")], name: Annot
         with s.client:
             item = get_one(s.client, k, s.scope, name)
             children = {c.list_field: list_all(s.client, k, s.scope, path=f"{k.item_path(s.scope, name)}/{c.path}",
-                                               list_field=c.list_field) for c in k.children}
+                                               list_field=c.list_field, paged=c.paged) for c in k.children}
         if s.output == "table":
             output.describe(console, k, item)
             for child in k.children:

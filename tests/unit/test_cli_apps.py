@@ -22,3 +22,28 @@ def test_app_document_to_body() -> None:
 def test_app_kind_is_listed() -> None:
     kind = next(k for k in KINDS if k.name == "app")
     assert kind.collection.startswith("/ladybug/v1/") and "application" in kind.aliases
+
+
+class _Recorder:
+    """A client that answers every list with one empty page and remembers the query."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, object]] = []
+
+    def call(self, method: str, path: str, body: object = None, params: dict[str, object] | None = None) -> dict:
+        self.params.append(dict(params or {}))
+        return {}
+
+
+def test_an_apps_instances_are_listed_without_page_parameters() -> None:
+    # ListInstances answers in one response and refuses unknown query fields (pageSize was a 400).
+    from services.cli.listing import list_all
+
+    kind = next(k for k in KINDS if k.name == "app")
+    child = kind.children[0]
+    client = _Recorder()
+    list_all(client, kind, {"namespace": "demo"}, path="/x/instances", list_field=child.list_field,  # type: ignore[arg-type]
+             paged=child.paged)
+    assert client.params == [{}]
+    list_all(client, kind, {"namespace": "demo"})  # type: ignore[arg-type]
+    assert client.params[-1] == {"pageSize": 100}
