@@ -57,6 +57,7 @@ def recommend(kind: Annotated[str, typer.Argument(help="spec")],
             output.dump(console, reply, s.output)
             return
         for item in items:
+            item["score"] = f"{float(item.get('score', 0)):.3f}"
             item["weighers"] = " ".join(f"{w['weigher']}={w.get('score', 0):.2f}{'*' if w.get('estimated') else ''}"
                                         for w in item.get("scores", []))
         output.rows(console, (("SPEC", "spec.id"), ("VCPU", "spec.vcpu"), ("PRICE/H", "spec.pricePerHour"),
@@ -84,9 +85,12 @@ def plan(file: Annotated[Path, typer.Option("--file", "-f", help="An MCIS docume
         if s.output != "table":
             output.dump(console, reply, s.output)
             return
+        placements = reply.get("placements", [])
+        for p in placements:
+            p["costPerHour"] = f"{float(p.get('costPerHour', 0)):.4f}"
         output.rows(console, (("GROUP", "group"), ("VMS", "count"), ("SPEC", "spec.id"), ("PROVIDER", "spec.provider"),
                               ("REGION", "spec.region"), ("COST/H", "costPerHour")),
-                    reply.get("placements", []), "placements")
+                    placements, "placements")
         console.print(f"status {reply.get('status')}  cost {float(reply.get('costPerHour', 0)):.4f}/h  "
                       f"gap {float(reply.get('gap', 0)):.2g}  solved in {float(reply.get('solveS', 0)):.3f}s",
                       highlight=False)
