@@ -40,11 +40,13 @@ def _alive(pid: int) -> bool:
 
 
 async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly", "tumblebug")}
+    ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly", "tumblebug",
+                                                   "ladybug")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
            "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"]),
            "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
+           "CB_LADYBUG_PORT": str(ports["ladybug"]),
            "CB_CLOUDTWIN_BOOT_LATENCY": "0.2"}
     env.pop("CB_ADMIN_API_KEY", None)
     out = (tmp_path / "launcher.out").open("wb")
@@ -66,11 +68,12 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch:
             monkeypatch.setenv(name, value)
         # VictoriaMetrics runs (as dragonfly's storage) when it is installed.
         optional = {"victoria-metrics"} if shutil.which("victoria-metrics") else set()
-        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "gateway"} | optional
+        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "ladybug", "gateway"} | optional
         assert await is_serving(f"127.0.0.1:{ports['spider']}")
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
         assert await is_serving(f"127.0.0.1:{ports['tumblebug']}")
+        assert await is_serving(f"127.0.0.1:{ports['ladybug']}")
         async with channel(f"127.0.0.1:{ports['spider']}") as ch:
             conns = (await spider_pb2_grpc.SpiderStub(ch).ListConnections(
                 pb.ListConnectionsRequest(page_size=100))).connections
