@@ -68,7 +68,8 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch:
             monkeypatch.setenv(name, value)
         # VictoriaMetrics runs (as dragonfly's storage) when it is installed.
         optional = {"victoria-metrics"} if shutil.which("victoria-metrics") else set()
-        assert set(suite) == {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "ladybug", "gateway"} | optional
+        parts = {"etcd", "nats", "cloudtwin", "spider", "dragonfly", "tumblebug", "ladybug", "gateway"}
+        assert set(suite) == parts | optional
         assert await is_serving(f"127.0.0.1:{ports['spider']}")
         assert await is_serving(f"127.0.0.1:{ports['twin']}")
         assert await is_serving(f"127.0.0.1:{ports['dragonfly']}")
