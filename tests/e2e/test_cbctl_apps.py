@@ -72,7 +72,9 @@ async def test_an_app_through_cbctl(cbctl: Cbctl, monitored: tumblebug_pb2_grpc.
                                     tmp_path: Path) -> None:
     ns = await namespace(monitored)
     await mcis_with_healthy_agents(monitored, stub, cloudtwin, ns, "apps", 2)
-    rolling = {"type": "ROLLING", "minHealthyTimeS": 0.5}
+    # A generous health deadline: on a loaded machine a new instance may take over 10 s (the default)
+    # to pass its first probes, and this test is about cbctl, not about failed rollouts.
+    rolling = {"type": "ROLLING", "minHealthyTimeS": 0.5, "healthyDeadlineS": 60}
     doc = tmp_path / "app.yaml"
     doc.write_text(app_doc(ns, "v1", rolling))
     first = await cbctl.ok("apply", "-f", str(doc), *WAIT)
@@ -93,7 +95,7 @@ async def test_an_app_through_cbctl(cbctl: Cbctl, monitored: tumblebug_pb2_grpc.
     undo = await cbctl.ok("rollout", "undo", "web", "--to-revision", "1", "-n", ns, *WAIT)
     assert "available" in undo.out
     # A canary waits for promotion by hand; promote lets the rest follow.
-    doc.write_text(app_doc(ns, "v4", {"type": "CANARY", "canaries": 1, "minHealthyTimeS": 0.5}))
+    doc.write_text(app_doc(ns, "v4", {"type": "CANARY", "canaries": 1, "minHealthyTimeS": 0.5, "healthyDeadlineS": 60}))
     paused = await cbctl.ok("apply", "-f", str(doc), *WAIT)
     assert "paused" in paused.out and "cbctl rollout promote web" in paused.out
     await cbctl.ok("rollout", "promote", "app/web", "-n", ns)
