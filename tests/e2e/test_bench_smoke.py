@@ -5,6 +5,8 @@ expected shape (numbers, not their values)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_bench(script: str, timeout: float) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    # At the timeout the bench gets SIGINT first (a KeyboardInterrupt runs its cleanup, which stops the
+    # servers it started), then its process group is killed.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        raise
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert done.returncode == 0, f"{script} failed:\n{done.stderr[-3000:]}"
     out = json.loads(done.stdout)
     assert isinstance(out, dict) and out["quick"] is True
