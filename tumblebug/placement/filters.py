@@ -6,6 +6,7 @@ which costs nothing). Choose them per request by name; the default is all of the
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +16,7 @@ from tumblebug.placement.plugins import Registry
 from tumblebug.placement.requirements import Requirements
 
 
-class Filter:
+class Filter(ABC):
     """A yes/no test of every candidate against a request's `Requirements`."""
 
     name: ClassVar[str]
@@ -26,9 +27,9 @@ class Filter:
             cls.name = name
             FILTERS.add(name, cls)
 
+    @abstractmethod
     def mask(self, table: CandidateTable, req: Requirements) -> Bools | None:
         """True where a row passes; None when the request does not ask this filter anything."""
-        raise NotImplementedError
 
     def describe(self, req: Requirements) -> str:
         """What this filter asks of the request, in words (for explanations)."""

@@ -8,6 +8,7 @@ figures it used and which of them are estimates, so a result can say why it rank
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,7 +49,7 @@ class Weighing:
         return out
 
 
-class Weigher:
+class Weigher(ABC):
     """Scores candidates on one concept."""
 
     name: ClassVar[str]
@@ -59,8 +60,9 @@ class Weigher:
             cls.name = name
             WEIGHERS.add(name, cls)
 
+    @abstractmethod
     def weigh(self, ctx: Context, rows: Ints) -> Weighing:
-        raise NotImplementedError
+        """Scores in [0, 1] for `rows` (higher is better), with the figures used and their estimate flags."""
 
 
 WEIGHERS: Registry[Weigher] = Registry("weigher", "cb.tumblebug.placement.weighers")
