@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
@@ -14,7 +13,7 @@ from ladybug.controller import AppController
 from ladybug.records import Records
 from ladybug.servicer import LadybugServicer
 from ladybug.settings import LadybugSettings
-from services.rpc.server import Binding, run
+from services.rpc.server import Binding, cancel_tasks, run
 from services.settings import CommonSettings
 from services.store import Election, Store
 
@@ -50,11 +49,7 @@ class LadybugApp:
         self._tasks.append(asyncio.create_task(self.controller.run(self.election)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
         await self.controller.close()
         await self.tumblebug.close()
         await self.dragonfly.close()

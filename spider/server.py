@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
 from cbapi.common.v1 import common_pb2
 from cbapi.spider.v1 import spider_pb2_grpc
 from services import errors
-from services.rpc.server import Binding, run
+from services.rpc.server import Binding, cancel_tasks, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Lease, Store
@@ -53,11 +52,7 @@ class SpiderApp:
         self._tasks.append(asyncio.create_task(election.run(self._recover_forever)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
         if self._lease is not None:
             await self._lease.revoke()
         self.call_log.close()

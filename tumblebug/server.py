@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
-from services.rpc.server import Binding, run
+from services.rpc.server import Binding, cancel_tasks, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Store
@@ -82,11 +81,7 @@ class TumblebugApp:
                              self.campaigns.run())  # placement: campaigns run in the leader
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
         await self.spider.close()
         await self.monitoring.close()
         await self.store.close()
