@@ -88,14 +88,16 @@ class Agents:
             beat_every = float(beat.get("beat_every_s") or DEFAULT_BEATS_EVERY_INTERVALS * interval)
             now = time.monotonic()
             old = self.beats.get(vm.key)
-            batch_at, batch_seq = (old.batch_at, old.batch_seq) if old is not None else (0.0, 0)
+            boot = str(beat.get("boot", ""))
+            # A new boot starts its seqs afresh: its first batch follows seq 0.
+            batch_at, batch_seq = (old.batch_at, old.batch_seq) if old is not None and old.boot == boot else (0.0, 0)
             # While this replica stores the agent's batches (one heard within two intervals) they
             # keep the strict allowance; otherwise heartbeats are all it hears of the agent.
             streaming = old is not None and now - batch_at <= 2 * interval
             allow = old.allow_s if streaming and old is not None else UNHEALTHY_AFTER_INTERVALS * beat_every
             self.beats[vm.key] = Beat(now, float(beat["time"]), interval,
                                       int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
-                                      str(beat.get("boot", "")), allow, beat_every, batch_at, batch_seq)
+                                      boot, allow, beat_every, batch_at, batch_seq)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.guard.malformed(vm.key, "heartbeat", err)
 

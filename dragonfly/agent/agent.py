@@ -236,7 +236,7 @@ class Agent:
             self._wake.clear()
             if not self.connected:
                 continue
-            if self.seq - self._beat_at_seq >= HEARTBEAT_EVERY_INTERVALS or not self.backlog:
+            if self.seq - self._beat_at_seq >= HEARTBEAT_EVERY_INTERVALS:
                 self._beat_at_seq = self.seq
                 await self._heartbeat()
             if not self.registered:

@@ -135,3 +135,14 @@ def test_health_from_batches_is_strict_and_from_heartbeats_alone_is_the_heartbea
     # Seqs with gaps (a share of the stream, or batches sent again) allow the heartbeat period too.
     other.heard_batch(VM, {"seq": 5, "boot": "b1", "time": time.time(), "interval_s": 1.0})
     assert other.beats[VM.key].allow_s == 12.5
+
+
+def test_an_agent_that_boots_again_is_held_to_its_interval_from_its_first_batch() -> None:
+    agents = Agents(NoStore(), NoStore(), 1.0)  # type: ignore[arg-type]
+    for seq in (40, 41):
+        agents.heard_batch(VM, {"seq": seq, "boot": "b1", "time": time.time(), "interval_s": 1.0})
+    # The new boot's heartbeat comes first (its agent beats on connecting), then its first batch.
+    hb = {"seq": 1, "boot": "b2", "time": time.time(), "interval_s": 1.0, "beat_every_s": 5.0}
+    asyncio.run(agents._on_heartbeat(Msg(None, VM.heartbeat, "", orjson.dumps(hb))))  # type: ignore[arg-type]
+    agents.heard_batch(VM, {"seq": 1, "boot": "b2", "time": time.time(), "interval_s": 1.0})
+    assert agents.beats[VM.key].allow_s == 2.5
