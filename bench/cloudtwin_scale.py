@@ -462,7 +462,7 @@ class LagWatch:
     def __init__(self, nc: Client, mcises: list[str]) -> None:
         self.nc = nc
         self.mcises = mcises
-        self._asked: dict[str, float] = {}
+        self._asked: dict[tuple[str, str, int], float] = {}
         self._seen: set[tuple[str, str, int]] = set()
         self.reset()
 
@@ -488,13 +488,22 @@ class LagWatch:
         if key in self._seen:
             self.resent += 1
         self._seen.add(key)
-        if msg.reply:
-            self._asked[msg.reply] = sampled
+        self._asked.setdefault(key, sampled)
 
     async def _on_ack(self, msg: Msg) -> None:
-        sampled = self._asked.pop(msg.subject, None)
-        if sampled is not None:
-            self.lags.append(time.time() - sampled)
+        # Cumulative: `{"boot", "seqs": [[lo, hi], ...]}` on the agent's `_INBOX.{vm}.acks`.
+        try:
+            body = json.loads(msg.data)
+            vm = msg.subject[len("_INBOX."):].rsplit(".", 1)[0]
+            boot, ranges = str(body["boot"]), body["seqs"]
+        except (ValueError, KeyError, TypeError):
+            return
+        now = time.time()
+        for lo, hi in ranges:
+            for seq in range(int(lo), int(hi) + 1):
+                sampled = self._asked.pop((vm, boot, seq), None)
+                if sampled is not None:
+                    self.lags.append(now - sampled)
 
     def result(self) -> dict[str, Any]:
         return {"mcises_watched": len(self.mcises), "batches_seen": self.requests, "acks_seen": len(self.lags),
@@ -537,6 +546,11 @@ async def phase(suite: Suite, watch: LagWatch, agents: int, providers: int, inte
         "healthy_at_end": last.healthy(), "agent_restarts": lost_restarts,
         "usage": usage1.since(usage0),
     }
+    # The monitoring side's cost: CPU of nats-server and dragonfly per agent per interval.
+    procs_usage = out["usage"]["processes"]
+    server_cores = sum(procs_usage.get(n, {}).get("cpu_cores", 0.0) for n in ("nats", "dragonfly"))
+    out["server_us_per_agent_interval"] = round(server_cores * 1e6 / expected, 1) if expected else 0.0
+    out["suite_us_per_agent_interval"] = round(out["usage"]["suite_cpu_cores"] * 1e6 / expected, 1) if expected else 0.0
     # Sustained: every agent keeps its interval, everything sent is stored within the window
     # (the backlogs do not grow), nothing is dropped, and p99 lag stays under two intervals.
     out["sustained"] = bool(out["sent_to_expected"] >= 0.97 and out["ingested_to_sent"] >= 0.99 and dropped == 0
@@ -650,6 +664,7 @@ async def reconcile(suite: Suite, nc: Client, keys: list[str], providers: int, l
             # Back to before the first VM was made (the drain above may have taken minutes).
             ns=NS, mcis=mcis_name(i), group="cpu", duration=f"{int(time.monotonic() - started) + 60}s"))
         for series in res.series:
+            # Series name a VM by its bare name.
             stored[f"{mcis_name(i)}.{series.vm.rsplit('.', 1)[-1]}"] = len(series.points)
     sampled = sum(int(s.get("seq", 0)) for s in status.values())
     total_stored = sum(stored.get(k, 0) for k in status)

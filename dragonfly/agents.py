@@ -1,12 +1,15 @@
-"""Agents: registrations (kept in etcd), heartbeats (heard by every replica), health,
-and each MCIS's monitoring settings (the interval), announced to its agents."""
+"""Agents: registrations (kept in etcd), health (from the batches this replica stores and from
+heartbeats, which every replica hears), and each MCIS's monitoring settings (the interval),
+announced to its agents."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
@@ -22,21 +25,31 @@ from services.store import Store
 
 log = logging.getLogger("dragonfly.agents")
 
-# Silent for longer than this many intervals = unhealthy (so it shows within 3 intervals).
+# Silent for longer than this many intervals = unhealthy (so it shows within 3 intervals), in
+# the replica that stores the agent's batches. A replica that hears only its heartbeats (sent
+# every few intervals, `beat_every_s`) allows this many heartbeat periods instead.
 UNHEALTHY_AFTER_INTERVALS = 2.5
+# An agent that does not say how often it beats (an older one) beats every interval.
+DEFAULT_BEATS_EVERY_INTERVALS = 1.0
 
 
 @dataclass
 class Beat:
     """The latest heartbeat of one agent, as this replica heard it."""
 
-    at: float  # time.monotonic() when heard
+    at: float  # time.monotonic() when last heard (a heartbeat or a batch)
     wall: float
     interval_s: float
     seq: int
     backlog: int
     dropped: int
     boot: str
+    # How long a silence is still healthy: 2.5 intervals while this replica hears every batch of
+    # the agent, 2.5 heartbeat periods while it hears only heartbeats or a part of the batches.
+    allow_s: float = 0.0
+    beat_every_s: float = 0.0
+    batch_at: float = 0.0  # time.monotonic() of the last batch heard
+    batch_seq: int = 0  # and its seq
 
 
 def stamp(seconds: float) -> Timestamp:
@@ -55,6 +68,8 @@ class Agents:
         self.guard = guard or AgentGuard()
         self.default_interval_s = default_interval_s
         self.beats: dict[str, Beat] = {}
+        # Called with a VM's key when it is forgotten (the collector's duplicate window).
+        self.on_forget: list[Callable[[str], None]] = []
 
     async def start(self) -> None:
         await self.bus.subscribe(HEARTBEAT_ALL, self._on_heartbeat)
@@ -70,11 +85,49 @@ class Agents:
             interval = float(beat["interval_s"])
             if not 0.1 <= interval <= 3600:
                 raise ValueError(f"interval_s {interval!r} is not between 0.1 and 3600")
-            self.beats[vm.key] = Beat(time.monotonic(), float(beat["time"]), interval,
+            beat_every = float(beat.get("beat_every_s") or DEFAULT_BEATS_EVERY_INTERVALS * interval)
+            now = time.monotonic()
+            old = self.beats.get(vm.key)
+            boot = str(beat.get("boot", ""))
+            # A new boot starts its seqs afresh: its first batch follows seq 0.
+            batch_at, batch_seq = (old.batch_at, old.batch_seq) if old is not None and old.boot == boot else (0.0, 0)
+            # While this replica stores the agent's batches (one heard within two intervals) they
+            # keep the strict allowance; otherwise heartbeats are all it hears of the agent.
+            streaming = old is not None and now - batch_at <= 2 * interval
+            allow = old.allow_s if streaming and old is not None else UNHEALTHY_AFTER_INTERVALS * beat_every
+            self.beats[vm.key] = Beat(now, float(beat["time"]), interval,
                                       int(beat["seq"]), int(beat.get("backlog", 0)), int(beat.get("dropped", 0)),
-                                      str(beat.get("boot", "")))
+                                      boot, allow, beat_every, batch_at, batch_seq)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.guard.malformed(vm.key, "heartbeat", err)
+
+    def heard_batch(self, vm: VmId, batch: dict[str, Any]) -> None:
+        """A batch this replica received (already decoded by the collector): the agent is alive, and
+        its header carries what a heartbeat would (seq, backlog, dropped, interval)."""
+        try:
+            interval = float(batch.get("interval_s") or 0)
+            if not 0.1 <= interval <= 3600:
+                return
+            seq, boot = int(batch["seq"]), str(batch.get("boot", ""))
+            now = time.monotonic()
+            old = self.beats.get(vm.key)
+            if old is None or old.boot != boot:
+                beat_every = DEFAULT_BEATS_EVERY_INTERVALS * interval if old is None else old.beat_every_s
+                self.beats[vm.key] = Beat(now, float(batch["time"]), interval, seq, int(batch.get("backlog", 0)),
+                                          int(batch.get("dropped", 0)), boot, UNHEALTHY_AFTER_INTERVALS * interval,
+                                          beat_every, now, seq)
+                return
+            # Consecutive seqs: this replica hears the whole stream, so a silence of 2.5 intervals
+            # means trouble; a gap (another replica takes a share, or a batch sent again) allows
+            # the heartbeat period.
+            whole = seq == old.batch_seq + 1
+            old.at, old.batch_at, old.batch_seq = now, now, seq
+            old.allow_s = UNHEALTHY_AFTER_INTERVALS * (interval if whole else max(interval, old.beat_every_s))
+            if seq > old.seq:
+                old.wall, old.interval_s, old.seq = float(batch["time"]), interval, seq
+                old.backlog, old.dropped = int(batch.get("backlog", 0)), int(batch.get("dropped", 0))
+        except (ValueError, KeyError, TypeError):
+            return  # the collector already judged the batch; its header is only a hint here
 
     async def _on_register(self, msg: Msg) -> None:
         vm = self.guard.admit(msg, "register")
@@ -111,7 +164,8 @@ class Agents:
             out.health = pb.UNHEALTHY
             return out
         silent = time.monotonic() - beat.at
-        out.health = pb.HEALTHY if silent <= UNHEALTHY_AFTER_INTERVALS * beat.interval_s else pb.UNHEALTHY
+        allow = beat.allow_s or UNHEALTHY_AFTER_INTERVALS * beat.interval_s
+        out.health = pb.HEALTHY if silent <= allow else pb.UNHEALTHY
         out.last_heartbeat_time.CopyFrom(stamp(time.time() - silent))
         out.interval_s, out.seq, out.backlog, out.dropped = beat.interval_s, beat.seq, beat.backlog, beat.dropped
         if beat.boot:
@@ -167,6 +221,8 @@ class Agents:
             await self.store.delete(keys.workloads(vm))
             self.beats.pop(vm.key, None)
             self.guard.forget(vm.key)
+            for forget in self.on_forget:
+                forget(vm.key)
         mcis_gone = vm_gone and not await self.monitors(vm.ns, vm.mcis)
         if mcis_gone:
             await self.store.delete(keys.mcis_config(vm.ns, vm.mcis))

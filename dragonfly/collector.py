@@ -1,6 +1,8 @@
 """Collectors: every replica joins one NATS queue group on `cb.metrics.>`, so each batch
-reaches one replica; batches are written to storage in groups and each is acknowledged
-only once written, so an agent keeps what was not stored and sends it again."""
+reaches one replica; batches are written to storage in groups and acknowledged only once
+written, so an agent keeps what was not stored and sends it again. Acknowledgements are
+cumulative (protocol/acks.py): one message per agent every `ack_every_s` names every seq
+stored meanwhile, instead of one reply per batch."""
 
 from __future__ import annotations
 
@@ -9,22 +11,68 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from dragonfly.guard import AgentGuard
 from dragonfly.protocol import wire
+from dragonfly.protocol.acks import Ack, ranges_of
 from dragonfly.protocol.metrics import GROUPS
-from dragonfly.protocol.subjects import METRICS_ALL, VmId, vm_of
+from dragonfly.protocol.subjects import METRICS_ALL, VmId
 from dragonfly.storage import Backend, Sample
 from services.bus import Bus
 
 log = logging.getLogger("dragonfly.collector")
 
-# The acknowledgements, encoded once: one goes back for every batch.
-ACK_OK = wire.dumps({"ok": True})
-ACK_DUPLICATE = wire.dumps({"ok": True, "duplicate": True})
+# How many seqs below the newest one each VM's duplicate window remembers. A batch sent again
+# comes within RESEND_AFTER_S of the first send, far fewer intervals back than this; one older
+# than the window is stored (at least once rather than lost).
+SEEN_WINDOW = 256
+
+
+@dataclass
+class Seen:
+    """The seqs of one boot of one VM this replica stored (or is storing): the newest, and a
+    bitmask of the SEEN_WINDOW below it (bit k = newest - k), as an anti-replay window does."""
+
+    boot: str
+    newest: int
+    mask: int = 1
+
+    def add(self, seq: int) -> bool:
+        """Record `seq`; False if it was already there (a batch sent again)."""
+        if seq > self.newest:
+            self.mask = ((self.mask << (seq - self.newest)) | 1) & ((1 << SEEN_WINDOW) - 1)
+            self.newest = seq
+            return True
+        back = self.newest - seq
+        if back >= SEEN_WINDOW:
+            return True
+        bit = 1 << back
+        if self.mask & bit:
+            return False
+        self.mask |= bit
+        return True
+
+    def discard(self, seq: int) -> None:
+        back = self.newest - seq
+        if 0 <= back < SEEN_WINDOW:
+            self.mask &= ~(1 << back)
+
+
+@dataclass
+class Pending:
+    """A batch received and not yet acknowledged: its samples go to storage with the next write
+    (none for a batch sent again, which is acknowledged once the write it waits for is done)."""
+
+    vm: str
+    reply: str
+    boot: str
+    seq: int
+    samples: list[Sample]
+    fresh: bool
 
 
 @dataclass
@@ -35,14 +83,14 @@ class Counts:
     malformed: int = 0
 
 
-def samples_of(vm: str, data: bytes) -> tuple[str, int, list[Sample]]:
-    """(boot, seq, samples) of one batch of the VM keyed `vm`; the subject, which the server
+def samples_of(vm: str, data: bytes) -> tuple[dict[str, Any], str, int, list[Sample]]:
+    """(batch, boot, seq, samples) of one batch of the VM keyed `vm`; the subject, which the server
     vouches for, names the VM, never the payload."""
     batch = wire.loads(data)
     t = float(batch["time"])
     groups = batch["groups"]
     samples = [Sample(vm, g, t, _numbers(groups[g])) for g in GROUPS if g in groups]
-    return str(batch.get("boot", "")), int(batch["seq"]), samples
+    return batch, str(batch.get("boot", "")), int(batch["seq"]), samples
 
 
 def _numbers(values: dict[str, float]) -> dict[str, float]:
@@ -57,7 +105,8 @@ class Collector:
     """One replica's share of the metric stream."""
 
     def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float,
-                 observe: Callable[[Sequence[Sample]], None] | None = None, guard: AgentGuard | None = None) -> None:
+                 observe: Callable[[Sequence[Sample]], None] | None = None, guard: AgentGuard | None = None,
+                 heard: Callable[[VmId, dict[str, Any]], None] | None = None, ack_every_s: float = 1.0) -> None:
         self.bus = bus
         # Rate, reply subjects and warnings per agent (shared with the registry of this replica).
         self.guard = guard or AgentGuard()
@@ -67,28 +116,34 @@ class Collector:
         self.queue = queue
         self.batch_samples = batch_samples
         self.flush_s = flush_s
+        # Each batch's header (seq, backlog, dropped, interval) tells the registry the agent is alive.
+        self.heard = heard
+        self.ack_every_s = ack_every_s
         self.counts = Counts()
-        # Newest (boot, seq) stored per VM: a batch sent again after a lost acknowledgement is not stored twice.
-        self._last: dict[str, tuple[str, int]] = {}
-        self._pending: list[tuple[Msg, list[Sample]]] = []
+        # Seqs stored per VM: a batch sent again after a lost acknowledgement is not stored twice.
+        self._seen: dict[str, Seen] = {}
+        self._pending: list[Pending] = []
         self._pending_samples = 0
+        # Stored and not yet acknowledged, per reply subject: (boot, seqs).
+        self._unacked: dict[str, tuple[str, list[int]]] = {}
         self._due = asyncio.Event()
         self._sub: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._sub = await self.bus.subscribe(METRICS_ALL, self._on_batch, queue=self.queue)
-        self._task = asyncio.create_task(self._flush_forever())
+        self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._ack_forever())]
 
     async def stop(self) -> None:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         await self._flush()
+        await self._send_acks()
 
     async def _on_batch(self, msg: Msg) -> None:
         who: VmId | None = self.guard.admit(msg, "metrics")
@@ -96,24 +151,33 @@ class Collector:
             return  # not acknowledged: a real agent keeps the batch and sends it again
         vm = who.key
         try:
-            boot, seq, samples = samples_of(vm, msg.data)
+            batch, boot, seq, samples = samples_of(vm, msg.data)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.counts.malformed += 1
             self.guard.malformed(vm, "metrics", err)
-            await self._ack(msg, wire.dumps({"error": f"malformed batch: {str(err)[:200]}"}))
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await msg.respond(wire.dumps({"error": f"malformed batch: {str(err)[:200]}"}))
             return
-        last = self._last.get(vm)
-        if last is not None and last[0] == boot and seq <= last[1]:
+        seen = self._seen.get(vm)
+        if seen is None or seen.boot != boot:
+            seen = self._seen[vm] = Seen(boot, seq)
+            fresh = True
+        else:
+            fresh = seen.add(seq)
+        if self.heard is not None:
+            self.heard(who, batch)
+        if not fresh:
+            # Acknowledged with the next write: the first copy may still be waiting for it.
             self.counts.duplicates += 1
-            await self._ack(msg, ACK_DUPLICATE)
+            self._pending.append(Pending(vm, msg.reply, boot, seq, [], False))
             return
-        self._last[vm] = (boot, seq)
         if self.observe is not None:
             try:
                 self.observe(samples)
             except Exception:  # a faulty rule must not stop collection
                 log.exception("alert evaluation failed")
-        self._pending.append((msg, samples))
+        self._pending.append(Pending(vm, msg.reply, boot, seq, samples, True))
         self._pending_samples += len(samples)
         if self._pending_samples >= self.batch_samples:
             self._due.set()
@@ -134,18 +198,38 @@ class Collector:
             return
         pending, self._pending, self._pending_samples = self._pending, [], 0
         try:
-            await self.backend.write([s for _, batch in pending for s in batch])
+            await self.backend.write([s for p in pending for s in p.samples])
         except Exception:
             # Unacknowledged: the agents keep these batches and send them again; forget their seqs.
-            for msg, _ in pending:
-                self._last.pop(vm_of(msg.subject).key, None)
+            for p in pending:
+                seen = self._seen.get(p.vm)
+                if p.fresh and seen is not None and seen.boot == p.boot:
+                    seen.discard(p.seq)
             raise
-        self.counts.batches += len(pending)
-        self.counts.samples += sum(len(b) for _, b in pending)
-        for msg, _ in pending:
-            await self._ack(msg, ACK_OK)
+        for p in pending:
+            if p.fresh:
+                self.counts.batches += 1
+                self.counts.samples += len(p.samples)
+            if not p.reply:
+                continue
+            unacked = self._unacked.get(p.reply)
+            if unacked is None or unacked[0] != p.boot:
+                self._unacked[p.reply] = (p.boot, [p.seq])
+            else:
+                unacked[1].append(p.seq)
 
-    async def _ack(self, msg: Msg, body: bytes) -> None:
-        if msg.reply:
+    async def _ack_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ack_every_s)
+            await self._send_acks()
+
+    async def _send_acks(self) -> None:
+        """One message per agent for everything stored since the last round."""
+        unacked, self._unacked = self._unacked, {}
+        for reply, (boot, seqs) in unacked.items():
             with contextlib.suppress(Exception):
-                await msg.respond(body)
+                await self.bus.publish(reply, Ack(boot, ranges_of(seqs)).encode())
+
+    def forget(self, vm_key: str) -> None:
+        """Drop the duplicate window of a VM that is gone."""
+        self._seen.pop(vm_key, None)

@@ -66,16 +66,25 @@ class AgentGuard:
         self.counts = GuardCounts()
         self._buckets: dict[str, _Bucket] = {}
         self._warned: dict[tuple[str, str], _Warned] = {}
+        # Subject -> VM: parsing and checking the names costs more than the rest of the admission,
+        # and every agent sends on the same few subjects (bounded: cleared when it grows past this).
+        self._vms: dict[str, VmId] = {}
+        self.max_cached_subjects = 100_000
 
     def admit(self, msg: Msg, kind: str) -> VmId | None:
         """The VM `msg` comes from if it may be handled: its subject names a VM, its reply (if any)
         is that VM's inbox, and the VM is within its rate. Otherwise None (counted, and warned
         about at most once per agent per `warn_every_s`)."""
-        try:
-            vm = vm_of(msg.subject)
-        except ValueError as err:
-            self.malformed(msg.subject, kind, err)
-            return None
+        vm = self._vms.get(msg.subject)
+        if vm is None:
+            try:
+                vm = vm_of(msg.subject)
+            except ValueError as err:
+                self.malformed(msg.subject, kind, err)
+                return None
+            if len(self._vms) >= self.max_cached_subjects:
+                self._vms.clear()
+            self._vms[msg.subject] = vm
         if not self._take(vm.key):
             self._count(self.counts.rate_limited, kind)
             self._warn(vm.key, "rate", f"agent exceeds {self.rate_per_s:g} messages/s (burst {self.burst:g}); "
@@ -96,6 +105,8 @@ class AgentGuard:
     def forget(self, vm_key: str) -> None:
         """Drop what is kept about an agent whose VM is gone."""
         self._buckets.pop(vm_key, None)
+        for kind in ("metrics", "heartbeat", "register", "workloads"):
+            self._vms.pop(f"cb.{kind}.{vm_key}", None)
         for key in [k for k in self._warned if k[0] == vm_key]:
             del self._warned[key]
 

@@ -1,9 +1,11 @@
 """The agent: registers, sends a metric batch every interval, answers reads, commands and benchmarks.
 
-Batches are sent as NATS requests that a collector answers once it has stored
-them, so a batch leaves the backlog only when it is safe: while NATS or every
-collector is away, batches wait in the bounded backlog and go oldest first when
-someone answers again. Heartbeats are plain publishes that every dragonfly replica hears.
+Batches are published with the agent's ack subject as reply; a collector acknowledges what it
+stored, cumulatively, every ack period (protocol/acks.py), so a batch leaves the backlog only
+when it is safe: while NATS or every collector is away, batches wait in the bounded backlog and
+go again, oldest first. The batches carry the agent's health (seq, backlog, dropped) to the
+replica that stores them; a heartbeat, which every replica hears, goes only every
+HEARTBEAT_EVERY_INTERVALS intervals, so the other replicas still know the agent is alive.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dragonfly.agent.commands import Runner
 from dragonfly.agent.sources import Source
 from dragonfly.agent.supervisor import Supervisor
 from dragonfly.protocol import wire
+from dragonfly.protocol.acks import Ack
 from dragonfly.protocol.config import AgentConfig
 from dragonfly.protocol.replies import BUSY, INVALID, NOT_FOUND, LiveMetrics, Refusal, WorkloadLogs, WorkloadsSet
 from dragonfly.protocol.wire import dumps
@@ -39,8 +42,16 @@ from dragonfly.protocol.workspec import SpecError, parse_set
 log = logging.getLogger("cb-agent")
 
 VERSION = "0.1.0"
-# How long a collector may take to acknowledge a batch.
+# How long a registration may take to be answered.
 ACK_TIMEOUT_S = 2.0
+# A batch not acknowledged this long after it was sent goes again (collectors acknowledge every
+# second or so: dragonfly's CB_DRAGONFLY_ACK_EVERY_S).
+RESEND_AFTER_S = 5.0
+# At most this many of the oldest batches are in flight at once (the rest wait their turn).
+SEND_WINDOW = 32
+# A heartbeat (heard by every replica) goes every this many intervals; the batches between
+# tell the replica that stores them.
+HEARTBEAT_EVERY_INTERVALS = 5
 # Workload statuses are reported on every change (changes within this long go together) and
 # at least this often, so a dragonfly replica that missed one learns the truth soon after.
 STATUS_DEBOUNCE_S = 0.1
@@ -111,6 +122,7 @@ class Agent:
         self.seq = 0
         self.sent = 0
         self.registered = False
+        self._beat_at_seq = -HEARTBEAT_EVERY_INTERVALS
         self.nc: Client | None = None
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -162,6 +174,7 @@ class Agent:
                 continue
             self.nc = nc
             await nc.subscribe(self.vm.requests, cb=self._on_request)
+            await nc.subscribe(self.vm.acks, cb=self._on_ack)
             await nc.subscribe(self.vm.mcis_config, cb=self._on_config)
             self._wake.set()
             return
@@ -172,6 +185,9 @@ class Agent:
     async def _on_reconnect(self) -> None:
         # Register again: dragonfly may have changed the interval while we were away.
         self.registered = False
+        # What was in flight may be lost with the old connection: send it again now.
+        self.backlog.unsend()
+        self._beat_at_seq = -HEARTBEAT_EVERY_INTERVALS
         self._wake.set()
         self._workloads_changed.set()
 
@@ -202,8 +218,9 @@ class Agent:
     def _sample_once(self) -> None:
         self.seq += 1
         batch = {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "time": time.time(),
-                 "interval_s": self.interval_s, "groups": self.source.sample()}
-        self.backlog.push(dumps(batch))
+                 "interval_s": self.interval_s, "backlog": len(self.backlog), "dropped": self.backlog.dropped,
+                 "groups": self.source.sample()}
+        self.backlog.push(dumps(batch), self.seq)
         self._wake.set()
 
     @property
@@ -214,31 +231,46 @@ class Agent:
 
     async def _send_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._wake.wait()
+            # Woken by a new batch, an acknowledgement or a reconnect; else in time to resend.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RESEND_AFTER_S)
             self._wake.clear()
             if not self.connected:
                 continue
-            await self._heartbeat()
+            if self.seq - self._beat_at_seq >= HEARTBEAT_EVERY_INTERVALS:
+                self._beat_at_seq = self.seq
+                await self._heartbeat()
             if not self.registered:
                 await self._register()
             await self._drain()
 
     async def _drain(self) -> None:
-        """Send the backlog oldest first; stop at the first batch nobody acknowledges."""
-        while (item := self.backlog.peek()) is not None and self.nc is not None:
+        """Publish what is due among the oldest batches; they stay in the backlog until acknowledged."""
+        assert self.nc is not None
+        for item in self.backlog.due(time.monotonic(), SEND_WINDOW, RESEND_AFTER_S):
             try:
-                await self.nc.request(self.vm.metrics, item, timeout=ACK_TIMEOUT_S)
-            except (nats_errors.Error, OSError, TimeoutError):
-                # No collector or no connection: wait for the next tick or the reconnect.
+                await self.nc.publish(self.vm.metrics, item, reply=self.vm.acks)
+            except (nats_errors.Error, OSError):
+                self.backlog.unsend()
                 return
-            self.backlog.pop()
-            self.sent += 1
+
+    async def _on_ack(self, msg: Msg) -> None:
+        try:
+            ack = Ack.decode(msg.data)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if ack.boot != self.boot:
+            return
+        taken = self.backlog.ack(ack.ranges)
+        self.sent += taken
+        if taken and self.backlog:
+            self._wake.set()  # room in the window: the next of the backlog may go
 
     async def _heartbeat(self) -> None:
         assert self.nc is not None
         beat = {"vm": self.vm.key, "boot": self.boot, "seq": self.seq, "time": time.time(),
                 "interval_s": self.interval_s, "backlog": len(self.backlog), "dropped": self.backlog.dropped,
-                "kind": self.kind}
+                "kind": self.kind, "beat_every_s": HEARTBEAT_EVERY_INTERVALS * self.interval_s}
         with contextlib.suppress(nats_errors.Error, OSError):
             await self.nc.publish(self.vm.heartbeat, dumps(beat))
 

@@ -82,6 +82,11 @@ class VmId:
         return f"_INBOX.{self.key}"
 
     @property
+    def acks(self) -> str:
+        """Where collectors acknowledge the agent's batches (in its own inbox: see protocol/acks.py)."""
+        return f"{self.inbox_prefix}.acks"
+
+    @property
     def mcis_config(self) -> str:
         return mcis_config(self.ns, self.mcis)
 
