@@ -1,8 +1,8 @@
 """Collectors: every replica joins one NATS queue group on `cb.metrics.>`, so each batch
 reaches one replica; batches are written to storage in groups and acknowledged only once
 written, so an agent keeps what was not stored and sends it again. Acknowledgements are
-cumulative (protocol/acks.py): one message per agent every `ack_every_s` names every seq
-stored meanwhile, instead of one reply per batch."""
+cumulative (protocol/acks.py): right after each write, one message per agent names every seq
+that write stored, instead of one reply per batch (a draining backlog's many batches share one)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class Collector:
 
     def __init__(self, bus: Bus, backend: Backend, queue: str, batch_samples: int, flush_s: float,
                  observe: Callable[[Sequence[Sample]], None] | None = None, guard: AgentGuard | None = None,
-                 heard: Callable[[VmId, dict[str, Any]], None] | None = None, ack_every_s: float = 1.0) -> None:
+                 heard: Callable[[VmId, dict[str, Any]], None] | None = None) -> None:
         self.bus = bus
         # Rate, reply subjects and warnings per agent (shared with the registry of this replica).
         self.guard = guard or AgentGuard()
@@ -118,21 +118,18 @@ class Collector:
         self.flush_s = flush_s
         # Each batch's header (seq, backlog, dropped, interval) tells the registry the agent is alive.
         self.heard = heard
-        self.ack_every_s = ack_every_s
         self.counts = Counts()
         # Seqs stored per VM: a batch sent again after a lost acknowledgement is not stored twice.
         self._seen: dict[str, Seen] = {}
         self._pending: list[Pending] = []
         self._pending_samples = 0
-        # Stored and not yet acknowledged, per reply subject: (boot, seqs).
-        self._unacked: dict[str, tuple[str, list[int]]] = {}
         self._due = asyncio.Event()
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._sub = await self.bus.subscribe(METRICS_ALL, self._on_batch, queue=self.queue)
-        self._tasks = [asyncio.create_task(self._flush_forever()), asyncio.create_task(self._ack_forever())]
+        self._tasks = [asyncio.create_task(self._flush_forever())]
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -143,7 +140,6 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._flush()
-        await self._send_acks()
 
     async def _on_batch(self, msg: Msg) -> None:
         who: VmId | None = self.guard.admit(msg, "metrics")
@@ -206,27 +202,22 @@ class Collector:
                 if p.fresh and seen is not None and seen.boot == p.boot:
                     seen.discard(p.seq)
             raise
+        # Acknowledged at once: waiting for a timer would add its period to every batch's lag
+        # (and keep batches in the agents' backlogs longer) for no fewer messages, since at an
+        # interval of a second or more an agent has one batch per write anyway.
+        stored: dict[str, tuple[str, list[int]]] = {}
         for p in pending:
             if p.fresh:
                 self.counts.batches += 1
                 self.counts.samples += len(p.samples)
             if not p.reply:
                 continue
-            unacked = self._unacked.get(p.reply)
-            if unacked is None or unacked[0] != p.boot:
-                self._unacked[p.reply] = (p.boot, [p.seq])
+            acked = stored.get(p.reply)
+            if acked is None or acked[0] != p.boot:
+                stored[p.reply] = (p.boot, [p.seq])
             else:
-                unacked[1].append(p.seq)
-
-    async def _ack_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.ack_every_s)
-            await self._send_acks()
-
-    async def _send_acks(self) -> None:
-        """One message per agent for everything stored since the last round."""
-        unacked, self._unacked = self._unacked, {}
-        for reply, (boot, seqs) in unacked.items():
+                acked[1].append(p.seq)
+        for reply, (boot, seqs) in stored.items():
             with contextlib.suppress(Exception):
                 await self.bus.publish(reply, Ack(boot, ranges_of(seqs)).encode())
 

@@ -68,8 +68,7 @@ class DragonflyApp:
         self.alerts = AlertEngine(self.store, self.bus, self.agents, sink, settings.alert_events_max,
                                   settings.alert_tick_s)
         self.collector = Collector(self.bus, self.backend, settings.collector_queue, settings.batch_samples,
-                                   settings.flush_s, self.alerts.observe, self.guard, self.agents.heard_batch,
-                                   settings.ack_every_s)
+                                   settings.flush_s, self.alerts.observe, self.guard, self.agents.heard_batch)
         self.agents.on_forget.append(self.collector.forget)
         self.account: AccountSync | None = None
         credentials = None

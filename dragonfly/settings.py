@@ -46,8 +46,6 @@ class DragonflySettings(ServerSettings):
     # A collector writes to storage when this many samples wait, or after flush_s.
     batch_samples: int = Field(default=2000, ge=1)
     flush_s: float = Field(default=0.05, gt=0)
-    # Collectors acknowledge what they stored, one message per agent, this often (cumulative acks).
-    ack_every_s: float = Field(default=1.0, gt=0, le=30)
     # Alerts: how often agent-health rules are judged, how many events a namespace keeps,
     # and how hard a webhook is tried (attempts, first backoff, doubled up to 5 s).
     alert_tick_s: float = Field(default=0.25, gt=0)

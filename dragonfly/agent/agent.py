@@ -44,8 +44,8 @@ log = logging.getLogger("cb-agent")
 VERSION = "0.1.0"
 # How long a registration may take to be answered.
 ACK_TIMEOUT_S = 2.0
-# A batch not acknowledged this long after it was sent goes again (collectors acknowledge every
-# second or so: dragonfly's CB_DRAGONFLY_ACK_EVERY_S).
+# A batch not acknowledged this long after it was sent goes again (collectors acknowledge right
+# after each storage write, tens of milliseconds after a batch arrives).
 RESEND_AFTER_S = 5.0
 # At most this many of the oldest batches are in flight at once (the rest wait their turn).
 SEND_WINDOW = 32
