@@ -106,6 +106,7 @@ class DragonflyApp:
     async def stop(self) -> None:
         await self.collector.stop()
         await self.alerts.stop()
+        await self.workloads.stop()
         if self.account is not None:
             await self.account.stop()
         await self.bus.close()

@@ -8,15 +8,24 @@ agent message, and writes it to etcd (`/cb/dragonfly/ns/{ns}/workloads/{mcis}/{v
 report older than the stored one (the agent's own clock; reports may reach different replicas
 out of order) is dropped. The answer to a SetWorkloads is merged in at once, so a ListWorkloads
 right after it sees the new set.
+
+Most reports change nothing (an agent repeats its statuses every few seconds), so each replica
+keeps what etcd holds for every VM, filled by its reads and writes and kept current by a watch
+on the records (whichever replica wrote them): a report equal to the stored statuses and within
+`REFRESH_S` of them is dropped without asking etcd. Only a change, a refresh or a VM this replica
+has not seen yet costs an etcd read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -97,6 +106,19 @@ def to_status(body: dict[str, Any]) -> wpb.WorkloadStatus:
     return out
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What etcd holds for one VM, as this replica last read, wrote or watched it."""
+
+    revision: int
+    report_time: float
+    statuses: list[wpb.WorkloadStatus]
+
+    @classmethod
+    def of(cls, revision: int, record: wpb.VmWorkloads) -> Stored:
+        return cls(revision, record.report_time.ToNanoseconds() / 1e9, list(record.statuses))
+
+
 class WorkloadStatuses:
     """The latest statuses of every VM's workloads, as the agents reported them, kept in etcd."""
 
@@ -106,9 +128,49 @@ class WorkloadStatuses:
         self.guard = guard
         self.clock = clock
         self.writes = 0
+        # etcd key -> what it holds (see the module's note); reports equal to it need no etcd read.
+        self.stored: dict[str, Stored] = {}
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # The watch first, so no write after this point is missed by the cache.
+        self._watch = asyncio.create_task(self._follow(await self.store.revision() + 1))
         await self.bus.subscribe(WORKLOADS_ALL, self._on_report, queue=QUEUE)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def _follow(self, revision: int) -> None:
+        """Keep `stored` current with every replica's writes (and deletions: a forgotten VM)."""
+        prefix = f"{keys.ROOT}/ns/"
+        while True:
+            try:
+                async for ev in self.store.watch(prefix, revision):
+                    revision = ev.revision + 1
+                    if "/workloads/" not in ev.key:
+                        continue
+                    if ev.value is None:
+                        self.stored.pop(ev.key, None)
+                    else:
+                        self._remember(ev.key, ev.revision, wpb.VmWorkloads.FromString(ev.value))
+            except errors.Aborted:
+                # Compacted past where the watch was: what is known may be stale; read afresh.
+                self.stored.clear()
+                revision = await self.store.revision() + 1
+
+    def _remember(self, key: str, revision: int, record: wpb.VmWorkloads) -> None:
+        known = self.stored.get(key)
+        if known is None or revision > known.revision:
+            self.stored[key] = Stored.of(revision, record)
+
+    def _unchanged(self, key: str, statuses: list[wpb.WorkloadStatus], at: float) -> bool:
+        """Whether a full report at `at` would change nothing etcd holds, as far as this replica knows."""
+        known = self.stored.get(key)
+        return known is not None and (at < known.report_time or (
+            at - known.report_time < REFRESH_S and known.statuses == sorted(statuses, key=lambda s: s.id)))
 
     async def _on_report(self, msg: Msg) -> None:
         vm = self.guard.admit(msg, "workloads")
@@ -133,8 +195,12 @@ class WorkloadStatuses:
         """Store what the agent reported at `at` (its clock): every app's statuses, or with `app`
         only that app's (the answer to a set). Written only if newer and changed (or due a refresh)."""
         key = keys.workloads(vm)
+        if app is None and self._unchanged(key, statuses, at):
+            return
         for _ in range(5):
             found = await self.store.get(key, wpb.VmWorkloads)
+            if found is not None:
+                self._remember(key, found.mod_revision, found.value)
             new = wpb.VmWorkloads(vm=vm.vm, report_time=stamp(at))
             if app is not None:
                 kept = [s for s in found.value.statuses if s.app != app] if found is not None else []
@@ -149,11 +215,12 @@ class WorkloadStatuses:
                     return
             try:
                 if found is None:
-                    await self.store.create(key, new)
+                    revision = await self.store.create(key, new)
                 else:
-                    await self.store.update(key, new, found.mod_revision)
+                    revision = await self.store.update(key, new, found.mod_revision)
             except (errors.Aborted, errors.AlreadyExists):
                 continue
+            self._remember(key, revision, new)
             self.writes += 1
             return
 
