@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from services.natsauth import Permissions
 
@@ -36,7 +37,8 @@ class VmId:
             if not _NAME.match(value):
                 raise ValueError(f"{field} {value!r} is not a valid name (lowercase letters, digits, '-')")
 
-    @property
+    # Cached: the collector asks for these on every batch (a frozen dataclass still has a __dict__).
+    @cached_property
     def key(self) -> str:
         return f"{self.ns}.{self.mcis}.{self.vm}"
 
@@ -76,7 +78,7 @@ class VmId:
         """`metrics` (on-demand read), `cmd`, `bench`, `status`, `workloads` (set one app's set), `logs`."""
         return f"cb.agent.{self.key}.{verb}"
 
-    @property
+    @cached_property
     def inbox_prefix(self) -> str:
         """Replies to the agent's own requests come here, and nobody else's."""
         return f"_INBOX.{self.key}"
