@@ -24,8 +24,11 @@ status (seq, backlog, dropped) until the backlogs are empty (or stop shrinking; 
 the agents first sample every 10 s while they catch up), and the stored points of every VM are
 counted: points lost = sampled − stored (exact once no backlog is left).
 
+Last, with every agent quiet, the CPU of nats-server and dragonfly over `--idle-window` seconds: the
+fleet's fixed cost; each phase then also reports its marginal µs per agent-interval (above it).
+
 Usage: python bench/cloudtwin_scale.py [--quick] [--providers N] [--vms N] [--intervals 5,1]
-                                       [--window S] [--shards N] [--profile DIR]
+                                       [--window S] [--idle-window S] [--shards N] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -240,8 +243,11 @@ MEMORY_MB = 12288
 class Profiler:
     """py-spy (raw stacks) on dragonfly and the guest helpers for `seconds`; started only with --profile."""
 
-    def __init__(self, out_dir: Path | None, pids: dict[str, int], tag: str, seconds: float) -> None:
+    def __init__(self, out_dir: Path | None, pids: dict[str, int], tag: str, seconds: float,
+                 native: bool = False) -> None:
         self.out_dir, self.pids, self.tag, self.seconds = out_dir, pids, tag, seconds
+        # C frames too (gRPC's and nats-py's callbacks have no Python caller without them).
+        self.native = native
         self.runs: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
 
     def start(self) -> None:
@@ -256,7 +262,8 @@ class Profiler:
                 out = self.out_dir / f"{self.tag}-{name}.txt"
                 self.runs.append((name, out, subprocess.Popen(
                     [spy, "record", "--pid", str(pid), "--rate", "50", "--duration", str(max(1, int(self.seconds))),
-                     "--format", "raw", "--nonblocking", "--output", str(out)],
+                     "--format", "raw", *(["--native"] if self.native else ["--nonblocking"]),
+                     "--output", str(out)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
     def finish(self) -> dict[str, Any]:
@@ -515,13 +522,13 @@ class LagWatch:
 
 
 async def phase(suite: Suite, watch: LagWatch, agents: int, providers: int, interval_s: float, before_s: float,
-                window_s: float, profile_dir: Path | None) -> dict[str, Any]:
+                window_s: float, profile_dir: Path | None, native: bool = False) -> dict[str, Any]:
     """Switch every MCIS to `interval_s`, let it settle, then measure one window."""
     await set_interval(suite, providers, interval_s)
     # The agents take the new interval after the sleep they are in; then two intervals to settle.
     await asyncio.sleep(before_s + 2 * interval_s)
     pids = suite.processes()
-    profiler = Profiler(profile_dir, pids, f"interval-{interval_s:g}s", window_s)
+    profiler = Profiler(profile_dir, pids, f"interval-{interval_s:g}s", window_s, native)
     first, usage0 = await Sweep.take(suite), Usage.take(pids)
     watch.reset()
     profiler.start()
@@ -558,6 +565,32 @@ async def phase(suite: Suite, watch: LagWatch, agents: int, providers: int, inte
                             and lag["p99_ms"] <= 2000 * interval_s and last.healthy() == agents)
     if profile_dir is not None:
         out["profile"] = profiler.finish()
+    return out
+
+
+# ---------------------------------------------------------------- fixed and marginal cost
+
+
+async def idle(suite: Suite, agents: int, window_s: float) -> dict[str, Any]:
+    """CPU of the monitoring side with every agent connected and quiet (1 h interval, after the
+    final count): what the fleet costs whatever the interval (connections, sweeps, timers,
+    workload reports every 15 s)."""
+    pids = suite.processes()
+    usage0 = Usage.take(pids)
+    await asyncio.sleep(window_s)
+    usage = Usage.take(pids).since(usage0)
+    cores = {n: usage["processes"].get(n, {}).get("cpu_cores", 0.0) for n in ("nats", "dragonfly")}
+    return {"agents": agents, "window_s": window_s, "cores": cores,
+            "us_per_agent_per_s": {n: round(c * 1e6 / agents, 2) for n, c in cores.items()}, "usage": usage}
+
+
+def marginal(phase: dict[str, Any], quiet: dict[str, Any]) -> dict[str, float]:
+    """µs of CPU per agent-interval above the quiet fleet's, per server process: the per-message cost."""
+    expected = phase["points_expected_per_s"]
+    procs_usage = phase["usage"]["processes"]
+    out = {n: round((procs_usage.get(n, {}).get("cpu_cores", 0.0) - quiet["cores"][n]) * 1e6 / expected, 1)
+           for n in ("nats", "dragonfly")}
+    out["server"] = round(out["nats"] + out["dragonfly"], 1)
     return out
 
 
@@ -716,7 +749,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             previous = intervals[0]
             for interval in intervals:
                 phases.append(await phase(suite, watch, agents, args.providers, interval, previous,
-                                          args.window or max(10 * interval, 60.0), args.profile))
+                                          args.window or max(10 * interval, 60.0), args.profile,
+                                          args.profile_native))
                 previous = interval
                 if not away and args.outage > 0:
                     # Once, at the first interval: the reconnect storm the pacing is for.
@@ -725,7 +759,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             final = await reconcile(suite, nc, sorted(sweep.agents), args.providers, previous, overloaded,
                                     started, args.drain_timeout)
             await nc.close()
+            quiet: dict[str, Any] = {}
+            if args.idle_window > 0:
+                quiet = await idle(suite, agents, args.idle_window)
+                for p in phases:
+                    p["marginal_us_per_agent_interval"] = marginal(p, quiet)
     return {"nats_ceiling": ceiling, "boot": boot, "phases": phases, "nats_outage": away, "final": final,
+            "idle": quiet,
             "shards": args.shards, "dragonfly_memory_mb": MEMORY_MB, "wall_s": round(time.monotonic() - started, 1)}
 
 
@@ -743,12 +783,18 @@ def main() -> None:
     parser.add_argument("--boot-timeout", type=float, default=600.0)
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="how long the final count waits for the agents' backlogs to empty")
+    parser.add_argument("--idle-window", type=float, default=20.0,
+                        help="seconds measured with every agent quiet after the final count (0: none), "
+                             "so each phase also reports its marginal µs per agent-interval")
     parser.add_argument("--profile", type=Path, help="record py-spy stacks of dragonfly and the helpers per phase")
+    parser.add_argument("--profile-native", action="store_true",
+                        help="with --profile: native frames as well (py-spy --native; pauses the process to sample)")
     args = parser.parse_args()
     if args.quick:
         args.providers, args.vms, args.intervals = 5, 20, "2,1"
         args.window, args.ceiling_s, args.boot_timeout = args.window or 4.0, 1.0, 30.0
         args.outage = min(args.outage, 1.0)
+        args.idle_window = min(args.idle_window, 2.0)
     # Stopped with SIGTERM, the run unwinds as on Ctrl-C: the suite it started is stopped, by PID.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = asyncio.run(run(args))
