@@ -4,7 +4,8 @@ Agents publish their statuses on `cb.workloads.{ns}.{mcis}.{vm}` when something 
 every few seconds; one replica (queue group "dragonfly-workloads") checks each report, like every
 agent message, and writes it to etcd (`/cb/dragonfly/ns/{ns}/workloads/{mcis}/{vm}`, one
 `VmWorkloads` per VM) only when the statuses changed or the stored copy is older than
-`REFRESH_S`, so every replica answers ListWorkloads alike and a quiet fleet writes little. A
+`REFRESH_S`, so every replica answers ListWorkloads alike and a quiet fleet writes little (a VM
+that runs no workload and has none stored gets no record at all, nor a refresh). A
 report older than the stored one (the agent's own clock; reports may reach different replicas
 out of order) is dropped. The answer to a SetWorkloads is merged in at once, so a ListWorkloads
 right after it sees the new set.
@@ -169,6 +170,8 @@ class WorkloadStatuses:
     def _unchanged(self, key: str, statuses: list[wpb.WorkloadStatus], at: float) -> bool:
         """Whether a full report at `at` would change nothing etcd holds, as far as this replica knows."""
         known = self.stored.get(key)
+        if known is not None and not statuses and not known.statuses:
+            return True  # none running, none stored: nothing to refresh either
         return known is not None and (at < known.report_time or (
             at - known.report_time < REFRESH_S and known.statuses == sorted(statuses, key=lambda s: s.id)))
 
@@ -201,6 +204,12 @@ class WorkloadStatuses:
             found = await self.store.get(key, wpb.VmWorkloads)
             if found is not None:
                 self._remember(key, found.mod_revision, found.value)
+            if app is None and not statuses and (found is None or not found.value.statuses):
+                # Nothing runs there and nothing is stored as running: no record to write or
+                # refresh (most VMs run no workload; their reports must cost etcd nothing).
+                if found is None:
+                    self.stored.setdefault(key, Stored(0, 0.0, []))
+                return
             new = wpb.VmWorkloads(vm=vm.vm, report_time=stamp(at))
             if app is not None:
                 kept = [s for s in found.value.statuses if s.app != app] if found is not None else []

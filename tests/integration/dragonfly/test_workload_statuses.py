@@ -69,3 +69,28 @@ async def test_unchanged_reports_skip_etcd_and_the_other_replicas_writes_are_see
 async def _known_state(replica: WorkloadStatuses, key: str, state: int) -> bool:
     known = replica.stored.get(key)
     return known is not None and known.statuses[0].state == state
+
+
+async def test_a_vm_without_workloads_costs_etcd_one_read_and_no_record(etcd: servers.Server) -> None:
+    store = CountingStore("127.0.0.1", etcd.port)
+    replica = WorkloadStatuses(store, NoBus(), AgentGuard())  # type: ignore[arg-type]
+    vm = VmId("ns-cache", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
+    key = keys.workloads(vm)
+    try:
+        await replica.start()
+        t = time.time()
+        # Reports of nothing running, past the refresh age too: one read to learn etcd has none.
+        for n in (0, 1, 2, 200):
+            await replica.record(vm, [], t + n)
+        assert store.gets == 1 and replica.writes == 0 and await store.get(key, wpb.VmWorkloads) is None
+        # A workload starts and stops: both are changes and are written; then quiet again.
+        await replica.record(vm, status("RUNNING"), t + 201)
+        await replica.record(vm, [], t + 202)
+        found = await store.get(key, wpb.VmWorkloads)
+        assert found is not None and not found.value.statuses and replica.writes == 2
+        gets = store.gets
+        await replica.record(vm, [], t + 400)
+        assert store.gets == gets and replica.writes == 2
+    finally:
+        await replica.stop()
+        await store.close()
