@@ -74,10 +74,10 @@ async def test_collector_acknowledges_many_batches_in_one_message_as_soon_as_the
     collector = Collector(bus, backend, "q", 10_000, 60.0,  # type: ignore[arg-type]
                           heard=lambda vm, batch: heard.append(batch))
     for seq in (1, 2, 3, 5, 4):
-        await collector._on_batch(batch_msg(seq))
-    await collector._on_batch(batch_msg(2))  # sent again after a lost acknowledgement
+        collector.admit(batch_msg(seq))
+    collector.admit(batch_msg(2))  # sent again after a lost acknowledgement
     assert bus.published == []  # nothing stored yet: nothing acknowledged
-    await collector._flush()  # the write itself acknowledges, with no timer to wait for (lag)
+    await collector.collect()  # the write itself acknowledges, with no timer to wait for (lag)
     assert len(bus.published) == 1
     subject, data = bus.published[0]
     assert subject == VM.acks and Ack.decode(data) == Ack("b1", [(1, 5)])
@@ -96,13 +96,13 @@ async def test_batches_whose_write_failed_are_stored_when_sent_again() -> None:
 
     bus, backend = RecordingBus(), Failing(memory_mb=16)
     collector = Collector(bus, backend, "q", 10_000, 60.0)  # type: ignore[arg-type]
-    await collector._on_batch(batch_msg(1))
+    collector.admit(batch_msg(1))
     with pytest.raises(OSError):
-        await collector._flush()
+        await collector.collect()
     backend.fail = False
-    await collector._on_batch(batch_msg(2))
-    await collector._on_batch(batch_msg(1))  # sent again after no acknowledgement came
-    await collector._flush()
+    collector.admit(batch_msg(2))
+    collector.admit(batch_msg(1))  # sent again after no acknowledgement came
+    await collector.collect()
     assert collector.counts.batches == 2 and collector.counts.duplicates == 0
     assert [Ack.decode(d) for _, d in bus.published] == [Ack("b1", [(1, 2)])]
 
