@@ -18,7 +18,7 @@ from spider.calls import CallSite, Gate, Limits
 from spider.drivers.aws import AwsDriver
 from spider.drivers.base import ConnectionInfo, VmRefs
 from tests import servers
-from tests.integration.conformance.targets import aws_target
+from tests.integration.conformance.targets import aws_target, forget
 
 
 def _ec2(moto: servers.Server, region: str) -> object:
@@ -66,6 +66,7 @@ async def test_call_log_names_ec2_apis_through_spider(stub: spider_pb2_grpc.Spid
     assert {"DescribeAvailabilityZones", "DescribeImages", "CreateKeyPair"} <= set(by_api)
     assert by_api["CreateKeyPair"].elapsed_seconds > 0 and by_api["CreateKeyPair"].driver == "aws"
     await stub.DeleteKeyPair(pb.DeleteResourceRequest(connection=target.connection, name="k"))
+    await forget(stub, target)
 
 
 async def test_boto3_calls_do_not_block_the_event_loop(moto: servers.Server, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest_asyncio
 from cbapi.spider.v1 import spider_pb2_grpc
 from tests import servers
 from tests.integration.conformance.target_libvirt import Libvirtd, libvirt_target, libvirtd_missing, start_libvirtd
-from tests.integration.conformance.targets import Target, aws_target, mock_target
+from tests.integration.conformance.targets import Target, aws_target, forget, mock_target
 
 DRIVERS = ["mock", "aws", "libvirt"]
 
@@ -30,13 +30,15 @@ async def libvirtd(run_dir: Path) -> AsyncIterator[Libvirtd | None]:
 async def target(request: pytest.FixtureRequest, stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server,
                  moto: servers.Server, libvirtd: Libvirtd | None, tmp_path: Path) -> AsyncIterator[Target]:
     if request.param == "mock":
-        yield await mock_target(stub, cloudtwin)
+        made: Target = await mock_target(stub, cloudtwin)
     elif request.param == "aws":
-        yield await aws_target(stub, moto)
-    elif request.param == "libvirt":
+        made = await aws_target(stub, moto)
+    else:
         if libvirtd is None:
             pytest.skip(libvirtd_missing())
-        yield await libvirt_target(stub, libvirtd, tmp_path)
+        made = await libvirt_target(stub, libvirtd, tmp_path)
+    yield made
+    await forget(stub, made)
 
 
 def need(target: Target, *capabilities: str) -> None:

@@ -24,7 +24,8 @@ from tests.integration.tumblebug.helpers import cheapest_spec_and_image, namespa
 VMS = 200
 
 
-@pytest.mark.parametrize(("victim", "seed"), [("tumblebug", 1), ("tumblebug", 2), ("tumblebug", 3), ("spider", 4)])
+# Two kill schedules for tumblebug (a third took the same path again) and one for spider.
+@pytest.mark.parametrize(("victim", "seed"), [("tumblebug", 1), ("tumblebug", 2), ("spider", 4)])
 async def test_kill_during_a_200_vm_create_converges(tmp_path: Path, victim: str, seed: int) -> None:
     rng = random.Random(seed)
     etcd = await servers.start_etcd(tmp_path / "etcd")

@@ -95,15 +95,18 @@ async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugS
                                         stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
     tb = monitored
     conns = await connections(stub, cloudtwin, 3, region_index=0)
-    want = reqs(conns)
+    # Three providers' specs of 1 to 4 vCPUs: a spread of true performance wide enough that a ranking
+    # means something, and few enough VMs (each boots an agent) to measure them in two waves.
+    want = reqs(conns, vcpu_max=4)
     before = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
                                                             limit=1000))
     n = len(before.specs)
-    assert n >= 32
+    assert n >= 16
     assert all(s.estimated for s in before.specs)  # the ranking by performance is an estimate
+    made = n - 2  # the VM budget: two specs must be left out
 
     started = await tb.StartBenchmarkCampaign(pb.StartBenchmarkCampaignRequest(campaign=pb.BenchmarkCampaign(
-        name="c1", requirements=want, max_vms=n - 2, max_cost=1000.0, parallel=8, vm_lifetime_s=180)))
+        name="c1", requirements=want, max_vms=made, max_cost=1000.0, parallel=made // 2 + 1, vm_lifetime_s=180)))
     assert started.state == "running" and len(started.steps) == n
     deadline = time.monotonic() + 600
     while True:
@@ -113,8 +116,8 @@ async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugS
         await asyncio.sleep(1.0)
     states = [s.state for s in c.steps]
     assert c.state == "done", (c.message, states)
-    assert states.count("skipped") == 2 and c.vms_made == n - 2, c.message  # the VM budget held
-    assert states.count("done") >= 30, [(s.spec_id, s.error) for s in c.steps if s.state != "done"]
+    assert states.count("skipped") == 2 and c.vms_made == made, c.message  # the VM budget held
+    assert states.count("done") >= made - 4, [(s.spec_id, s.error) for s in c.steps if s.state != "done"]
     # No VM left behind, in the cloud or in tumblebug.
     for conn in conns:
         assert not {v for v in await twin_vm_names(cloudtwin, conn)}
@@ -123,7 +126,7 @@ async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugS
     after = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
                                                            limit=1000))
     measured = [s for s in after.specs if not s.estimated]
-    assert len(measured) >= 30
+    assert len(measured) >= made - 4
     got = [next(x for x in s.scores if x.weigher == "performance").figures["cpu_multi"] for s in measured]
     true = [await truth(cloudtwin, s.spec) for s in measured]
     rho = spearmanr(got, true).statistic
