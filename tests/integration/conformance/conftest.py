@@ -17,7 +17,7 @@ DRIVERS = ["mock", "aws", "libvirt"]
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def libvirtd(run_dir: Path) -> AsyncIterator[Libvirtd | None]:
+async def libvirtd_process(run_dir: Path) -> AsyncIterator[Libvirtd | None]:
     if libvirtd_missing():
         yield None
         return
@@ -27,18 +27,19 @@ async def libvirtd(run_dir: Path) -> AsyncIterator[Libvirtd | None]:
 
 
 @pytest_asyncio.fixture(loop_scope="session", params=DRIVERS)
-async def target(request: pytest.FixtureRequest, stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server,
-                 moto: servers.Server, libvirtd: Libvirtd | None, tmp_path: Path) -> AsyncIterator[Target]:
+async def target(request: pytest.FixtureRequest, spider_client: spider_pb2_grpc.SpiderStub,
+                 cloudtwin_process: servers.Server,
+                 moto_process: servers.Server, libvirtd_process: Libvirtd | None, tmp_path: Path) -> AsyncIterator[Target]:
     if request.param == "mock":
-        made: Target = await mock_target(stub, cloudtwin)
+        made: Target = await mock_target(spider_client, cloudtwin_process)
     elif request.param == "aws":
-        made = await aws_target(stub, moto)
+        made = await aws_target(spider_client, moto_process)
     else:
-        if libvirtd is None:
+        if libvirtd_process is None:
             pytest.skip(libvirtd_missing())
-        made = await libvirt_target(stub, libvirtd, tmp_path)
+        made = await libvirt_target(spider_client, libvirtd_process, tmp_path)
     yield made
-    await forget(stub, made)
+    await forget(spider_client, made)
 
 
 def need(target: Target, *capabilities: str) -> None:
