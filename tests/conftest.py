@@ -38,14 +38,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def etcd(run_dir: Path) -> AsyncIterator[servers.Server]:
+async def etcd_process(run_dir: Path) -> AsyncIterator[servers.Server]:
     server = await servers.start_etcd(run_dir / "etcd-shared")
     yield server
     server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def cloudtwin(run_dir: Path) -> AsyncIterator[servers.Server]:
+async def cloudtwin_process(run_dir: Path) -> AsyncIterator[servers.Server]:
     server = await servers.start_cloudtwin(run_dir / "twin-shared", CB_CLOUDTWIN_PROVIDERS="4",
                                            CB_CLOUDTWIN_BOOT_LATENCY="0.3", CB_CLOUDTWIN_ACTION_LATENCY="0.2")
     yield server
@@ -53,47 +53,51 @@ async def cloudtwin(run_dir: Path) -> AsyncIterator[servers.Server]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def moto(run_dir: Path) -> AsyncIterator[servers.Server]:
+async def moto_process(run_dir: Path) -> AsyncIterator[servers.Server]:
     server = await servers.start_moto(run_dir / "moto")
     yield server
     server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def spider(run_dir: Path, etcd: servers.Server, cloudtwin: servers.Server) -> AsyncIterator[servers.Server]:
-    server = await servers.start_spider(run_dir / "spider-shared", etcd)
+async def spider_process(run_dir: Path, etcd_process: servers.Server) -> AsyncIterator[servers.Server]:
+    # Not tied to CloudTwin: a connection names its cloud, so the aws or libvirt conformance tests
+    # alone start no CloudTwin.
+    server = await servers.start_spider(run_dir / "spider-shared", etcd_process)
     yield server
     server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def tumblebug(run_dir: Path, etcd: servers.Server, spider: servers.Server) -> AsyncIterator[servers.Server]:
-    server = await servers.start_tumblebug(run_dir / "tumblebug-shared", etcd, spider)
+async def tumblebug_process(run_dir: Path, etcd_process: servers.Server,
+                            spider_process: servers.Server) -> AsyncIterator[servers.Server]:
+    server = await servers.start_tumblebug(run_dir / "tumblebug-shared", etcd_process, spider_process)
     yield server
     server.stop()
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def monitored_server(run_dir: Path, spider: servers.Server) -> AsyncIterator[servers.Server]:
+async def monitored_tumblebug_process(run_dir: Path, spider_process: servers.Server) -> AsyncIterator[servers.Server]:
     """A tumblebug that installs agents, with its own etcd, NATS and dragonfly (see `monitored_tumblebug`)."""
-    async with monitored_tumblebug(run_dir / "monitored", spider) as tumblebug:
+    async with monitored_tumblebug(run_dir / "monitored", spider_process) as tumblebug:
         yield tumblebug
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def monitored(monitored_server: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+async def monitored_tumblebug_client(
+        monitored_tumblebug_process: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
     """A client of the agent-installing tumblebug."""
-    async with channel(monitored_server.address) as ch:
+    async with channel(monitored_tumblebug_process.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def tb(tumblebug: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
-    async with channel(tumblebug.address) as ch:
+async def tumblebug_client(tumblebug_process: servers.Server) -> AsyncIterator[tumblebug_pb2_grpc.TumblebugStub]:
+    async with channel(tumblebug_process.address) as ch:
         yield tumblebug_pb2_grpc.TumblebugStub(ch)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def stub(spider: servers.Server) -> AsyncIterator[spider_pb2_grpc.SpiderStub]:
-    async with channel(spider.address) as ch:
+async def spider_client(spider_process: servers.Server) -> AsyncIterator[spider_pb2_grpc.SpiderStub]:
+    async with channel(spider_process.address) as ch:
         yield spider_pb2_grpc.SpiderStub(ch)

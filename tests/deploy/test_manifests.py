@@ -332,10 +332,11 @@ def test_make_secrets_makes_every_secret_the_manifests_and_compose_mount(
     assert before == ((tmp_path / "s" / "tls" / "ca.crt").read_bytes(), (tmp_path / "s" / "admin.key").read_bytes())
 
 
-async def test_healthcheck_script_asks_a_real_service_over_mutual_tls(spider: servers.Server, tmp_path: Path) -> None:
+async def test_healthcheck_script_asks_a_real_service_over_mutual_tls(spider_process: servers.Server,
+                                                                      tmp_path: Path) -> None:
     """The image's health check against the session's spider (mutual TLS with the session CA):
     SERVING is exit 0; a port nobody serves is exit 1."""
-    _, port = spider.address.rsplit(":", 1)
+    _, port = spider_process.address.rsplit(":", 1)
 
     async def check(p: str) -> int:
         proc = await asyncio.create_subprocess_exec(

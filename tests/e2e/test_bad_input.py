@@ -31,10 +31,10 @@ TWO_MIB = 2 * 1024 * 1024
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gw(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
-             tumblebug: servers.Server) -> AsyncIterator[Gateway]:
+async def gw(tmp_path_factory: pytest.TempPathFactory, spider_process: servers.Server,
+             tumblebug_process: servers.Server) -> AsyncIterator[Gateway]:
     gateway = await start_gateway(tmp_path_factory.mktemp("gateway-bad-input"),
-                                  {"spider": spider.address, "tumblebug": tumblebug.address},
+                                  {"spider": spider_process.address, "tumblebug": tumblebug_process.address},
                                   CB_GATEWAY_RATE_PER_SECOND="0")
     yield gateway
     gateway.proc.stop()
@@ -76,10 +76,10 @@ async def test_a_two_mib_value_is_refused_naming_the_field_and_the_limit(
     assert [v["field"] for v in _violations(answer)] == [field]
 
 
-async def test_a_record_over_the_store_limit_is_invalid_argument(etcd: servers.Server) -> None:
+async def test_a_record_over_the_store_limit_is_invalid_argument(etcd_process: servers.Server) -> None:
     # The last line: a write that passed every field limit but is too large as a whole.
     from services.store.etcd import Store
-    store = Store.from_endpoints(etcd.address)
+    store = Store.from_endpoints(etcd_process.address)
     await store.connect()
     try:
         record = pb.Namespace(name="big", description="x" * (limits.RECORD_MAX_BYTES + 1))
@@ -104,10 +104,10 @@ async def test_a_4000_character_name_is_a_400_not_a_rate_limit(http: httpx.Async
         assert len(response.json()["message"]) < 1100
 
 
-async def test_an_echoed_value_is_cut_so_the_trailers_stay_small(spider: servers.Server) -> None:
+async def test_an_echoed_value_is_cut_so_the_trailers_stay_small(spider_process: servers.Server) -> None:
     # A 12 KiB driver name is within the default field limit and is echoed in the error: it used to
     # travel whole in the trailers twice, over the client's 8 KiB, and come back RESOURCE_EXHAUSTED.
-    async with client.channel(spider.address) as ch:
+    async with client.channel(spider_process.address) as ch:
         stub = spider_pb2_grpc.SpiderStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateRegion(spb.CreateRegionRequest(region=spb.Region(
@@ -125,10 +125,10 @@ async def test_an_echoed_value_is_cut_so_the_trailers_stay_small(spider: servers
     b"\x0b" * 200 + b"\x0c" * 200,  # groups nested 200 deep
 ], ids=["garbage", "invalid-utf8", "deep-nesting"])
 async def test_undecodable_request_bytes_are_invalid_argument_without_a_traceback(
-        spider: servers.Server, tumblebug: servers.Server, raw: bytes) -> None:
-    for server, method in ((spider, "/cbapi.spider.v1.Spider/GetCredential"),
-                           (tumblebug, "/cbapi.tumblebug.v1.Tumblebug/WatchMcis"),
-                           (spider, "/grpc.health.v1.Health/Check")):
+        spider_process: servers.Server, tumblebug_process: servers.Server, raw: bytes) -> None:
+    for server, method in ((spider_process, "/cbapi.spider.v1.Spider/GetCredential"),
+                           (tumblebug_process, "/cbapi.tumblebug.v1.Tumblebug/WatchMcis"),
+                           (spider_process, "/grpc.health.v1.Health/Check")):
         before = server.proc.log_path.stat().st_size
         async with client.channel(server.address, request_ids=False) as ch:
             if method.endswith("Watch" + "Mcis"):
@@ -149,21 +149,22 @@ async def test_undecodable_request_bytes_are_invalid_argument_without_a_tracebac
 # ------------------------------------------------------------------ catalog
 
 
-async def test_a_catalog_page_token_belongs_to_its_list(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                        stub: spider_pb2_grpc.SpiderStub,
-                                                        cloudtwin: servers.Server) -> None:
-    conn = await servers.make_connection(stub, cloudtwin, *(await servers.twin_regions(cloudtwin))[0])
-    specs = await tb.ListCatalogSpecs(pb.ListCatalogSpecsRequest(connection=conn.name, page_size=1))
+async def test_a_catalog_page_token_belongs_to_its_list(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                        spider_client: spider_pb2_grpc.SpiderStub,
+                                                        cloudtwin_process: servers.Server) -> None:
+    conn = await servers.make_connection(spider_client, cloudtwin_process,
+                                         *(await servers.twin_regions(cloudtwin_process))[0])
+    specs = await tumblebug_client.ListCatalogSpecs(pb.ListCatalogSpecsRequest(connection=conn.name, page_size=1))
     assert specs.next_page_token
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await tb.ListCatalogImages(pb.ListCatalogImagesRequest(connection=conn.name,
+        await tumblebug_client.ListCatalogImages(pb.ListCatalogImagesRequest(connection=conn.name,
                                                                page_token=specs.next_page_token))
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in (caught.value.details() or "")
     # Other filters: refused too; the same list goes on.
     with pytest.raises(grpc.aio.AioRpcError):
-        await tb.ListCatalogSpecs(pb.ListCatalogSpecsRequest(vcpu_min=64, page_token=specs.next_page_token))
-    more = await tb.ListCatalogSpecs(pb.ListCatalogSpecsRequest(connection=conn.name, page_size=5,
+        await tumblebug_client.ListCatalogSpecs(pb.ListCatalogSpecsRequest(vcpu_min=64, page_token=specs.next_page_token))
+    more = await tumblebug_client.ListCatalogSpecs(pb.ListCatalogSpecsRequest(connection=conn.name, page_size=5,
                                                                 page_token=specs.next_page_token))
     assert more.specs and more.specs[0].id != specs.specs[0].id
 
@@ -187,14 +188,14 @@ async def test_an_unreachable_backend_is_named_without_its_address(tmp_path: Pat
 
 
 async def test_a_cloud_that_does_not_answer_is_not_blamed_on_spider(http: httpx.AsyncClient,
-                                                                   stub: spider_pb2_grpc.SpiderStub,
-                                                                   cloudtwin: servers.Server) -> None:
+                                                                   spider_client: spider_pb2_grpc.SpiderStub,
+                                                                   cloudtwin_process: servers.Server) -> None:
     # A region whose endpoint nothing listens on: spider answers UNAVAILABLE, spider itself is fine.
     tag = _tag()
     dead = f"127.0.0.1:{procs.free_port()}"
-    await stub.CreateCredential(spb.CreateCredentialRequest(credential=spb.Credential(
+    await spider_client.CreateCredential(spb.CreateCredentialRequest(credential=spb.Credential(
         name=f"cred-{tag}", driver="mock", values={"access_key": f"a-{tag}", "secret_key": "s"})))
-    await stub.CreateRegion(spb.CreateRegionRequest(region=spb.Region(
+    await spider_client.CreateRegion(spb.CreateRegionRequest(region=spb.Region(
         name=f"reg-{tag}", driver="mock", region="r", settings={"endpoint": dead, "provider": "aws"})))
     response = await http.post("/spider/v1/connections", json={
         "name": f"c-{tag}", "driver": "mock", "credential": f"cred-{tag}", "region": f"reg-{tag}",
@@ -216,9 +217,10 @@ async def test_the_watch_of_an_mcis_that_does_not_exist_is_404(http: httpx.Async
 
 
 async def test_the_watch_of_a_vm_that_does_not_exist_is_404(http: httpx.AsyncClient,
-                                                            stub: spider_pb2_grpc.SpiderStub,
-                                                            cloudtwin: servers.Server) -> None:
-    conn = await servers.make_connection(stub, cloudtwin, *(await servers.twin_regions(cloudtwin))[0])
+                                                            spider_client: spider_pb2_grpc.SpiderStub,
+                                                            cloudtwin_process: servers.Server) -> None:
+    conn = await servers.make_connection(spider_client, cloudtwin_process,
+                                         *(await servers.twin_regions(cloudtwin_process))[0])
     response = await http.get(f"/spider/v1/connections/{conn.name}/vms/nothing-{_tag()}:watch")
     assert response.status_code == 404, response.text[:300]
 

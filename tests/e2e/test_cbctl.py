@@ -21,8 +21,8 @@ from tests.support.gateway import KEY, Gateway, start_gateway
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server) -> AsyncIterator[Gateway]:
-    gw = await start_gateway(tmp_path_factory.mktemp("gateway-cbctl"), {"spider": spider.address})
+async def gateway(tmp_path_factory: pytest.TempPathFactory, spider_process: servers.Server) -> AsyncIterator[Gateway]:
+    gw = await start_gateway(tmp_path_factory.mktemp("gateway-cbctl"), {"spider": spider_process.address})
     yield gw
     gw.proc.stop()
 
@@ -53,13 +53,13 @@ def manifest(cloudtwin: servers.Server, provider: str, region: str, tag: str, sp
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
-async def test_spider_scenario_through_cbctl(cbctl: Cbctl, cloudtwin: servers.Server, stub: object,
+async def test_spider_scenario_through_cbctl(cbctl: Cbctl, cloudtwin_process: servers.Server, spider_client: object,
                                              tmp_path: Path) -> None:
-    provider, region = (await servers.twin_regions(cloudtwin))[0]
+    provider, region = (await servers.twin_regions(cloudtwin_process))[0]
     tag = uuid.uuid4().hex[:6]
     conn = f"conn-{tag}"
     # The catalog, read through cbctl before anything exists needs a connection: make one first.
-    head = manifest(cloudtwin, provider, region, tag, "x", "x").split("---")[0:3]
+    head = manifest(cloudtwin_process, provider, region, tag, "x", "x").split("---")[0:3]
     (tmp_path / "conn.yaml").write_text("---".join(head))
     first = await cbctl.ok("apply", "-f", str(tmp_path / "conn.yaml"))
     assert first.out.split("\n")[:3] == [f"credential/cred-{tag} created", f"region/reg-{tag} created",
@@ -68,7 +68,7 @@ async def test_spider_scenario_through_cbctl(cbctl: Cbctl, cloudtwin: servers.Se
     image = json.loads((await cbctl.ok("get", "images", "-c", conn, "-o", "json")).out)[0]["name"]
 
     path = tmp_path / "suite.yaml"
-    path.write_text(manifest(cloudtwin, provider, region, tag, spec, image))
+    path.write_text(manifest(cloudtwin_process, provider, region, tag, spec, image))
     applied = await cbctl.ok("apply", "-f", str(path), "--wait")
     lines = applied.out.strip().splitlines()
     assert lines[:3] == [f"credential/cred-{tag} unchanged", f"region/reg-{tag} unchanged",
@@ -161,9 +161,10 @@ async def test_local_suite_key_is_found(cbctl: Cbctl, tmp_path: Path) -> None:
     assert status.code == 1 and "not running" in status.out
 
 
-async def test_register_and_unregister_a_spider_resource(cbctl: Cbctl, cloudtwin: servers.Server, stub: object) -> None:
-    provider, region = (await servers.twin_regions(cloudtwin))[0]
-    conn = await servers.make_connection(stub, cloudtwin, provider, region)  # type: ignore[arg-type]
+async def test_register_and_unregister_a_spider_resource(cbctl: Cbctl, cloudtwin_process: servers.Server,
+                                                         spider_client: object) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin_process))[0]
+    conn = await servers.make_connection(spider_client, cloudtwin_process, provider, region)  # type: ignore[arg-type]
     made = await cbctl.ok("create", "vpc", "net", "-c", conn.name, "--set", "ipv4Cidr=10.1.0.0/16", "-o", "json")
     csp_id = json.loads(made.out)["iid"]["cspId"]
     forgotten = await cbctl.ok("unregister", "vpc", "net", "-c", conn.name)
@@ -176,13 +177,13 @@ async def test_register_and_unregister_a_spider_resource(cbctl: Cbctl, cloudtwin
     await cbctl.ok("delete", "vpc", "again", "-c", conn.name)
 
 
-async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl, etcd: servers.Server,
+async def test_status_checks_http_servers_on_their_own_health_path(cbctl: Cbctl, etcd_process: servers.Server,
                                                                    tmp_path: Path) -> None:
     """etcd and VictoriaMetrics speak HTTP, not gRPC health: status asks their /health."""
     from dragonfly.storage import victoriametrics
     from services import processes as procs
 
-    suite = {"etcd": {"address": f"https://{etcd.address}", "pid": etcd.proc.pid}}
+    suite = {"etcd": {"address": f"https://{etcd_process.address}", "pid": etcd_process.proc.pid}}
     victoria: procs.Proc | None = None
     if shutil.which(victoriametrics.BINARY):
         port = procs.free_port()

@@ -27,10 +27,11 @@ WAIT = ("--wait", "--timeout", "90")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ladybug(run_dir: Path, etcd: servers.Server, monitored_server: servers.Server) -> AsyncIterator[servers.Server]:
+async def ladybug(run_dir: Path, etcd_process: servers.Server,
+                  monitored_tumblebug_process: servers.Server) -> AsyncIterator[servers.Server]:
     ep_dir = run_dir / "cbep"
-    server = await servers.start_ladybug(run_dir / "ladybug-cbctl", etcd, monitored_server,
-                                         monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"],
+    server = await servers.start_ladybug(run_dir / "ladybug-cbctl", etcd_process, monitored_tumblebug_process,
+                                         monitored_tumblebug_process.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"],
                                          CB_LADYBUG_ENDPOINT_RUN_DIR=str(ep_dir))
     yield server
     server.stop()
@@ -39,10 +40,10 @@ async def ladybug(run_dir: Path, etcd: servers.Server, monitored_server: servers
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, monitored_server: servers.Server,
+async def gateway(tmp_path_factory: pytest.TempPathFactory, monitored_tumblebug_process: servers.Server,
                   ladybug: servers.Server) -> AsyncIterator[Gateway]:
     gw = await start_gateway(tmp_path_factory.mktemp("gateway-apps"),
-                             {"tumblebug": monitored_server.address, "ladybug": ladybug.address})
+                             {"tumblebug": monitored_tumblebug_process.address, "ladybug": ladybug.address})
     yield gw
     gw.proc.stop()
 
@@ -67,11 +68,11 @@ def app_doc(ns: str, text: str, update: dict[str, object]) -> str:
         "update": update}}, sort_keys=False)
 
 
-async def test_an_app_through_cbctl(cbctl: Cbctl, monitored: tumblebug_pb2_grpc.TumblebugStub,
-                                    stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server,
+async def test_an_app_through_cbctl(cbctl: Cbctl, monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                    spider_client: spider_pb2_grpc.SpiderStub, cloudtwin_process: servers.Server,
                                     tmp_path: Path) -> None:
-    ns = await namespace(monitored)
-    await mcis_with_healthy_agents(monitored, stub, cloudtwin, ns, "apps", 2)
+    ns = await namespace(monitored_tumblebug_client)
+    await mcis_with_healthy_agents(monitored_tumblebug_client, spider_client, cloudtwin_process, ns, "apps", 2)
     # A generous health deadline: on a loaded machine a new instance may take over 10 s (the default)
     # to pass its first probes, and this test is about cbctl, not about failed rollouts.
     rolling = {"type": "ROLLING", "minHealthyTimeS": 0.5, "healthyDeadlineS": 60}

@@ -41,10 +41,10 @@ def mcis_doc(name: str, ns: str, groups: list[tuple[str, str, int]]) -> str:
 # ---------------------------------------------------------------- the MCIS scenario
 
 
-async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                          cloudtwin: servers.Server, tmp_path: Path) -> None:
-    conns = await connections(stub, cloudtwin, 2)
-    picks = [await cheapest_spec_and_image(stub, c.name) for c in conns]
+async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                          cloudtwin_process: servers.Server, tmp_path: Path) -> None:
+    conns = await connections(spider_client, cloudtwin_process, 2)
+    picks = [await cheapest_spec_and_image(spider_client, c.name) for c in conns]
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     assert (await cbctl.ok("create", "namespace", ns)).out.strip() == f"namespace/{ns} created"
     assert ns in [n["name"] for n in json.loads((await cbctl.ok("get", "ns", "-o", "json")).out)]
@@ -114,13 +114,13 @@ async def test_dynamic_mcis_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.Sp
             await cbctl.ok("delete", kind, item["name"], "-n", ns)
     assert (await cbctl.ok("delete", "namespace", ns)).out.strip() == f"namespace/{ns} deleted"
     for c in conns:
-        assert await twin_vm_names(cloudtwin, c) == set()
+        assert await twin_vm_names(cloudtwin_process, c) == set()
 
 
-async def test_explicit_mcis_from_namespace_resources(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                                      cloudtwin: servers.Server, tmp_path: Path) -> None:
-    (conn,) = await connections(stub, cloudtwin, 1)
-    spec, image = await cheapest_spec_and_image(stub, conn.name)
+async def test_explicit_mcis_from_namespace_resources(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                                      cloudtwin_process: servers.Server, tmp_path: Path) -> None:
+    (conn,) = await connections(spider_client, cloudtwin_process, 1)
+    spec, image = await cheapest_spec_and_image(spider_client, conn.name)
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     docs = [
         {"kind": "namespace", "name": ns, "spec": {"description": "explicit"}},
@@ -160,12 +160,12 @@ async def test_explicit_mcis_from_namespace_resources(cbctl: Cbctl, stub: spider
     cleaned = await cbctl.ok("delete", "-f", str(path))
     assert cleaned.out.strip().splitlines()[0] == "mcis/db already gone"
     assert cleaned.out.strip().splitlines()[-1] == f"namespace/{ns} deleted"
-    assert await twin_vm_names(cloudtwin, conn) == set()
+    assert await twin_vm_names(cloudtwin_process, conn) == set()
 
 
-async def test_catalog_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                     cloudtwin: servers.Server) -> None:
-    await connections(stub, cloudtwin, 2)
+async def test_catalog_through_cbctl(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                     cloudtwin_process: servers.Server) -> None:
+    await connections(spider_client, cloudtwin_process, 2)
     cheap = json.loads((await cbctl.ok("get", "catalogspecs", "--where", "vcpu>=2,price<=0.2", "--where",
                                        "arch=x86_64", "--sort-by", "price", "--limit", "5", "-o", "json")).out)
     assert 0 < len(cheap) <= 5
@@ -180,7 +180,7 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderS
                                         "-o", "json")).out)
     assert images and all(i["connection"] == cheap[0]["connection"] for i in images)
     # A connection made after the catalog was read is in it at once when a query names it.
-    late = (await connections(stub, cloudtwin, 1))[0]
+    late = (await connections(spider_client, cloudtwin_process, 1))[0]
     fresh = json.loads((await cbctl.ok("get", "catalogspecs", "--where", f"connection={late.name}", "-o",
                                        "json")).out)
     assert fresh and all(s["connection"] == late.name for s in fresh)
@@ -188,14 +188,14 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderS
     one_line_error(await cbctl("get", "catalogspecs", "--where", "price>=1"), "price takes <=")
 
 
-async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                                             cloudtwin: servers.Server) -> None:
-    provider, region = (await servers.twin_regions(cloudtwin))[-1]
-    conn = await servers.make_connection(stub, cloudtwin, provider, region)
-    spec, image = await cheapest_spec_and_image(stub, conn.name)
+async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                                             cloudtwin_process: servers.Server) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin_process))[-1]
+    conn = await servers.make_connection(spider_client, cloudtwin_process, provider, region)
+    spec, image = await cheapest_spec_and_image(spider_client, conn.name)
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     await cbctl.ok("create", "namespace", ns)
-    async with channel(cloudtwin.address) as ch:
+    async with channel(cloudtwin_process.address) as ch:
         twin = tw_grpc.CloudTwinStub(ch)
         await twin.SetKnobs(tw.SetKnobsRequest(provider=provider, region=region, knobs=tw.Knobs(failure_rate=1.0)))
         try:
@@ -211,11 +211,11 @@ async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, stub:
     assert refined.out.strip().splitlines()[-1] == "mcis/bad Empty:0 (R:0/0)"
     await cbctl.ok("delete", "mcis", "bad", "-n", ns, *WAIT)
     await cbctl.ok("delete", "namespace", ns, "--force")
-    assert await twin_vm_names(cloudtwin, conn) == set()
+    assert await twin_vm_names(cloudtwin_process, conn) == set()
 
 
-async def test_mcis_errors_are_one_line(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                        cloudtwin: servers.Server) -> None:
+async def test_mcis_errors_are_one_line(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                        cloudtwin_process: servers.Server) -> None:
     ns = f"ns-{uuid.uuid4().hex[:6]}"
     await cbctl.ok("create", "namespace", ns)
     one_line_error(await cbctl("create", "namespace", ns), "already exists", "ALREADY_EXISTS")
@@ -241,8 +241,8 @@ async def test_mcis_errors_are_one_line(cbctl: Cbctl, stub: spider_pb2_grpc.Spid
 # ---------------------------------------------------------------- the gateway
 
 
-async def test_gateway_routes_and_documents_tumblebug(gateway: Gateway) -> None:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+async def test_gateway_routes_and_documents_tumblebug(tumblebug_gateway_process: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=tumblebug_gateway_process.url, timeout=10) as http:
         paths = (await http.get("/openapi.json")).json()["paths"]
         for path in ("/tumblebug/v1/namespaces", "/tumblebug/v1/namespaces/{namespace}/mcis:dynamic",
                      "/tumblebug/v1/namespaces/{namespace}/mcis/{name}:watch", "/tumblebug/v1/catalog/specs",

@@ -30,18 +30,19 @@ GATEWAY_DEADLINE_S = 2
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def fleet(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server, monitored_server: servers.Server,
-                cloudtwin: servers.Server) -> AsyncIterator[tuple[str, dict[str, str], str]]:
+async def fleet(tmp_path_factory: pytest.TempPathFactory, spider_process: servers.Server,
+                monitored_tumblebug_process: servers.Server,
+                cloudtwin_process: servers.Server) -> AsyncIterator[tuple[str, dict[str, str], str]]:
     """(namespace, VM → private IP, gateway URL) of a 2-VM MCIS `mon` whose agents are healthy."""
     run_dir = tmp_path_factory.mktemp("cbctl-monitoring")
-    async with channel(monitored_server.address) as ch, \
-            channel(spider.address) as spider_ch:
-        gw = await start_gateway(run_dir / "gateway", {"tumblebug": monitored_server.address},
+    async with channel(monitored_tumblebug_process.address) as ch, \
+            channel(spider_process.address) as spider_ch:
+        gw = await start_gateway(run_dir / "gateway", {"tumblebug": monitored_tumblebug_process.address},
                                  CB_GATEWAY_TIMEOUT_SECONDS=str(GATEWAY_DEADLINE_S))
         try:
             tb, stub = tumblebug_pb2_grpc.TumblebugStub(ch), spider_pb2_grpc.SpiderStub(spider_ch)
             ns = await namespace(tb)
-            vms = await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "mon", 2)
+            vms = await mcis_with_healthy_agents(tb, stub, cloudtwin_process, ns, "mon", 2)
             yield ns, {v.name: v.private_ip for v in vms}, gw.url
             await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="mon", terminate=True, wait=True))
         finally:

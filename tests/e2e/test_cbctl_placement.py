@@ -13,9 +13,9 @@ from tests.integration.tumblebug.helpers import connections
 from tests.support.cbctl import Cbctl, one_line_error, tumblebug_cbctl, tumblebug_gateway  # noqa: F401 - fixtures
 
 
-async def test_recommend_plan_and_benchmarks(cbctl: Cbctl, stub: spider_pb2_grpc.SpiderStub,
-                                             cloudtwin: servers.Server, tmp_path: Path) -> None:
-    conns = await connections(stub, cloudtwin, 2)
+async def test_recommend_plan_and_benchmarks(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,
+                                             cloudtwin_process: servers.Server, tmp_path: Path) -> None:
+    conns = await connections(spider_client, cloudtwin_process, 2)
     ns = "pl-" + conns[0].name[2:]
     await cbctl.ok("create", "namespace", ns)
     got = await cbctl.ok("recommend", "spec", "--vcpu", "2", "-w", "cost=1", "-w", "performance=1", "--limit", "3")

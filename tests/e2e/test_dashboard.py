@@ -56,23 +56,24 @@ class Stack:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server, monitored_server: servers.Server,
-                cloudtwin: servers.Server, etcd: servers.Server) -> AsyncIterator[Stack]:
+async def stack(tmp_path_factory: pytest.TempPathFactory, spider_process: servers.Server,
+                monitored_tumblebug_process: servers.Server,
+                cloudtwin_process: servers.Server, etcd_process: servers.Server) -> AsyncIterator[Stack]:
     """A gateway routing tumblebug, dragonfly and ladybug, and MCIS `demo`: one VM in each of two
     regions, agents healthy; ladybug is routed (its app comes with `web_app`)."""
-    dragonfly = monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
+    dragonfly = monitored_tumblebug_process.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
     run = tmp_path_factory.mktemp("dashboard")
-    ladybug = await servers.start_ladybug(run / "ladybug", etcd, monitored_server, dragonfly,
+    ladybug = await servers.start_ladybug(run / "ladybug", etcd_process, monitored_tumblebug_process, dragonfly,
                                           CB_LADYBUG_ENDPOINT_RUN_DIR=str(run / "cbep"))
-    gw = await start_gateway(run / "gateway", {"tumblebug": monitored_server.address, "dragonfly": dragonfly,
+    gw = await start_gateway(run / "gateway", {"tumblebug": monitored_tumblebug_process.address, "dragonfly": dragonfly,
                                                 "ladybug": ladybug.address})
     try:
-        async with channel(monitored_server.address) as ch, \
-                channel(spider.address) as spider_ch:
+        async with channel(monitored_tumblebug_process.address) as ch, \
+                channel(spider_process.address) as spider_ch:
             tb, stub = tumblebug_pb2_grpc.TumblebugStub(ch), spider_pb2_grpc.SpiderStub(spider_ch)
             ns = await namespace(tb)
             groups = []
-            for group, conn in zip("ab", await connections(stub, cloudtwin, 2), strict=True):
+            for group, conn in zip("ab", await connections(stub, cloudtwin_process, 2), strict=True):
                 spec, image = await cheapest_spec_and_image(stub, conn.name)
                 groups.append(pb.DynamicSubgroup(name=group, spec_id=f"{conn.name}+{spec}", image_id=image, size=1))
             await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="demo", subgroups=groups))

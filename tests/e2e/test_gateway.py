@@ -151,11 +151,12 @@ async def library() -> AsyncIterator[Library]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateway(tmp_path_factory: pytest.TempPathFactory, etcd: servers.Server, spider: servers.Server,
+async def gateway(tmp_path_factory: pytest.TempPathFactory, etcd_process: servers.Server, spider_process: servers.Server,
                   library: Library) -> AsyncIterator[Gateway]:
-    gw = await start_gateway(tmp_path_factory.mktemp("gateway"), {"spider": spider.address, "library": library.address},
+    gw = await start_gateway(tmp_path_factory.mktemp("gateway"), {"spider": spider_process.address,
+                                                                  "library": library.address},
                              CB_GATEWAY_CORS_ORIGINS=ORIGIN, CB_GATEWAY_METRICS_PORT=str(procs.free_port()),
-                             CB_ETCD_ENDPOINTS=etcd.address)
+                             CB_ETCD_ENDPOINTS=etcd_process.address)
     yield gw
     gw.proc.stop()
 
@@ -208,8 +209,8 @@ async def wait_status(http: httpx.AsyncClient, conn: str, vm: str, want: str) ->
     raise AssertionError(f"{vm} never reached {want}: {seen}")
 
 
-async def test_spider_scenario_over_http(http: httpx.AsyncClient, cloudtwin: servers.Server) -> None:
-    provider, region = (await servers.twin_regions(cloudtwin))[0]
+async def test_spider_scenario_over_http(http: httpx.AsyncClient, cloudtwin_process: servers.Server) -> None:
+    provider, region = (await servers.twin_regions(cloudtwin_process))[0]
     tag = uuid.uuid4().hex[:6]
     cred, reg, conn = f"cred-{tag}", f"reg-{tag}", f"conn-{tag}"
     base = f"/spider/v1/connections/{conn}"
@@ -223,7 +224,7 @@ async def test_spider_scenario_over_http(http: httpx.AsyncClient, cloudtwin: ser
         "name": cred, "driver": "mock", "values": {"access_key": f"acct-{tag}", "secret_key": "s3cret"}})
     assert made["keys"] == ["access_key", "secret_key"] and made["values"] == {}  # secrets never come back
     await ok("POST", "/spider/v1/regions", json={"name": reg, "driver": "mock", "region": region,
-                                                 "settings": {"endpoint": cloudtwin.address, "provider": provider}})
+                                                 "settings": {"endpoint": cloudtwin_process.address, "provider": provider}})
     made = await ok("POST", "/spider/v1/connections", json={"name": conn, "driver": "mock", "credential": cred,
                                                             "region": reg})
     assert made["cloudRegion"] == region and made["provider"] == provider
@@ -479,7 +480,7 @@ async def test_a_backend_down_gives_503_while_others_work(http: httpx.AsyncClien
         await asyncio.sleep(0.2)
 
 
-async def test_a_backend_down_at_start_still_has_its_routes(tmp_path: Path, spider: servers.Server) -> None:
+async def test_a_backend_down_at_start_still_has_its_routes(tmp_path: Path, spider_process: servers.Server) -> None:
     # Nothing listens on the tumblebug port; a spider address that is down uses the installed code.
     gw = await start_gateway(tmp_path, {"spider": f"127.0.0.1:{procs.free_port()}",
                                         "tumblebug": f"127.0.0.1:{procs.free_port()}"})

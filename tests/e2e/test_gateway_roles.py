@@ -30,11 +30,11 @@ from tests.support.gateway import KEY, Gateway, start_gateway
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gateways(tmp_path_factory: pytest.TempPathFactory, etcd: servers.Server, spider: servers.Server,
-                   tumblebug: servers.Server) -> AsyncIterator[tuple[Gateway, Gateway]]:
+async def gateways(tmp_path_factory: pytest.TempPathFactory, etcd_process: servers.Server, spider_process: servers.Server,
+                   tumblebug_process: servers.Server) -> AsyncIterator[tuple[Gateway, Gateway]]:
     """Two gateway replicas sharing etcd (their stored keys) and the backends."""
-    backends = {"spider": spider.address, "tumblebug": tumblebug.address}
-    env = {"CB_ETCD_ENDPOINTS": etcd.address, "CB_GATEWAY_KEY_HASH_ROUNDS": "4"}
+    backends = {"spider": spider_process.address, "tumblebug": tumblebug_process.address}
+    env = {"CB_ETCD_ENDPOINTS": etcd_process.address, "CB_GATEWAY_KEY_HASH_ROUNDS": "4"}
     one = await start_gateway(tmp_path_factory.mktemp("gw-roles-1"), backends, **env)
     two = await start_gateway(tmp_path_factory.mktemp("gw-roles-2"), backends, **env)
     yield one, two
@@ -178,12 +178,12 @@ async def test_revoked_key_is_refused_here_at_once_and_on_another_replica_soon(
             raise AssertionError("the second gateway still accepts a revoked key after 5 s")
 
 
-async def test_backend_enforces_the_role_from_metadata(tumblebug: servers.Server) -> None:
+async def test_backend_enforces_the_role_from_metadata(tumblebug_process: servers.Server) -> None:
     """A backend takes the identity metadata only from the gateway's certificate; any other
     certificate of the suite is a service with full rights, whatever metadata it sends."""
     ca, cert, key = procs.identity("gateway").read()
     as_gateway = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    async with grpc.aio.secure_channel(tumblebug.address, as_gateway) as ch:
+    async with grpc.aio.secure_channel(tumblebug_process.address, as_gateway) as ch:
         stub = tumblebug_pb2_grpc.TumblebugStub(ch)
         viewer = (("x-cb-principal", "v"), ("x-cb-role", "viewer"), ("x-cb-namespace", ""))
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -197,7 +197,7 @@ async def test_backend_enforces_the_role_from_metadata(tumblebug: servers.Server
             await stub.ListNamespaces(tbpb.ListNamespacesRequest(), timeout=10)  # the gateway must say who
         assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
         await stub.ListNamespaces(tbpb.ListNamespacesRequest(), metadata=viewer, timeout=10)
-    async with channel(tumblebug.address) as ch:  # the suite's admin certificate: full rights
+    async with channel(tumblebug_process.address) as ch:  # the suite's admin certificate: full rights
         await tumblebug_pb2_grpc.TumblebugStub(ch).CreateNamespace(
             tbpb.CreateNamespaceRequest(namespace=tbpb.Namespace(name=f"ns-{tag()}")), metadata=viewer, timeout=10)
 

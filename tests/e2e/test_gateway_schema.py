@@ -39,17 +39,18 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def open_gateway(tmp_path_factory: pytest.TempPathFactory, etcd: servers.Server, spider: servers.Server,
-                       monitored_server: servers.Server) -> AsyncIterator[Gateway]:
+async def open_gateway(tmp_path_factory: pytest.TempPathFactory, etcd_process: servers.Server,
+                       spider_process: servers.Server,
+                       monitored_tumblebug_process: servers.Server) -> AsyncIterator[Gateway]:
     # Every backend the gateway fronts: spider, and the tumblebug that runs with a dragonfly (whose
     # operations are covered too). No rate limit here: the run is meant to reach the services, not
     # to count 429s. The gateway keeps its API keys in the session etcd.
-    dragonfly = monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
+    dragonfly = monitored_tumblebug_process.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
     gw = await start_gateway(tmp_path_factory.mktemp("gateway-schema"),
-                             {"spider": spider.address, "tumblebug": monitored_server.address,
+                             {"spider": spider_process.address, "tumblebug": monitored_tumblebug_process.address,
                               "dragonfly": dragonfly},
                              CB_GATEWAY_RATE_PER_SECOND="0", CB_LOG_LEVEL="WARNING",
-                             CB_ETCD_ENDPOINTS=etcd.address, CB_GATEWAY_KEY_HASH_ROUNDS="4")
+                             CB_ETCD_ENDPOINTS=etcd_process.address, CB_GATEWAY_KEY_HASH_ROUNDS="4")
     yield gw
     gw.proc.stop()
 

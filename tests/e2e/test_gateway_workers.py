@@ -21,10 +21,10 @@ def _listening(pid: int, port: int) -> bool:
         return False
 
 
-async def test_workers_share_the_port_and_stop_together(tmp_path: Path, etcd: servers.Server,
-                                                        spider: servers.Server) -> None:
-    gw = await start_gateway(tmp_path, {"spider": spider.address}, CB_GATEWAY_WORKERS="2",
-                             CB_ETCD_ENDPOINTS=etcd.address)
+async def test_workers_share_the_port_and_stop_together(tmp_path: Path, etcd_process: servers.Server,
+                                                        spider_process: servers.Server) -> None:
+    gw = await start_gateway(tmp_path, {"spider": spider_process.address}, CB_GATEWAY_WORKERS="2",
+                             CB_ETCD_ENDPOINTS=etcd_process.address)
     assert gw.proc.popen is not None
     port = int(gw.url.rsplit(":", 1)[1])
     supervisor = psutil.Process(gw.proc.popen.pid)

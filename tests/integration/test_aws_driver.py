@@ -18,7 +18,7 @@ from spider.calls import CallSite, Gate, Limits
 from spider.drivers.aws import AwsDriver
 from spider.drivers.base import ConnectionInfo, VmRefs
 from tests import servers
-from tests.integration.conformance.targets import aws_target
+from tests.integration.conformance.targets import aws_target, forget
 
 
 def _ec2(moto: servers.Server, region: str) -> object:
@@ -26,11 +26,11 @@ def _ec2(moto: servers.Server, region: str) -> object:
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-async def test_repeated_start_with_the_same_token_makes_one_instance(moto: servers.Server, tmp_path: Path) -> None:
+async def test_repeated_start_with_the_same_token_makes_one_instance(moto_process: servers.Server, tmp_path: Path) -> None:
     region = "eu-west-1"
     log = CallLog(str(tmp_path / "calls.jsonl"))
     gate = Gate(CallSite("c", "aws", "aws", region), Limits(100, 100, 8, 2), log)
-    info = ConnectionInfo("c", "aws", region, "", {"endpoint": f"http://{moto.address}"},
+    info = ConnectionInfo("c", "aws", region, "", {"endpoint": f"http://{moto_process.address}"},
                           {"access_key": "testing", "secret_key": "testing"})
     cloud = await AwsDriver().connect(info, gate)
     assert cloud.vm is not None and cloud.image is not None
@@ -44,7 +44,7 @@ async def test_repeated_start_with_the_same_token_makes_one_instance(moto: serve
     assert again.iid.csp_id == first.iid.csp_id
 
     def count() -> int:
-        reply = _ec2(moto, region).describe_instances(  # type: ignore[attr-defined]
+        reply = _ec2(moto_process, region).describe_instances(  # type: ignore[attr-defined]
             Filters=[{"Name": "tag:Name", "Values": [vm.iid.csp_name]}])
         return sum(len(r["Instances"]) for r in reply["Reservations"])
 
@@ -57,21 +57,23 @@ async def test_repeated_start_with_the_same_token_makes_one_instance(moto: serve
     log.close()
 
 
-async def test_call_log_names_ec2_apis_through_spider(stub: spider_pb2_grpc.SpiderStub, moto: servers.Server) -> None:
-    target = await aws_target(stub, moto)
-    await stub.CreateKeyPair(pb.CreateKeyPairRequest(connection=target.connection, key_pair=pb.KeyPair(
+async def test_call_log_names_ec2_apis_through_spider(spider_client: spider_pb2_grpc.SpiderStub,
+                                                      moto_process: servers.Server) -> None:
+    target = await aws_target(spider_client, moto_process)
+    await spider_client.CreateKeyPair(pb.CreateKeyPairRequest(connection=target.connection, key_pair=pb.KeyPair(
         iid=common.IID(name="k"))))
-    entries = (await stub.ListCallLog(pb.ListCallLogRequest(connection=target.connection, page_size=1000))).entries
+    entries = (await spider_client.ListCallLog(pb.ListCallLogRequest(connection=target.connection, page_size=1000))).entries
     by_api = {e.cloud_api: e for e in entries}
     assert {"DescribeAvailabilityZones", "DescribeImages", "CreateKeyPair"} <= set(by_api)
     assert by_api["CreateKeyPair"].elapsed_seconds > 0 and by_api["CreateKeyPair"].driver == "aws"
-    await stub.DeleteKeyPair(pb.DeleteResourceRequest(connection=target.connection, name="k"))
+    await spider_client.DeleteKeyPair(pb.DeleteResourceRequest(connection=target.connection, name="k"))
+    await forget(spider_client, target)
 
 
-async def test_boto3_calls_do_not_block_the_event_loop(moto: servers.Server, tmp_path: Path) -> None:
+async def test_boto3_calls_do_not_block_the_event_loop(moto_process: servers.Server, tmp_path: Path) -> None:
     log = CallLog()
     gate = Gate(CallSite("c", "aws", "aws", "us-west-2"), Limits(1000, 1000, 32, 0), log)
-    info = ConnectionInfo("c", "aws", "us-west-2", "", {"endpoint": f"http://{moto.address}"},
+    info = ConnectionInfo("c", "aws", "us-west-2", "", {"endpoint": f"http://{moto_process.address}"},
                           {"access_key": "testing", "secret_key": "testing"})
     cloud = await AwsDriver().connect(info, gate)
     assert cloud.spec is not None

@@ -28,8 +28,8 @@ class Keys:
         return self._cache
 
 
-async def test_only_the_leader_syncs_and_the_other_takes_over(etcd: servers.Server) -> None:
-    stores = [Store("127.0.0.1", etcd.port) for _ in range(2)]
+async def test_only_the_leader_syncs_and_the_other_takes_over(etcd_process: servers.Server) -> None:
+    stores = [Store("127.0.0.1", etcd_process.port) for _ in range(2)]
     service = f"test-ctl-{uuid.uuid4().hex[:6]}"
     synced: dict[str, list[str]] = {"r0": [], "r1": []}
 

@@ -21,8 +21,8 @@ def _prefix() -> str:
     return f"/cb/test/{uuid.uuid4().hex[:8]}/"
 
 
-async def test_create_get_update_delete(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_create_get_update_delete(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     key = _prefix() + "a"
     rev = await store.create(key, KV(key="a", value="1"))
     got = await store.get(key, KV)
@@ -40,8 +40,8 @@ async def test_create_get_update_delete(etcd: servers.Server) -> None:
     await store.close()
 
 
-async def test_modify_under_contention_loses_no_update(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_modify_under_contention_loses_no_update(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     key = _prefix() + "counter"
     await store.create(key, KV(key="n", value="0"))
 
@@ -54,8 +54,8 @@ async def test_modify_under_contention_loses_no_update(etcd: servers.Server) -> 
     await store.close()
 
 
-async def test_pages_cover_every_record_once(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_pages_cover_every_record_once(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
     for i in range(25):
         await store.put(f"{prefix}{i:03d}", KV(key=str(i)))
@@ -72,8 +72,8 @@ async def test_pages_cover_every_record_once(etcd: servers.Server) -> None:
     await store.close()
 
 
-async def test_watch_sees_puts_and_deletes(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_watch_sees_puts_and_deletes(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
     start = await store.revision() + 1
     await store.put(prefix + "a", KV(key="a"))
@@ -87,8 +87,8 @@ async def test_watch_sees_puts_and_deletes(etcd: servers.Server) -> None:
     await store.close()
 
 
-async def test_election_has_one_leader_and_hands_over(etcd: servers.Server) -> None:
-    stores = [Store("127.0.0.1", etcd.port) for _ in range(2)]
+async def test_election_has_one_leader_and_hands_over(etcd_process: servers.Server) -> None:
+    stores = [Store("127.0.0.1", etcd_process.port) for _ in range(2)]
     service = f"test-{uuid.uuid4().hex[:6]}"
     running: list[str] = []
 

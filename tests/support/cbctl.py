@@ -1,6 +1,7 @@
 """cbctl as a user runs it (a real `python -m services.cli` process with a clean home), and the
-gateway in front of spider and tumblebug that the cbctl MCIS tests drive (fixtures `gateway` and
-`cbctl`: a test module imports `tumblebug_gateway` and `tumblebug_cbctl` to have them)."""
+gateway in front of spider and tumblebug that the cbctl MCIS tests drive (fixtures
+`tumblebug_gateway_process` and `cbctl`: a test module imports `tumblebug_gateway` and `tumblebug_cbctl`
+to have them)."""
 
 from __future__ import annotations
 
@@ -48,11 +49,11 @@ class Cbctl:
         return result
 
 
-@pytest_asyncio.fixture(name="gateway", scope="module", loop_scope="session")
-async def tumblebug_gateway(tmp_path_factory: pytest.TempPathFactory, spider: servers.Server,
-                  tumblebug: servers.Server) -> AsyncIterator[Gateway]:
+@pytest_asyncio.fixture(name="tumblebug_gateway_process", scope="module", loop_scope="session")
+async def tumblebug_gateway(tmp_path_factory: pytest.TempPathFactory, spider_process: servers.Server,
+                  tumblebug_process: servers.Server) -> AsyncIterator[Gateway]:
     gw = await start_gateway(tmp_path_factory.mktemp("gateway-tumblebug"),
-                             {"spider": spider.address, "tumblebug": tumblebug.address})
+                             {"spider": spider_process.address, "tumblebug": tumblebug_process.address})
     yield gw
     gw.proc.stop()
 
@@ -76,5 +77,5 @@ def one_line_error(result: Any, *words: str) -> None:
 
 
 @pytest.fixture(name="cbctl")
-def tumblebug_cbctl(gateway: Gateway, tmp_path: Path) -> Cbctl:
-    return cbctl_for(gateway, tmp_path)
+def tumblebug_cbctl(tumblebug_gateway_process: Gateway, tmp_path: Path) -> Cbctl:
+    return cbctl_for(tumblebug_gateway_process, tmp_path)

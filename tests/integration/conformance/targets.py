@@ -122,6 +122,15 @@ class AwsTarget(Target):
         return await asyncio.to_thread(make)
 
 
+async def forget(stub: spider_pb2_grpc.SpiderStub, target: Target) -> None:
+    """Remove the target's connection from spider once its test is done (its cloud resources stay).
+
+    Every tumblebug catalog refresh reads every spider connection, and an aws connection costs one
+    DescribeInstanceTypes (1,395 types) and one DescribeImages on moto each time its cache expires:
+    left behind, the conformance suite's connections slowed every later placement test by minutes."""
+    await stub.DeleteConnection(pb.DeleteConnectionRequest(name=target.connection, force=True))
+
+
 async def aws_target(stub: spider_pb2_grpc.SpiderStub, moto: servers.Server, region: str = "us-east-1") -> AwsTarget:
     tag = uuid.uuid4().hex[:8]
     await stub.CreateCredential(pb.CreateCredentialRequest(credential=pb.Credential(

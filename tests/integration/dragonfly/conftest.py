@@ -58,7 +58,7 @@ async def start_nats(run_dir: Path) -> Nats:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def nats(run_dir: Path) -> AsyncIterator[Nats]:
+async def nats_process(run_dir: Path) -> AsyncIterator[Nats]:
     server = await start_nats(run_dir / "nats-shared")
     yield server
     server.proc.stop()
@@ -81,15 +81,16 @@ async def start_dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats, **env
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def dragonfly(run_dir: Path, etcd: servers.Server, nats: Nats) -> AsyncIterator[servers.Server]:
-    server = await start_dragonfly(run_dir / "dragonfly-shared", etcd, nats)
+async def dragonfly_process(run_dir: Path, etcd_process: servers.Server,
+                            nats_process: Nats) -> AsyncIterator[servers.Server]:
+    server = await start_dragonfly(run_dir / "dragonfly-shared", etcd_process, nats_process)
     yield server
     server.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def df(dragonfly: servers.Server) -> AsyncIterator[dragonfly_pb2_grpc.DragonflyStub]:
-    async with channel(dragonfly.address) as ch:
+async def dragonfly_client(dragonfly_process: servers.Server) -> AsyncIterator[dragonfly_pb2_grpc.DragonflyStub]:
+    async with channel(dragonfly_process.address) as ch:
         yield dragonfly_pb2_grpc.DragonflyStub(ch)
 
 

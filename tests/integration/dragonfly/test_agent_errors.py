@@ -34,16 +34,17 @@ async def refusal(call: Callable[[], Awaitable[object]]) -> grpc.aio.AioRpcError
     raise AssertionError("the call was answered")
 
 
-async def test_a_vm_without_agent_is_not_found(df: Stub) -> None:
-    for call in calls(df, f"m-{uuid.uuid4().hex[:6]}", "ghost"):
+async def test_a_vm_without_agent_is_not_found(dragonfly_client: Stub) -> None:
+    for call in calls(dragonfly_client, f"m-{uuid.uuid4().hex[:6]}", "ghost"):
         err = await refusal(call)
         assert err.code() == grpc.StatusCode.NOT_FOUND and "has no agent" in (err.details() or ""), err.details()
 
 
-async def test_an_agent_not_connected_is_a_failed_precondition_naming_its_state(df: Stub, run_dir: Path) -> None:
+async def test_an_agent_not_connected_is_a_failed_precondition_naming_its_state(dragonfly_client: Stub,
+                                                                                run_dir: Path) -> None:
     mcis = f"m-{uuid.uuid4().hex[:6]}"
-    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis=mcis, vm="vm-1"))
-    for call in calls(df, mcis, "vm-1"):  # issued, not booted yet
+    cred = await dragonfly_client.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=NS, mcis=mcis, vm="vm-1"))
+    for call in calls(dragonfly_client, mcis, "vm-1"):  # issued, not booted yet
         err = await refusal(call)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "not registered yet" in (err.details() or "")
     agent = start_agent(run_dir, f"errs-{mcis}", cred.user_data)
@@ -51,7 +52,7 @@ async def test_an_agent_not_connected_is_a_failed_precondition_naming_its_state(
     try:
         async def healthy() -> bool:
             try:
-                return (await df.GetAgent(ref)).health == pb.HEALTHY
+                return (await dragonfly_client.GetAgent(ref)).health == pb.HEALTHY
             except grpc.aio.AioRpcError:
                 return False
 
@@ -60,10 +61,10 @@ async def test_an_agent_not_connected_is_a_failed_precondition_naming_its_state(
         agent.kill()
 
     async def refused_as_gone() -> bool:
-        err = await refusal(calls(df, mcis, "vm-1")[1])
+        err = await refusal(calls(dragonfly_client, mcis, "vm-1")[1])
         return err.code() == grpc.StatusCode.FAILED_PRECONDITION and "not connected" in (err.details() or "")
 
     await eventually(refused_as_gone, 10, "the stopped agent refused as not connected")
-    for call in calls(df, mcis, "vm-1"):
+    for call in calls(dragonfly_client, mcis, "vm-1"):
         err = await refusal(call)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "state " in (err.details() or ""), err.details()

@@ -52,29 +52,30 @@ def closed_port() -> int:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def host_agent(df: Stub, run_dir: Path) -> AsyncIterator[tuple[pb.GetAgentRequest, Path]]:
+async def host_agent(dragonfly_client: Stub, run_dir: Path) -> AsyncIterator[tuple[pb.GetAgentRequest, Path]]:
     """A real cb-agent process whose disk benchmarks write in a directory of the test's."""
     ref = pb.GetAgentRequest(ns="ns-bench", mcis=f"m-{uuid.uuid4().hex[:6]}", vm="vm-1")
-    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=ref.ns, mcis=ref.mcis, vm=ref.vm))
+    cred = await dragonfly_client.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=ref.ns, mcis=ref.mcis, vm=ref.vm))
     work = run_dir / "bench-work" / ref.mcis
     work.mkdir(parents=True)
     doc = yaml.safe_load(cred.user_data)
     doc["cb_agent"]["work_dir"] = str(work)
     agent = start_agent(run_dir, f"bench-{ref.mcis}", yaml.safe_dump(doc))
     try:
-        await healthy_agent(df, ref)
+        await healthy_agent(dragonfly_client, ref)
         yield ref, work
     finally:
         agent.stop()
 
 
-async def test_a_host_agent_measures_every_benchmark(df: Stub, host_agent: tuple[pb.GetAgentRequest, Path]) -> None:
+async def test_a_host_agent_measures_every_benchmark(dragonfly_client: Stub, host_agent: tuple[pb.GetAgentRequest,
+                                                                                               Path]) -> None:
     ref, work = host_agent
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     refused = f"127.0.0.1:{closed_port()}"
     async with server:
-        res = await df.RunBenchmark(bench(ref, targets=(f"127.0.0.1:{port}", refused), budget_s=2.8))
+        res = await dragonfly_client.RunBenchmark(bench(ref, targets=(f"127.0.0.1:{port}", refused), budget_s=2.8))
     assert res.kind == "host" and res.cpu_count == os.cpu_count() and dict(res.errors) == {}, res
     # Plausible for any machine of the last decade (busy with other work, too), far below what
     # none reaches. Single against multi is not compared: on a shared machine either may be starved.
@@ -91,30 +92,30 @@ async def test_a_host_agent_measures_every_benchmark(df: Stub, host_agent: tuple
     assert 2.0 < res.duration_s < 2.8 + 7 * 1.0
     assert list(work.iterdir()) == [], "the scratch file is removed"
     # The benchmarks ran beside the agent's own work: it stayed healthy throughout.
-    assert (await df.GetAgent(ref)).health == pb.HEALTHY
+    assert (await dragonfly_client.GetAgent(ref)).health == pb.HEALTHY
     print(f"\nhost: {res}")
 
 
-async def test_one_benchmark_at_a_time_per_vm(df: Stub, host_agent: tuple[pb.GetAgentRequest, Path]) -> None:
+async def test_one_benchmark_at_a_time_per_vm(dragonfly_client: Stub, host_agent: tuple[pb.GetAgentRequest, Path]) -> None:
     ref, _ = host_agent
-    first = asyncio.ensure_future(df.RunBenchmark(bench(ref, "cpu_single", budget_s=1.5)))
+    first = asyncio.ensure_future(dragonfly_client.RunBenchmark(bench(ref, "cpu_single", budget_s=1.5)))
     await asyncio.sleep(0.5)
-    await expect_error(grpc.StatusCode.ABORTED, df.RunBenchmark(bench(ref, "memory_read", budget_s=0.2)))
+    await expect_error(grpc.StatusCode.ABORTED, dragonfly_client.RunBenchmark(bench(ref, "memory_read", budget_s=0.2)))
     assert (await first).cpu_single_ops_per_s > 0
 
 
-async def test_bad_benchmark_requests_are_refused_naming_the_field(df: Stub) -> None:
+async def test_bad_benchmark_requests_are_refused_naming_the_field(dragonfly_client: Stub) -> None:
     ref = pb.GetAgentRequest(ns="ns-bench", mcis="m-nobody", vm="vm-1")
     invalid = grpc.StatusCode.INVALID_ARGUMENT
-    err = await expect_error(invalid, df.RunBenchmark(bench(ref, "cpu_single", "gpu")), "benchmarks[1]")
+    err = await expect_error(invalid, dragonfly_client.RunBenchmark(bench(ref, "cpu_single", "gpu")), "benchmarks[1]")
     assert "unknown benchmark 'gpu'" in (err.details() or "")
-    await expect_error(invalid, df.RunBenchmark(bench(ref, budget_s=60)), "budget_s")
-    await expect_error(invalid, df.RunBenchmark(bench(ref, budget_s=-1)), "budget_s")
-    await expect_error(invalid, df.RunBenchmark(bench(ref, "rtt")), "rtt_targets")
-    await expect_error(invalid, df.RunBenchmark(bench(ref, targets=("10.0.0.1",))), "rtt_targets[0]")
-    await expect_error(invalid, df.RunBenchmark(bench(pb.GetAgentRequest(ns="NS", mcis="m", vm="v"))), "ns")
+    await expect_error(invalid, dragonfly_client.RunBenchmark(bench(ref, budget_s=60)), "budget_s")
+    await expect_error(invalid, dragonfly_client.RunBenchmark(bench(ref, budget_s=-1)), "budget_s")
+    await expect_error(invalid, dragonfly_client.RunBenchmark(bench(ref, "rtt")), "rtt_targets")
+    await expect_error(invalid, dragonfly_client.RunBenchmark(bench(ref, targets=("10.0.0.1",))), "rtt_targets[0]")
+    await expect_error(invalid, dragonfly_client.RunBenchmark(bench(pb.GetAgentRequest(ns="NS", mcis="m", vm="v"))), "ns")
     # A VM dragonfly never issued an agent for is not there: NOT_FOUND, not "unavailable".
-    err = await expect_error(grpc.StatusCode.NOT_FOUND, df.RunBenchmark(bench(ref, "cpu_single")))
+    err = await expect_error(grpc.StatusCode.NOT_FOUND, dragonfly_client.RunBenchmark(bench(ref, "cpu_single")))
     assert "vm-1" in (err.details() or "") and "127.0.0.1" not in (err.details() or "")
 
 
@@ -157,30 +158,30 @@ async def twin_vm(stub: spider_pb2_grpc.SpiderStub, df: Stub, cloudtwin: servers
 
 
 async def test_twin_guests_answer_their_true_performance_ranked_as_the_truth(
-        stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server, df: Stub) -> None:
-    regions = [pr for pr in await servers.twin_regions(cloudtwin) if pr[1] in CITY]
-    async with channel(cloudtwin.address) as ch:
+        spider_client: spider_pb2_grpc.SpiderStub, cloudtwin_process: servers.Server, dragonfly_client: Stub) -> None:
+    regions = [pr for pr in await servers.twin_regions(cloudtwin_process) if pr[1] in CITY]
+    async with channel(cloudtwin_process.address) as ch:
         admin = tw_grpc.CloudTwinStub(ch)
         # Two regions (two cities); in the first the fastest single core, in the second the slowest.
         (p1, r1), (p2, r2) = regions[0], next(pr for pr in regions if pr[1] != regions[0][1])
         candidates = []
         for provider, region in ((p1, r1), (p2, r2)):
-            conn = await servers.make_connection(stub, cloudtwin, provider, region)
-            specs = [s for s in (await stub.ListSpecs(spb.ListSpecsRequest(connection=conn.name))).specs
+            conn = await servers.make_connection(spider_client, cloudtwin_process, provider, region)
+            specs = [s for s in (await spider_client.ListSpecs(spb.ListSpecsRequest(connection=conn.name))).specs
                      if s.vcpu <= 8 and not s.gpu_count]
             candidates.append((specs, await truths(admin, provider, region, specs)))
     (specs1, truth1), (specs2, truth2) = candidates
     fast = max(specs1, key=lambda s: truth1[s.name]["cpu_single_ops_per_s"])
     slow = min(specs2, key=lambda s: truth2[s.name]["cpu_single_ops_per_s"])
     mcis = f"m-{uuid.uuid4().hex[:6]}"
-    a = await twin_vm(stub, df, cloudtwin, p1, r1, fast, mcis, "vm-a", truth1[fast.name])
-    b = await twin_vm(stub, df, cloudtwin, p2, r2, slow, mcis, "vm-b", truth2[slow.name])
+    a = await twin_vm(spider_client, dragonfly_client, cloudtwin_process, p1, r1, fast, mcis, "vm-a", truth1[fast.name])
+    b = await twin_vm(spider_client, dragonfly_client, cloudtwin_process, p2, r2, slow, mcis, "vm-b", truth2[slow.name])
     assert a.truth["cpu_single_ops_per_s"] > 1.15 * b.truth["cpu_single_ops_per_s"]
 
     elsewhere = f"127.0.0.1:{closed_port()}"
     res_a, res_b = await asyncio.gather(
-        df.RunBenchmark(bench(a.ref, targets=(f"{b.ip}:22", f"{a.ip}:22", elsewhere), budget_s=1.4)),
-        df.RunBenchmark(bench(b.ref, targets=(f"{a.ip}:22",), budget_s=1.4)))
+        dragonfly_client.RunBenchmark(bench(a.ref, targets=(f"{b.ip}:22", f"{a.ip}:22", elsewhere), budget_s=1.4)),
+        dragonfly_client.RunBenchmark(bench(b.ref, targets=(f"{a.ip}:22",), budget_s=1.4)))
     errors = []
     for vm, res in ((a, res_a), (b, res_b)):
         assert res.kind == "twin" and dict(res.errors) == {}
@@ -206,18 +207,18 @@ async def test_twin_guests_answer_their_true_performance_ranked_as_the_truth(
           f"rtt {to_b.rtt_ms:.1f} ms (model {expected:.1f} ms)")
 
     # A stopped VM is no longer a peer: its address is measured for real, and nothing answers there.
-    await stub.SuspendVm(spb.VmActionRequest(connection=b.connection, name="vm-b"))
+    await spider_client.SuspendVm(spb.VmActionRequest(connection=b.connection, name="vm-b"))
 
     async def unreachable() -> bool:
-        res = await df.RunBenchmark(bench(a.ref, targets=(f"{b.ip}:22",), budget_s=0.2))
+        res = await dragonfly_client.RunBenchmark(bench(a.ref, targets=(f"{b.ip}:22",), budget_s=0.2))
         return res.rtt[0].error == "Connection refused"
 
     await eventually(unreachable, 10, "the suspended VM unreachable")
     for vm in (a, b):
-        await stub.DeleteVm(spb.DeleteResourceRequest(connection=vm.connection, name=vm.ref.vm))
+        await spider_client.DeleteVm(spb.DeleteResourceRequest(connection=vm.connection, name=vm.ref.vm))
     # Gone before the next test, which may listen to every agent on the shared NATS.
     for vm in (a, b):
-        await eventually(lambda ref=vm.ref: _silent(df, ref), 10, f"the agent of {vm.ref.vm} gone")
+        await eventually(lambda ref=vm.ref: _silent(dragonfly_client, ref), 10, f"the agent of {vm.ref.vm} gone")
 
 
 async def _silent(df: Stub, ref: pb.GetAgentRequest) -> bool:

@@ -86,41 +86,41 @@ async def closed_within(closed: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def test_a_revoked_credential_is_refused_and_its_connection_closed(df: Stub, nats: Nats) -> None:
+async def test_a_revoked_credential_is_refused_and_its_connection_closed(dragonfly_client: Stub, nats_process: Nats) -> None:
     vm = new_vm()
-    cred = await issue(df, vm)
+    cred = await issue(dragonfly_client, vm)
     closed = asyncio.Event()
-    live = await connect_as(nats, vm, cred, closed)
-    assert await heard(nats, vm, live)
-    assert await revoke(df, vm) == [cred.user]
+    live = await connect_as(nats_process, vm, cred, closed)
+    assert await heard(nats_process, vm, live)
+    assert await revoke(dragonfly_client, vm) == [cred.user]
     # Answered once the server took the new account JWT: the live connection is closed by then.
     assert await closed_within(closed, 1.0)
     with pytest.raises(nats_py.errors.ConnectionClosedError):
         await live.publish(vm.metrics, b"{}")
-    assert await refused(nats, vm, cred)
-    assert await revoke(df, vm) == []  # idempotent
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, df.RevokeAgentCredential(
+    assert await refused(nats_process, vm, cred)
+    assert await revoke(dragonfly_client, vm) == []  # idempotent
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, dragonfly_client.RevokeAgentCredential(
         pb.RevokeAgentCredentialRequest(ns="ns-rev", mcis="m", vm="a.b")), "vm")
 
 
-async def test_a_new_credential_for_a_vm_name_revokes_the_old_one(df: Stub, nats: Nats) -> None:
+async def test_a_new_credential_for_a_vm_name_revokes_the_old_one(dragonfly_client: Stub, nats_process: Nats) -> None:
     vm = new_vm("g-1")
-    old = await issue(df, vm, instance="first")
+    old = await issue(dragonfly_client, vm, instance="first")
     old_closed, new_closed = asyncio.Event(), asyncio.Event()
-    await connect_as(nats, vm, old, old_closed)
-    new = await issue(df, vm, instance="second")
-    assert await closed_within(old_closed, 1.0) and await refused(nats, vm, old)
-    current = await connect_as(nats, vm, new, new_closed)
+    await connect_as(nats_process, vm, old, old_closed)
+    new = await issue(dragonfly_client, vm, instance="second")
+    assert await closed_within(old_closed, 1.0) and await refused(nats_process, vm, old)
+    current = await connect_as(nats_process, vm, new, new_closed)
     try:
-        assert await heard(nats, vm, current)
+        assert await heard(nats_process, vm, current)
         # A late revoke of the first VM of that name leaves the second alone.
-        assert await revoke(df, vm, instance="first") == []
-        assert await heard(nats, vm, current)
+        assert await revoke(dragonfly_client, vm, instance="first") == []
+        assert await heard(nats_process, vm, current)
         # The same VM asking again (a create sent twice) keeps the credential it may have booted with.
-        again = await issue(df, vm, instance="second")
-        assert await heard(nats, vm, current)
-        assert sorted(await revoke(df, vm, instance="second")) == sorted([new.user, again.user])
-        assert await closed_within(new_closed, 1.0) and await refused(nats, vm, new)
+        again = await issue(dragonfly_client, vm, instance="second")
+        assert await heard(nats_process, vm, current)
+        assert sorted(await revoke(dragonfly_client, vm, instance="second")) == sorted([new.user, again.user])
+        assert await closed_within(new_closed, 1.0) and await refused(nats_process, vm, new)
     finally:
         await current.close()
 

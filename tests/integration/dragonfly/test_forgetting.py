@@ -29,35 +29,35 @@ async def register(nats: Nats, vm: VmId, creds_text: str) -> None:
         await nc.close()
 
 
-async def test_removed_vms_take_their_records_and_rules_with_them(df: Stub, nats: Nats) -> None:
+async def test_removed_vms_take_their_records_and_rules_with_them(dragonfly_client: Stub, nats_process: Nats) -> None:
     ns = f"gone-{uuid.uuid4().hex[:6]}"
     a, b = VmId(ns, "web", "vm-1"), VmId(ns, "web", "vm-2")
     for vm in (a, b):
-        cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm))
-        await register(nats, vm, cred.creds)
+        cred = await dragonfly_client.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm))
+        await register(nats_process, vm, cred.creds)
     rules = {"on-vm": pb.AlertRule(name="on-vm", kind="agent.unhealthy", mcis="web", vm="vm-1"),
              "on-mcis": pb.AlertRule(name="on-mcis", kind="agent.unhealthy", mcis="web"),
              "on-ns": pb.AlertRule(name="on-ns", kind="agent.unhealthy")}
     for rule in rules.values():
-        await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rule))
+        await dragonfly_client.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rule))
 
     async def names() -> tuple[list[str], list[str]]:
-        agents = await df.ListAgents(pb.ListAgentsRequest(ns=ns))
-        listed = await df.ListAlertRules(pb.ListAlertRulesRequest(ns=ns))
+        agents = await dragonfly_client.ListAgents(pb.ListAgentsRequest(ns=ns))
+        listed = await dragonfly_client.ListAlertRules(pb.ListAlertRulesRequest(ns=ns))
         return sorted(x.vm for x in agents.agents), sorted(r.name for r in listed.rules)
 
     assert await names() == (["vm-1", "vm-2"], ["on-mcis", "on-ns", "on-vm"])
-    await df.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-1"))
+    await dragonfly_client.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-1"))
     assert await names() == (["vm-2"], ["on-mcis", "on-ns"])
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rules["on-vm"]))
+        await dragonfly_client.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rules["on-vm"]))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # The last VM of the MCIS, and so of the namespace: nothing of either is kept.
-    await df.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-2"))
+    await dragonfly_client.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-2"))
     assert await names() == ([], [])
     for rule in rules.values():
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await df.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rule))
+            await dragonfly_client.CreateAlertRule(pb.CreateAlertRuleRequest(ns=ns, rule=rule))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
     # A repeat (tumblebug retrying) changes nothing and fails nothing.
-    await df.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-2"))
+    await dragonfly_client.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis="web", vm="vm-2"))

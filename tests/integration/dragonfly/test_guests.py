@@ -41,12 +41,12 @@ def free_port_on(ip: str) -> int:
 
 
 async def test_a_twin_vm_runs_an_agent_whose_commands_serve_on_the_vms_ip(
-        stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server, df: Stub) -> None:
-    conn, vm, ref = await agent_vm(stub, df, cloudtwin, f"m-{uuid.uuid4().hex[:6]}")
-    agent = await healthy_agent(df, ref)
+        spider_client: spider_pb2_grpc.SpiderStub, cloudtwin_process: servers.Server, dragonfly_client: Stub) -> None:
+    conn, vm, ref = await agent_vm(spider_client, dragonfly_client, cloudtwin_process, f"m-{uuid.uuid4().hex[:6]}")
+    agent = await healthy_agent(dragonfly_client, ref)
     assert agent.kind == "twin" and agent.ip == vm.private_ip and agent.ip.startswith("127.")
     port = free_port_on(agent.ip)
-    run = await df.RunCommand(dpb.RunCommandRequest(
+    run = await dragonfly_client.RunCommand(dpb.RunCommandRequest(
         ns=ref.ns, mcis=ref.mcis, vm=ref.vm, timeout_s=10,
         command=f"echo hello from $CB_VM_NAME > hello.txt; "
                 f"nohup python3 -m http.server --bind $CB_VM_IP {port} > server.log 2>&1 & echo $CB_VM_IP"))
@@ -61,18 +61,18 @@ async def test_a_twin_vm_runs_an_agent_whose_commands_serve_on_the_vms_ip(
             return False
 
     await eventually(serving, 10, f"a server at {url}")
-    live = await df.ReadVmMetrics(dpb.ReadVmMetricsRequest(ns=ref.ns, mcis=ref.mcis, vm=ref.vm))
+    live = await dragonfly_client.ReadVmMetrics(dpb.ReadVmMetricsRequest(ns=ref.ns, mcis=ref.mcis, vm=ref.vm))
     assert live.groups["cpu"].values["cores"] >= 1 and live.groups["memory"].values["total_bytes"] > 0
 
     # The VM stops: its agent and everything it started go with it.
-    await stub.SuspendVm(pb.VmActionRequest(connection=conn.name, name="vm-1"))
-    await eventually(lambda: _unhealthy(df, ref), 10, "the agent gone with the VM")
+    await spider_client.SuspendVm(pb.VmActionRequest(connection=conn.name, name="vm-1"))
+    await eventually(lambda: _unhealthy(dragonfly_client, ref), 10, "the agent gone with the VM")
 
     async def not_serving() -> bool:
         return not await serving()
 
     await eventually(not_serving, 5, "the server gone with the VM")
-    await stub.DeleteVm(pb.DeleteResourceRequest(connection=conn.name, name="vm-1"))
+    await spider_client.DeleteVm(pb.DeleteResourceRequest(connection=conn.name, name="vm-1"))
 
 
 async def _unhealthy(df: Stub, ref: dpb.GetAgentRequest) -> bool:
@@ -80,19 +80,19 @@ async def _unhealthy(df: Stub, ref: dpb.GetAgentRequest) -> bool:
 
 
 async def test_guests_boot_again_after_an_emulator_restart(
-        stub: spider_pb2_grpc.SpiderStub, df: Stub, run_dir: Path) -> None:
+        spider_client: spider_pb2_grpc.SpiderStub, dragonfly_client: Stub, run_dir: Path) -> None:
     twin = await servers.start_cloudtwin(run_dir / "twin-guests", CB_CLOUDTWIN_PROVIDERS="1",
                                          CB_CLOUDTWIN_BOOT_LATENCY="0.2",
                                          CB_CLOUDTWIN_STATE_FILE=str(run_dir / "twin-guests" / "state.bin"),
                                          CB_CLOUDTWIN_GUEST_DIR=str(run_dir / "twin-guests" / "guests"))
     try:
-        conn, _, ref = await agent_vm(stub, df, twin, f"m-{uuid.uuid4().hex[:6]}")
-        first = await healthy_agent(df, ref)
+        conn, _, ref = await agent_vm(spider_client, dragonfly_client, twin, f"m-{uuid.uuid4().hex[:6]}")
+        first = await healthy_agent(dragonfly_client, ref)
         twin.stop()
         await servers.restart(twin)
-        again = await healthy_agent(df, ref, boot_not=first.boot)
+        again = await healthy_agent(dragonfly_client, ref, boot_not=first.boot)
         assert again.ip == first.ip
-        await stub.DeleteVm(pb.DeleteResourceRequest(connection=conn.name, name="vm-1"))
-        await eventually(lambda: _unhealthy(df, ref), 10, "the agent gone with the terminated VM")
+        await spider_client.DeleteVm(pb.DeleteResourceRequest(connection=conn.name, name="vm-1"))
+        await eventually(lambda: _unhealthy(dragonfly_client, ref), 10, "the agent gone with the terminated VM")
     finally:
         twin.stop()

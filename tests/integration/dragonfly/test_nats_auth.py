@@ -29,17 +29,17 @@ def agent_creds(server: Nats, vm: VmId) -> natsauth.Creds:
     return server.signer.issue(vm.key, vm.permissions())
 
 
-async def test_anonymous_and_foreign_credentials_are_refused(nats: Nats) -> None:
+async def test_anonymous_and_foreign_credentials_are_refused(nats_process: Nats) -> None:
     with pytest.raises(Exception, match="Authorization"):
-        await nats_py.connect(nats.url, allow_reconnect=False, max_reconnect_attempts=0)
+        await nats_py.connect(nats_process.url, allow_reconnect=False, max_reconnect_attempts=0)
     stranger = natsauth.Authority.create().signer.issue("x", natsauth.Permissions(unrestricted=True))
     with pytest.raises(Exception, match="Authorization"):
-        await connect(nats, stranger)
+        await connect(nats_process, stranger)
 
 
-async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
+async def test_forged_publish_is_refused_by_the_server(nats_process: Nats) -> None:
     a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
-    service = await connect(nats, nats.harness_creds)
+    service = await connect(nats_process, nats_process.harness_creds)
     seen: list[str] = []
 
     async def on_metric(msg: Msg) -> None:
@@ -48,7 +48,7 @@ async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
     await service.subscribe("cb.metrics.>", cb=on_metric)
     await service.flush()
     errors: list[str] = []
-    agent = await connect(nats, agent_creds(nats, a), errors, a.inbox_prefix)
+    agent = await connect(nats_process, agent_creds(nats_process, a), errors, a.inbox_prefix)
     await agent.publish(a.metrics, b"mine")
     await agent.publish(b.metrics, b"forged")
     await agent.publish("cb.metrics.other.m1.vm-a", b"forged")
@@ -60,11 +60,11 @@ async def test_forged_publish_is_refused_by_the_server(nats: Nats) -> None:
     await service.close()
 
 
-async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats: Nats) -> None:
+async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats_process: Nats) -> None:
     a, b = VmId("ns1", "m1", "vm-a"), VmId("ns1", "m1", "vm-b")
-    service = await connect(nats, nats.harness_creds)
+    service = await connect(nats_process, nats_process.harness_creds)
     errors: list[str] = []
-    spy = await connect(nats, agent_creds(nats, a), errors, a.inbox_prefix)
+    spy = await connect(nats_process, agent_creds(nats_process, a), errors, a.inbox_prefix)
     stolen: list[bytes] = []
 
     async def steal(msg: Msg) -> None:
@@ -74,7 +74,7 @@ async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats: 
         await spy.subscribe(subject, cb=steal)
     await spy.flush()
     await asyncio.sleep(0.2)
-    owner = await connect(nats, agent_creds(nats, b), inbox=b.inbox_prefix)
+    owner = await connect(nats_process, agent_creds(nats_process, b), inbox=b.inbox_prefix)
 
     async def answer(msg: Msg) -> None:
         await msg.respond(b"done:" + msg.data)
@@ -99,11 +99,11 @@ def test_nkeys_round_trip() -> None:
         natsauth.KeyPair.from_seed(key.seed[:-2] + ("AA" if key.seed[-2:] != "AA" else "BB"))
 
 
-async def test_dragonfly_user_has_only_the_subjects_it_needs(nats: Nats) -> None:
+async def test_dragonfly_user_has_only_the_subjects_it_needs(nats_process: Nats) -> None:
     vm = VmId("ns1", "m1", "vm-a")
     errors: list[str] = []
-    df = await connect(nats, nats.dragonfly_creds, errors, natsauth.DRAGONFLY_INBOX)
-    harness = await connect(nats, nats.harness_creds)
+    df = await connect(nats_process, nats_process.dragonfly_creds, errors, natsauth.DRAGONFLY_INBOX)
+    harness = await connect(nats_process, nats_process.harness_creds)
     heard: list[str] = []
 
     async def on(msg: Msg) -> None:

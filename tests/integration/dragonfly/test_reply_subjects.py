@@ -38,15 +38,15 @@ class Victim:
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def victim(df: Stub, run_dir: Path) -> AsyncIterator[Victim]:
+async def victim(dragonfly_client: Stub, run_dir: Path) -> AsyncIterator[Victim]:
     vm = VmId("tenant-b", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
-    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm))
+    cred = await dragonfly_client.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm))
     proc = start_agent(run_dir, f"victim-{vm.mcis}", cred.user_data)
     ref = pb.GetAgentRequest(ns=vm.ns, mcis=vm.mcis, vm=vm.vm)
 
     async def healthy() -> bool:
         try:
-            return (await df.GetAgent(ref)).health == pb.HEALTHY
+            return (await dragonfly_client.GetAgent(ref)).health == pb.HEALTHY
         except grpc.aio.AioRpcError:
             return False
 
@@ -88,12 +88,13 @@ async def agent_interval(nats: Nats, vm: VmId) -> float:
     return float(json.loads(reply.data)["interval_s"])
 
 
-async def test_replies_steered_at_another_tenant_are_refused(df: Stub, nats: Nats, dragonfly: servers.Server,
+async def test_replies_steered_at_another_tenant_are_refused(dragonfly_client: Stub, nats_process: Nats,
+                                                             dragonfly_process: servers.Server,
                                                              victim: Victim) -> None:
-    before = await df.GetAgent(victim.ref)
-    interval_before = await agent_interval(nats, victim.vm)
+    before = await dragonfly_client.GetAgent(victim.ref)
+    interval_before = await agent_interval(nats_process, victim.vm)
     # Everything published on the victim's subjects while the attacks run.
-    spy = await nats_py.connect(nats.url, **nats.harness_creds.client_options())
+    spy = await nats_py.connect(nats_process.url, **nats_process.harness_creds.client_options())
     heard: list[str] = []
 
     async def on(msg: Msg) -> None:
@@ -103,12 +104,12 @@ async def test_replies_steered_at_another_tenant_are_refused(df: Stub, nats: Nat
     for subject in targets:
         await spy.subscribe(subject, cb=on)
     await spy.flush()
-    evil, nc = await attacker(df, nats)
+    evil, nc = await attacker(dragonfly_client, nats_process)
     try:
         # The attacker may do what an agent does: registering, with its own inbox, is answered.
         answer = await nc.request(evil.register, json.dumps({"hostname": "evil", "interval_s": 1}).encode(), timeout=5)
         assert "interval_s" in json.loads(answer.data)
-        drops_before = dropped(dragonfly).get(("foreign_reply", "register"), 0.0)
+        drops_before = dropped(dragonfly_process).get(("foreign_reply", "register"), 0.0)
         batch = json.dumps({"boot": "b", "seq": 1, "time": 1.0, "groups": {}}).encode()
         registration = json.dumps({"hostname": "evil", "interval_s": 1}).encode()
         for reply in targets:
@@ -118,20 +119,21 @@ async def test_replies_steered_at_another_tenant_are_refused(df: Stub, nats: Nat
         await nc.flush()
 
         async def all_counted() -> bool:
-            got = dropped(dragonfly)
+            got = dropped(dragonfly_process)
             return (got.get(("foreign_reply", "register"), 0.0) >= drops_before + 3
                     and got.get(("foreign_reply", "metrics"), 0.0) >= 6)
 
         await eventually(all_counted, 10, "the forged replies counted as dropped")
         await asyncio.sleep(0.5)  # anything dragonfly would have sent has arrived by now
         assert heard == []
-        after = await df.GetAgent(victim.ref)
+        after = await dragonfly_client.GetAgent(victim.ref)
         # The victim's record is as its own agent wrote it.
         assert (after.hostname, after.version, after.registered_time) == \
                (before.hostname, before.version, before.registered_time) and after.hostname
-        assert await agent_interval(nats, victim.vm) == interval_before
+        assert await agent_interval(nats_process, victim.vm) == interval_before
         # No benchmark was started on the victim: a short one runs now (a second would be ABORTED).
-        result = await df.RunBenchmark(pb.RunBenchmarkRequest(ns=victim.vm.ns, mcis=victim.vm.mcis, vm=victim.vm.vm,
+        result = await dragonfly_client.RunBenchmark(pb.RunBenchmarkRequest(ns=victim.vm.ns, mcis=victim.vm.mcis,
+                                                                            vm=victim.vm.vm,
                                                               benchmarks=["cpu_single"], budget_s=0.1))
         assert result.cpu_single_ops_per_s > 0
     finally:
@@ -139,12 +141,12 @@ async def test_replies_steered_at_another_tenant_are_refused(df: Stub, nats: Nat
         await spy.close()
 
 
-async def test_a_flood_of_junk_is_rate_limited_and_logged_once(df: Stub, nats: Nats,
-                                                               dragonfly: servers.Server) -> None:
-    evil, nc = await attacker(df, nats)
-    log_path = dragonfly.proc.log_path
+async def test_a_flood_of_junk_is_rate_limited_and_logged_once(dragonfly_client: Stub, nats_process: Nats,
+                                                               dragonfly_process: servers.Server) -> None:
+    evil, nc = await attacker(dragonfly_client, nats_process)
+    log_path = dragonfly_process.proc.log_path
     size_before = log_path.stat().st_size
-    counts_before = dropped(dragonfly)
+    counts_before = dropped(dragonfly_process)
     flood = 20_000
     try:
         for _ in range(flood):
@@ -156,10 +158,10 @@ async def test_a_flood_of_junk_is_rate_limited_and_logged_once(df: Stub, nats: N
                        for reason in ("rate_limited", "malformed"))
 
         async def all_handled() -> bool:
-            return handled(dropped(dragonfly)) >= flood
+            return handled(dropped(dragonfly_process)) >= flood
 
         await eventually(all_handled, 60, "every junk batch counted")
-        got = dropped(dragonfly)
+        got = dropped(dragonfly_process)
         limited = got.get(("rate_limited", "metrics"), 0.0) - counts_before.get(("rate_limited", "metrics"), 0.0)
         # The bucket lets through its burst (200) and its rate (50/s) while the flood lasts.
         assert limited >= flood - 1_000, got

@@ -50,24 +50,25 @@ async def serves(url: str) -> str:
         return ""
 
 
-async def test_workloads_through_dragonfly_and_a_real_agent(df: Stub, run_dir: Path) -> None:
+async def test_workloads_through_dragonfly_and_a_real_agent(dragonfly_client: Stub, run_dir: Path) -> None:
     ns, mcis, vm = "ns-wl", f"m-{uuid.uuid4().hex[:6]}", "vm-1"
-    cred = await df.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
+    cred = await dragonfly_client.IssueAgentCredential(pb.IssueAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
     doc = yaml.safe_load(cred.user_data)
     doc["cb_agent"]["work_dir"] = str(run_dir / "agents" / f"{mcis}-work")
     agent = start_agent(run_dir, f"{mcis}-{vm}", yaml.safe_dump(doc))
 
     async def statuses(app: str = "") -> dict[str, wpb.WorkloadStatus]:
-        got = await df.ListWorkloads(wpb.ListWorkloadsRequest(ns=ns, mcis=mcis, app=app))
+        got = await dragonfly_client.ListWorkloads(wpb.ListWorkloadsRequest(ns=ns, mcis=mcis, app=app))
         return {s.id: s for v in got.vms for s in v.statuses}
 
     async def set_app(app: str, *workloads: wpb.Workload) -> wpb.SetWorkloadsResponse:
-        return await df.SetWorkloads(wpb.SetWorkloadsRequest(ns=ns, mcis=mcis, vm=vm, app=app, workloads=workloads))
+        return await dragonfly_client.SetWorkloads(wpb.SetWorkloadsRequest(ns=ns, mcis=mcis, vm=vm, app=app,
+                                                                           workloads=workloads))
 
     try:
         async def registered() -> bool:
             try:
-                return (await df.GetAgent(pb.GetAgentRequest(ns=ns, mcis=mcis, vm=vm))).health == pb.HEALTHY
+                return (await dragonfly_client.GetAgent(pb.GetAgentRequest(ns=ns, mcis=mcis, vm=vm))).health == pb.HEALTHY
             except grpc.aio.AioRpcError:
                 return False
 
@@ -109,21 +110,21 @@ async def test_workloads_through_dragonfly_and_a_real_agent(df: Stub, run_dir: P
         await eventually(lambda: healthy("web-2"), 20, "web-2 healthy")
         assert await serves(f"http://127.0.0.1:{new_port}/") == "hi from web-2"
         assert set(await statuses()) == {"web-2", "bad-1"}
-        logs = await df.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="web-2"))
+        logs = await dragonfly_client.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="web-2"))
         assert logs.stdout == f"serving {new_port}\n"
-        bad_logs = await df.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="bad-1",
+        bad_logs = await dragonfly_client.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="bad-1",
                                                                          tail_lines=1))
         assert "not found" in bad_logs.stderr and bad_logs.stderr.count("\n") == 1
 
         # The right codes for what a caller got wrong.
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await df.SetWorkloads(wpb.SetWorkloadsRequest(ns=ns, mcis=mcis, vm="nobody", app="web"))
+            await dragonfly_client.SetWorkloads(wpb.SetWorkloadsRequest(ns=ns, mcis=mcis, vm="nobody", app="web"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await set_app("web", wpb.Workload(id="w", command="true", files={"../escape": b"x"}))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "relative" in (err.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await df.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="web-1"))
+            await dragonfly_client.ReadWorkloadLogs(wpb.ReadWorkloadLogsRequest(ns=ns, mcis=mcis, vm=vm, id="web-1"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
         # The agent stops: its workloads stop with it; dragonfly then refuses sets with FAILED_PRECONDITION.
@@ -139,7 +140,7 @@ async def test_workloads_through_dragonfly_and_a_real_agent(df: Stub, run_dir: P
 
         await eventually(away, 20, "FAILED_PRECONDITION")
         # The VM goes: its statuses go with it.
-        await df.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
+        await dragonfly_client.RevokeAgentCredential(pb.RevokeAgentCredentialRequest(ns=ns, mcis=mcis, vm=vm))
         assert await statuses() == {}
     finally:
         agent.stop()

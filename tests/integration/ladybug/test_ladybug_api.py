@@ -30,8 +30,10 @@ from tests.support.ladybug import web
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def ladybug(run_dir: Path, etcd: servers.Server, tumblebug: servers.Server) -> AsyncIterator[servers.Server]:
-    server = await servers.start_ladybug(run_dir / "ladybug-api", etcd, tumblebug, f"127.0.0.1:{procs.free_port()}")
+async def ladybug(run_dir: Path, etcd_process: servers.Server,
+                  tumblebug_process: servers.Server) -> AsyncIterator[servers.Server]:
+    server = await servers.start_ladybug(run_dir / "ladybug-api", etcd_process, tumblebug_process,
+                                         f"127.0.0.1:{procs.free_port()}")
     yield server
     server.stop()
 
@@ -43,14 +45,15 @@ async def lb(ladybug: servers.Server) -> AsyncIterator[ladybug_pb2_grpc.LadybugS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def mcis(tumblebug: servers.Server, spider: servers.Server, cloudtwin: servers.Server) -> tuple[str, str]:
+async def mcis(tumblebug_process: servers.Server, spider_process: servers.Server,
+               cloudtwin_process: servers.Server) -> tuple[str, str]:
     """A Running MCIS on two clouds, two VMs each."""
-    async with channel(tumblebug.address) as tch, channel(spider.address) as sch:
+    async with channel(tumblebug_process.address) as tch, channel(spider_process.address) as sch:
         tb = tumblebug_pb2_grpc.TumblebugStub(tch)
         stub = spider_pb2_grpc.SpiderStub(sch)
         ns = await namespace(tb)
         groups = []
-        for i, c in enumerate(await connections(stub, cloudtwin, 2)):
+        for i, c in enumerate(await connections(stub, cloudtwin_process, 2)):
             spec, image = await cheapest_spec_and_image(stub, c.name)
             groups.append(tpb.DynamicSubgroup(name=f"g{i}", spec_id=f"{c.name}+{spec}", image_id=image, size=2))
         await tb.CreateMcisDynamic(tpb.CreateMcisDynamicRequest(namespace=ns, name="apps", subgroups=groups))

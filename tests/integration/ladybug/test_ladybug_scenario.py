@@ -82,18 +82,19 @@ def spec(text: str, *, command: str = "", update: pb.UpdateStrategy | None = Non
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(run_dir: Path, etcd: servers.Server, monitored_server: servers.Server, spider: servers.Server,
-                cloudtwin: servers.Server) -> AsyncIterator[Stack]:
-    dragonfly = monitored_server.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
+async def stack(run_dir: Path, etcd_process: servers.Server, monitored_tumblebug_process: servers.Server,
+                spider_process: servers.Server,
+                cloudtwin_process: servers.Server) -> AsyncIterator[Stack]:
+    dragonfly = monitored_tumblebug_process.env["CB_TUMBLEBUG_DRAGONFLY_ADDR"]
     ep_dir = run_dir / "lbep"
-    server = await servers.start_ladybug(run_dir / "ladybug-scenario", etcd, monitored_server, dragonfly,
+    server = await servers.start_ladybug(run_dir / "ladybug-scenario", etcd_process, monitored_tumblebug_process, dragonfly,
                                          CB_LADYBUG_ENDPOINT_RUN_DIR=str(ep_dir))
-    async with channel(server.address) as lch, channel(monitored_server.address) as tch, \
-            channel(spider.address) as sch:
+    async with channel(server.address) as lch, channel(monitored_tumblebug_process.address) as tch, \
+            channel(spider_process.address) as sch:
         tb = tumblebug_pb2_grpc.TumblebugStub(tch)
         stub = spider_pb2_grpc.SpiderStub(sch)
         ns = await namespace(tb)
-        conns = await connections(stub, cloudtwin, 2)
+        conns = await connections(stub, cloudtwin_process, 2)
         groups = []
         for sg, conn in zip(("a", "b"), conns, strict=True):
             spec_id, image = await cheapest_spec_and_image(stub, conn.name)
@@ -107,7 +108,7 @@ async def stack(run_dir: Path, etcd: servers.Server, monitored_server: servers.S
                 break
             await asyncio.sleep(0.5)
         s = Stack(ns, "shop", dict(zip(("a", "b"), conns, strict=True)), server, ladybug_pb2_grpc.LadybugStub(lch),
-                  tb, dragonfly, cloudtwin)
+                  tb, dragonfly, cloudtwin_process)
         try:
             yield s
         finally:

@@ -35,8 +35,8 @@ class FlakyDragonfly(Monitoring):
         self.revoked.append((request.vm, request.instance))
 
 
-async def test_a_revoke_dragonfly_could_not_take_is_retried_until_it_does(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_a_revoke_dragonfly_could_not_take_is_retried_until_it_does(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     dragonfly = FlakyDragonfly(away=1, refuse={"bad-1"})
     owed = revocations.Revocations(store, dragonfly)
     ns = f"ns-{uuid.uuid4().hex[:6]}"

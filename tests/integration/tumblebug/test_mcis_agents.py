@@ -24,11 +24,12 @@ from tests.integration.tumblebug.helpers import connections, namespace
 from tests.integration.tumblebug.monitored import mcis_with_healthy_agents
 
 
-async def test_agents_commands_and_metrics(monitored: tumblebug_pb2_grpc.TumblebugStub,
-                                           stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
-    tb = monitored
+async def test_agents_commands_and_metrics(monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                           spider_client: spider_pb2_grpc.SpiderStub,
+                                           cloudtwin_process: servers.Server) -> None:
+    tb = monitored_tumblebug_client
     ns = await namespace(tb)
-    vms = await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "mon", 2)
+    vms = await mcis_with_healthy_agents(tb, spider_client, cloudtwin_process, ns, "mon", 2)
 
     ran = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name="mon",
                                                          command='echo "hello from $CB_VM_IP"; hostname'))
@@ -102,14 +103,14 @@ async def refused_within(agent: config.AgentConfig, timeout: float) -> bool:
     return True
 
 
-async def test_a_removed_vm_loses_its_agent_credential(monitored: tumblebug_pb2_grpc.TumblebugStub,
-                                                       stub: spider_pb2_grpc.SpiderStub,
-                                                       cloudtwin: servers.Server) -> None:
-    tb = monitored
+async def test_a_removed_vm_loses_its_agent_credential(monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                       spider_client: spider_pb2_grpc.SpiderStub,
+                                                       cloudtwin_process: servers.Server) -> None:
+    tb = monitored_tumblebug_client
     ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    await mcis_with_healthy_agents(tb, stub, cloudtwin, ns, "rev", 2, conn)
-    agents = await agent_configs(cloudtwin, conn)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    await mcis_with_healthy_agents(tb, spider_client, cloudtwin_process, ns, "rev", 2, conn)
+    agents = await agent_configs(cloudtwin_process, conn)
     assert sorted(agents) == ["g-1", "g-2"]
     # Someone holding g-2's user-data speaks as g-2 beside its agent, until the VM goes.
     closed = asyncio.Event()

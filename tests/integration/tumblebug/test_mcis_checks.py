@@ -28,43 +28,44 @@ async def _image_of(stub: spider_pb2_grpc.SpiderStub, conn: str, architecture: s
     return next(i.name for i in images if i.architecture == architecture)
 
 
-async def test_dynamic_subgroups_are_checked_before_defaults_are_made(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                                      stub: spider_pb2_grpc.SpiderStub,
-                                                                      cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0].name
-    spec, image = await cheapest_spec_and_image(stub, conn)
+async def test_dynamic_subgroups_are_checked_before_defaults_are_made(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                                      spider_client: spider_pb2_grpc.SpiderStub,
+                                                                      cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0].name
+    spec, image = await cheapest_spec_and_image(spider_client, conn)
 
     def request(image_id: str) -> pb.CreateMcisDynamicRequest:
         return pb.CreateMcisDynamicRequest(namespace=ns, name="web", install_agent=False, subgroups=[
             pb.DynamicSubgroup(name="a", spec_id=f"{conn}+{spec}", image_id=image, size=1),
             pb.DynamicSubgroup(name="b", spec_id=f"{conn}+{spec}", image_id=image_id, size=1)])
 
-    err = await expect_error(grpc.StatusCode.NOT_FOUND, tb.CreateMcisDynamic(request("no-such-image")))
+    err = await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.CreateMcisDynamic(request("no-such-image")))
     assert "subgroups[1].image_id" in (err.details() or "") and "no-such-image" in (err.details() or "")
-    arm = await _image_of(stub, conn, "arm64")
-    err = await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcisDynamic(request(arm)),
+    arm = await _image_of(spider_client, conn, "arm64")
+    err = await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcisDynamic(request(arm)),
                              field="subgroups[1].image_id")
     assert "arm64" in (err.details() or "") and "x86_64" in (err.details() or "")
-    assert await _made(tb, ns) == []  # no default vNet, security group or key for a refused request
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="web")))
+    assert await _made(tumblebug_client, ns) == []  # no default vNet, security group or key for a refused request
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.GetMcis(pb.GetMcisRequest(namespace=ns, name="web")))
 
 
-async def test_explicit_subgroup_names_only_what_its_connection_has(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                                    stub: spider_pb2_grpc.SpiderStub,
-                                                                    cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    one, two = [c.name for c in await connections(stub, cloudtwin, 2)]
+async def test_explicit_subgroup_names_only_what_its_connection_has(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                                    spider_client: spider_pb2_grpc.SpiderStub,
+                                                                    cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    one, two = [c.name for c in await connections(spider_client, cloudtwin_process, 2)]
     for conn, suffix in ((one, "1"), (two, "2")):
-        spec, image = await cheapest_spec_and_image(stub, conn)
+        spec, image = await cheapest_spec_and_image(spider_client, conn)
         for collection, res in (
                 ("specs", pb.Resource(name=f"spec{suffix}", connection=conn, spec_ref=pb.SpecRef(csp_spec=spec))),
                 ("images", pb.Resource(name=f"os{suffix}", connection=conn, image_ref=pb.ImageRef(csp_image=image))),
                 ("vnets", pb.Resource(name=f"net{suffix}", connection=conn, vnet=pb.VNet(
                     ipv4_cidr="10.5.0.0/16", subnets=[pb.Subnet(name="main", ipv4_cidr="10.5.1.0/24")])))):
-            await tb.CreateResource(pb.CreateResourceRequest(namespace=ns, collection=collection, resource=res))
-    await tb.CreateResource(pb.CreateResourceRequest(namespace=ns, collection="images", resource=pb.Resource(
-        name="arm", connection=one, image_ref=pb.ImageRef(csp_image=await _image_of(stub, one, "arm64")))))
+            await tumblebug_client.CreateResource(pb.CreateResourceRequest(namespace=ns, collection=collection,
+                                                                           resource=res))
+    await tumblebug_client.CreateResource(pb.CreateResourceRequest(namespace=ns, collection="images", resource=pb.Resource(
+        name="arm", connection=one, image_ref=pb.ImageRef(csp_image=await _image_of(spider_client, one, "arm64")))))
 
     def create(**fields: object) -> pb.CreateMcisRequest:
         group = dict(name="g", connection=one, spec="spec1", image="os1", vnet="net1", subnet="main", size=1)
@@ -72,12 +73,12 @@ async def test_explicit_subgroup_names_only_what_its_connection_has(tb: tumblebu
         return pb.CreateMcisRequest(namespace=ns, mcis=pb.Mcis(name="app", install_agent=False,
                                                                 subgroups=[pb.Subgroup(**group)]))  # type: ignore[arg-type]
 
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcis(create(spec="spec2")),
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcis(create(spec="spec2")),
                        field="mcis.subgroups[0].spec")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcis(create(image="os2")),
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcis(create(image="os2")),
                        field="mcis.subgroups[0].image")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcis(create(image="arm")),
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcis(create(image="arm")),
                        field="mcis.subgroups[0].image")
-    err = await expect_error(grpc.StatusCode.NOT_FOUND, tb.CreateMcis(create(subnet="nowhere")))
+    err = await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.CreateMcis(create(subnet="nowhere")))
     assert "mcis.subgroups[0].subnet" in (err.details() or "") and "main" in (err.details() or "")
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="app")))
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.GetMcis(pb.GetMcisRequest(namespace=ns, name="app")))

@@ -49,13 +49,14 @@ async def _resources(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc
             assert again.ssh_key.private_key == "" and again.ssh_key.fingerprint
 
 
-async def test_explicit_mcis_from_namespace_resources(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                      stub: spider_pb2_grpc.SpiderStub,
-                                                      cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    await _resources(tb, stub, ns, conn.name)
-    spec = (await tb.GetResource(pb.GetResourceRequest(namespace=ns, collection="specs", name="small"))).spec_ref
+async def test_explicit_mcis_from_namespace_resources(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                      spider_client: spider_pb2_grpc.SpiderStub,
+                                                      cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    await _resources(tumblebug_client, spider_client, ns, conn.name)
+    spec = (await tumblebug_client.GetResource(pb.GetResourceRequest(namespace=ns, collection="specs",
+                                                                     name="small"))).spec_ref
     assert spec.vcpu > 0 and spec.price_per_hour > 0
     group = pb.Subgroup(name="app", connection=conn.name, spec="small", image="os", vnet="net", subnet="main",
                         security_groups=["fw"], ssh_key="key", size=2)
@@ -64,48 +65,49 @@ async def test_explicit_mcis_from_namespace_resources(tb: tumblebug_pb2_grpc.Tum
     watched: list[str] = []
 
     async def watch() -> None:
-        async for snapshot in tb.WatchMcis(pb.WatchMcisRequest(namespace=ns, name="app")):
+        async for snapshot in tumblebug_client.WatchMcis(pb.WatchMcisRequest(namespace=ns, name="app")):
             watched.append(snapshot.status)
             if snapshot.status == "Running:2 (R:2/2)":
                 return
 
-    made = await tb.CreateMcis(request)
+    made = await tumblebug_client.CreateMcis(request)
     watcher = asyncio.create_task(watch())
-    again = await tb.CreateMcis(request)  # the same request: the same MCIS, no second one
+    again = await tumblebug_client.CreateMcis(request)  # the same request: the same MCIS, no second one
     assert again.create_time == made.create_time
-    await expect_error(grpc.StatusCode.ALREADY_EXISTS, tb.CreateMcis(pb.CreateMcisRequest(
+    await expect_error(grpc.StatusCode.ALREADY_EXISTS, tumblebug_client.CreateMcis(pb.CreateMcisRequest(
         namespace=ns, mcis=pb.Mcis(name="app", subgroups=[group]))))
     await asyncio.wait_for(watcher, 30)
     assert watched[0] in ("Creating", "Empty:0 (R:0/0)") or watched[0].startswith("Creating")
     assert watched[-1] == "Running:2 (R:2/2)"
 
-    vm = await tb.GetMcisVm(pb.GetMcisVmRequest(namespace=ns, mcis="app", name="app-1"))
+    vm = await tumblebug_client.GetMcisVm(pb.GetMcisVmRequest(namespace=ns, mcis="app", name="app-1"))
     assert vm.status == common.RUNNING and vm.iid.csp_id and vm.target_action == pb.ACTION_NONE
-    full = await tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="app", vms=True))
+    full = await tumblebug_client.GetMcis(pb.GetMcisRequest(namespace=ns, name="app", vms=True))
     assert len(full.vms) == 2 and full.subgroups[0].csp_spec
 
     # A resource an MCIS uses cannot go; neither can a namespace that holds things.
-    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.DeleteResource(pb.DeleteResourceRequest(
+    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.DeleteResource(pb.DeleteResourceRequest(
         namespace=ns, collection="security-groups", name="fw")))
-    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.DeleteNamespace(pb.DeleteNamespaceRequest(name=ns)))
+    await expect_error(grpc.StatusCode.FAILED_PRECONDITION,
+                       tumblebug_client.DeleteNamespace(pb.DeleteNamespaceRequest(name=ns)))
 
     # Another group, on the same resources, joins the running MCIS.
     group2 = pb.Subgroup(name="db", connection=conn.name, spec="small", image="os", vnet="net", subnet="main",
                          security_groups=["fw"], ssh_key="key", size=1)
-    await tb.AddSubgroup(pb.AddSubgroupRequest(namespace=ns, mcis="app", subgroup=group2, wait=True))
-    done = await wait_mcis(tb, ns, "app", settled_at("Running"))
+    await tumblebug_client.AddSubgroup(pb.AddSubgroupRequest(namespace=ns, mcis="app", subgroup=group2, wait=True))
+    done = await wait_mcis(tumblebug_client, ns, "app", settled_at("Running"))
     assert done.status == "Running:3 (R:3/3)"
 
     # One VM only: suspend db-1, the rest keep running.
-    one = await tb.SuspendMcis(pb.McisActionRequest(namespace=ns, name="app", vm="db-1", wait=True))
+    one = await tumblebug_client.SuspendMcis(pb.McisActionRequest(namespace=ns, name="app", vm="db-1", wait=True))
     assert one.status == "Partial-Running:2 (R:2/3)" and one.status_count.suspended == 1
-    await tb.TerminateMcis(pb.McisActionRequest(namespace=ns, name="app", wait=True, force=True))
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="app", wait=True))
-    assert await twin_vm_names(cloudtwin, conn) == set()
+    await tumblebug_client.TerminateMcis(pb.McisActionRequest(namespace=ns, name="app", wait=True, force=True))
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="app", wait=True))
+    assert await twin_vm_names(cloudtwin_process, conn) == set()
     for collection, name in (("security-groups", "fw"), ("ssh-keys", "key"), ("vnets", "net"), ("specs", "small"),
                              ("images", "os")):
-        await tb.DeleteResource(pb.DeleteResourceRequest(namespace=ns, collection=collection, name=name))
-    await tb.DeleteNamespace(pb.DeleteNamespaceRequest(name=ns))
+        await tumblebug_client.DeleteResource(pb.DeleteResourceRequest(namespace=ns, collection=collection, name=name))
+    await tumblebug_client.DeleteNamespace(pb.DeleteNamespaceRequest(name=ns))
 
 
 async def _cloud_vm(twin: servers.Server, conn: servers.TwinConnection, spec: str, image: str) -> tw.Resource:
@@ -117,66 +119,70 @@ async def _cloud_vm(twin: servers.Server, conn: servers.TwinConnection, spec: st
             metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
 
 
-async def test_register_existing_vms(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
-                                     cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    spec, image = await cheapest_spec_and_image(stub, conn.name)
-    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="m", subgroups=[
+async def test_register_existing_vms(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                     spider_client: spider_pb2_grpc.SpiderStub,
+                                     cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    spec, image = await cheapest_spec_and_image(spider_client, conn.name)
+    await tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="m", subgroups=[
         pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=1)], wait=True))
-    legacy = await _cloud_vm(cloudtwin, conn, spec, image)
-    after = await tb.RegisterVms(pb.RegisterVmsRequest(
+    legacy = await _cloud_vm(cloudtwin_process, conn, spec, image)
+    after = await tumblebug_client.RegisterVms(pb.RegisterVmsRequest(
         namespace=ns, mcis="m", subgroup="adopted", connection=conn.name,
         vms=[pb.RegisteredVm(name="legacy", csp_id=legacy.id)]))
     assert [sg.size for sg in after.subgroups if sg.name == "adopted"] == [1]
-    vm = await tb.GetMcisVm(pb.GetMcisVmRequest(namespace=ns, mcis="m", name="legacy"))
+    vm = await tumblebug_client.GetMcisVm(pb.GetMcisVmRequest(namespace=ns, mcis="m", name="legacy"))
     assert vm.registered and vm.iid.csp_id == legacy.id
-    done = await wait_mcis(tb, ns, "m", settled_at("Running"))
+    done = await wait_mcis(tumblebug_client, ns, "m", settled_at("Running"))
     assert done.status == "Running:2 (R:2/2)"  # adopted, not made again
-    await expect_error(grpc.StatusCode.ALREADY_EXISTS, tb.RegisterVms(pb.RegisterVmsRequest(
+    await expect_error(grpc.StatusCode.ALREADY_EXISTS, tumblebug_client.RegisterVms(pb.RegisterVmsRequest(
         namespace=ns, mcis="m", subgroup="again", connection=conn.name,
         vms=[pb.RegisteredVm(name="twice", csp_id=legacy.id)])))
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.RegisterVms(pb.RegisterVmsRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.RegisterVms(pb.RegisterVmsRequest(
         namespace=ns, mcis="m", subgroup="ghost", connection=conn.name,
         vms=[pb.RegisteredVm(name="ghost", csp_id="i-does-not-exist")])))
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="m", terminate=True, wait=True))
-    assert await twin_vm_names(cloudtwin, conn) == set()  # adopted VMs go with their MCIS
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="m", terminate=True, wait=True))
+    assert await twin_vm_names(cloudtwin_process, conn) == set()  # adopted VMs go with their MCIS
 
 
-async def test_bad_requests_say_what_is_wrong(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                              stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    spec, image = await cheapest_spec_and_image(stub, conn.name)
+async def test_bad_requests_say_what_is_wrong(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                              spider_client: spider_pb2_grpc.SpiderStub,
+                                              cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    spec, image = await cheapest_spec_and_image(spider_client, conn.name)
     good = pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=1)
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace="no-such-ns", name="m", subgroups=[good])))
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="Bad Name", subgroups=[good])), "name")
     bad_spec = pb.DynamicSubgroup(name="g", spec_id="no-plus-sign", image_id=image, size=1)
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="m", subgroups=[bad_spec])), "subgroups[0].spec_id")
     no_spec = pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+no-such-spec", image_id=image, size=1)
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="m", subgroups=[no_spec])))
     zero = pb.DynamicSubgroup(name="g", spec_id=f"{conn.name}+{spec}", image_id=image, size=0)
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="m", subgroups=[zero])), "subgroups[0].size")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateResource(pb.CreateResourceRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateResource(pb.CreateResourceRequest(
         namespace=ns, collection="widgets", resource=pb.Resource(name="w", connection=conn.name))), "collection")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateResource(pb.CreateResourceRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateResource(pb.CreateResourceRequest(
         namespace=ns, collection="vnets", resource=pb.Resource(name="n", connection=conn.name))), "resource.vnet")
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.CreateResource(pb.CreateResourceRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.CreateResource(pb.CreateResourceRequest(
         namespace=ns, collection="vnets", resource=pb.Resource(name="n", connection="no-such-conn",
                                                                 vnet=pb.VNet(ipv4_cidr="10.0.0.0/16")))))
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.CreateResource(pb.CreateResourceRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.CreateResource(pb.CreateResourceRequest(
         namespace=ns, collection="vnets", resource=pb.Resource(name="n", connection=conn.name,
                                                                 vnet=pb.VNet(ipv4_cidr="10.0.0.0/99")))))
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="nothing")))
-    await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="m", subgroups=[good], wait=True))
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.ScaleSubgroup(pb.ScaleSubgroupRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.GetMcis(pb.GetMcisRequest(namespace=ns, name="nothing")))
+    await tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(namespace=ns, name="m", subgroups=[good],
+                                                                         wait=True))
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.ScaleSubgroup(pb.ScaleSubgroupRequest(
         namespace=ns, mcis="m", subgroup="g", size=-1)), "size")
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.ScaleSubgroup(pb.ScaleSubgroupRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.ScaleSubgroup(pb.ScaleSubgroupRequest(
         namespace=ns, mcis="m", subgroup="nope", size=2)))
-    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.ResumeMcis(pb.McisActionRequest(namespace=ns, name="m")))
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="m", terminate=True, wait=True))
+    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.ResumeMcis(pb.McisActionRequest(namespace=ns,
+                                                                                                             name="m")))
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="m", terminate=True, wait=True))

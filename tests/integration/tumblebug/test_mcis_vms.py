@@ -39,79 +39,85 @@ async def _vms(tb: tumblebug_pb2_grpc.TumblebugStub, ns: str) -> dict[str, pb.Mc
     return {v.name: v for v in (await tb.ListMcisVms(pb.ListMcisVmsRequest(namespace=ns, mcis="web"))).vms}
 
 
-async def test_one_vm_leaves_its_mcis(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
-                                      cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    await _mcis(tb, stub, ns, conn.name, 3)
-    err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.DeleteMcisVm(pb.DeleteMcisVmRequest(
+async def test_one_vm_leaves_its_mcis(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                      spider_client: spider_pb2_grpc.SpiderStub,
+                                      cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    await _mcis(tumblebug_client, spider_client, ns, conn.name, 3)
+    err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.DeleteMcisVm(pb.DeleteMcisVmRequest(
         namespace=ns, mcis="web", name="g-2")))
     assert "Running" in (err.details() or "") and "terminate" in (err.details() or "")
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.DeleteMcisVm(pb.DeleteMcisVmRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.DeleteMcisVm(pb.DeleteMcisVmRequest(
         namespace=ns, mcis="web", name="g-9", terminate=True)))
-    gone = (await _vms(tb, ns))["g-2"].iid.name
-    after = await tb.DeleteMcisVm(pb.DeleteMcisVmRequest(namespace=ns, mcis="web", name="g-2", terminate=True,
+    gone = (await _vms(tumblebug_client, ns))["g-2"].iid.name
+    after = await tumblebug_client.DeleteMcisVm(pb.DeleteMcisVmRequest(namespace=ns, mcis="web", name="g-2", terminate=True,
                                                          wait=True))
     assert after.subgroups[0].size == 2 and after.status == "Running:2 (R:2/2)"
-    assert set(await _vms(tb, ns)) == {"g-1", "g-3"}  # no VM made in its place
-    names = await twin_vm_names(cloudtwin, conn)
+    assert set(await _vms(tumblebug_client, ns)) == {"g-1", "g-3"}  # no VM made in its place
+    names = await twin_vm_names(cloudtwin_process, conn)
     assert len(names) == 2 and not any(n.startswith(gone) for n in names)
-    await expect_error(grpc.StatusCode.NOT_FOUND, stub.GetVm(spb.GetResourceRequest(connection=conn.name, name=gone)))
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))
+    await expect_error(grpc.StatusCode.NOT_FOUND, spider_client.GetVm(spb.GetResourceRequest(connection=conn.name,
+                                                                                             name=gone)))
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))
 
 
-async def test_data_disk_attached_to_an_mcis_vm(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
-    ns = await namespace(tb)
-    one, two = [c.name for c in await connections(stub, cloudtwin, 2)]
-    await _mcis(tb, stub, ns, one, 2)
+async def test_data_disk_attached_to_an_mcis_vm(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                spider_client: spider_pb2_grpc.SpiderStub,
+                                                cloudtwin_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    one, two = [c.name for c in await connections(spider_client, cloudtwin_process, 2)]
+    await _mcis(tumblebug_client, spider_client, ns, one, 2)
     for name, conn in (("data", one), ("far", two)):
-        await tb.CreateResource(pb.CreateResourceRequest(namespace=ns, collection="data-disks", resource=pb.Resource(
+        await tumblebug_client.CreateResource(pb.CreateResourceRequest(namespace=ns, collection="data-disks",
+                                                                       resource=pb.Resource(
             name=name, connection=conn, data_disk=pb.DataDisk(size_gib=10))))
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.AttachDataDisk(pb.VmDataDiskRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(
         namespace=ns, mcis="web", name="g-1", data_disk="far")), field="data_disk")
-    await expect_error(grpc.StatusCode.NOT_FOUND, tb.AttachDataDisk(pb.VmDataDiskRequest(
+    await expect_error(grpc.StatusCode.NOT_FOUND, tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(
         namespace=ns, mcis="web", name="g-1", data_disk="none")))
-    disk = (await tb.GetResource(pb.GetResourceRequest(namespace=ns, collection="data-disks", name="data"))).iid.name
+    disk = (await tumblebug_client.GetResource(pb.GetResourceRequest(namespace=ns, collection="data-disks",
+                                                                     name="data"))).iid.name
     deadline = time.monotonic() + 30
-    while (await stub.GetDisk(spb.GetResourceRequest(connection=one, name=disk))).status == "creating":
-        err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.AttachDataDisk(pb.VmDataDiskRequest(
+    while (await spider_client.GetDisk(spb.GetResourceRequest(connection=one, name=disk))).status == "creating":
+        err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(
             namespace=ns, mcis="web", name="g-1", data_disk="data")))
         assert "still being made" in (err.details() or "") and time.monotonic() < deadline
         await asyncio.sleep(0.1)
-    vm = await tb.AttachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1", data_disk="data"))
+    vm = await tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1", data_disk="data"))
     assert list(vm.data_disks) == ["data"]
-    again = await tb.AttachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1", data_disk="data"))
+    again = await tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1",
+                                                                       data_disk="data"))
     assert list(again.data_disks) == ["data"]  # asked twice: attached once
-    cloud = await stub.GetDisk(spb.GetResourceRequest(connection=one, name=disk))
+    cloud = await spider_client.GetDisk(spb.GetResourceRequest(connection=one, name=disk))
     assert cloud.attached_vm == vm.iid.name
-    err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.AttachDataDisk(pb.VmDataDiskRequest(
+    err = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.AttachDataDisk(pb.VmDataDiskRequest(
         namespace=ns, mcis="web", name="g-2", data_disk="data")))
     assert "another VM" in (err.details() or "")
-    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.DeleteMcisVm(pb.DeleteMcisVmRequest(
+    await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.DeleteMcisVm(pb.DeleteMcisVmRequest(
         namespace=ns, mcis="web", name="g-1", terminate=True)))
-    vm = await tb.DetachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1", data_disk="data"))
+    vm = await tumblebug_client.DetachDataDisk(pb.VmDataDiskRequest(namespace=ns, mcis="web", name="g-1", data_disk="data"))
     assert list(vm.data_disks) == []
-    assert not (await stub.GetDisk(spb.GetResourceRequest(connection=one, name=disk))).attached_vm
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))
+    assert not (await spider_client.GetDisk(spb.GetResourceRequest(connection=one, name=disk))).attached_vm
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))
 
 
-async def test_a_vm_verb_keeps_the_mcis_target_and_errors_clear(tb: tumblebug_pb2_grpc.TumblebugStub,
-                                                                stub: spider_pb2_grpc.SpiderStub,
-                                                                cloudtwin: servers.Server,
-                                                                etcd: servers.Server) -> None:
-    ns = await namespace(tb)
-    conn = (await connections(stub, cloudtwin, 1))[0]
-    await _mcis(tb, stub, ns, conn.name, 2)
-    done = await tb.SuspendMcis(pb.McisActionRequest(namespace=ns, name="web", vm="g-1", wait=True))
+async def test_a_vm_verb_keeps_the_mcis_target_and_errors_clear(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                                                spider_client: spider_pb2_grpc.SpiderStub,
+                                                                cloudtwin_process: servers.Server,
+                                                                etcd_process: servers.Server) -> None:
+    ns = await namespace(tumblebug_client)
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0]
+    await _mcis(tumblebug_client, spider_client, ns, conn.name, 2)
+    done = await tumblebug_client.SuspendMcis(pb.McisActionRequest(namespace=ns, name="web", vm="g-1", wait=True))
     assert done.status == "Partial-Running:1 (R:1/2)"
     assert done.target_status == common.RUNNING and done.target_action == pb.ACTION_NONE
-    assert (await _vms(tb, ns))["g-1"].status == common.SUSPENDED
-    await tb.ResumeMcis(pb.McisActionRequest(namespace=ns, name="web", vm="g-1", wait=True))
+    assert (await _vms(tumblebug_client, ns))["g-1"].status == common.SUSPENDED
+    await tumblebug_client.ResumeMcis(pb.McisActionRequest(namespace=ns, name="web", vm="g-1", wait=True))
 
     # A VM that met a problem on its way (here: recorded as a refused verb would leave it) and then got
     # where it was asked to be carries no error any more.
-    store = Store("127.0.0.1", etcd.port)
+    store = Store("127.0.0.1", etcd_process.port)
     try:
         def stale(vm: pb.McisVm) -> pb.McisVm:
             vm.status = common.CREATING
@@ -121,11 +127,11 @@ async def test_a_vm_verb_keeps_the_mcis_target_and_errors_clear(tb: tumblebug_pb
         await store.modify(keys.vm(ns, "web", "g-2"), pb.McisVm, stale, "g-2")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            vm = (await _vms(tb, ns))["g-2"]
+            vm = (await _vms(tumblebug_client, ns))["g-2"]
             if vm.status == common.RUNNING:
                 break
             await asyncio.sleep(0.1)
         assert vm.status == common.RUNNING and vm.error == ""
     finally:
         await store.close()
-    await tb.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))
+    await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="web", terminate=True, wait=True))

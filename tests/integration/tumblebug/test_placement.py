@@ -38,10 +38,11 @@ async def truth(twin: servers.Server, spec: pb.CatalogSpec) -> float:
     return t.cpu_multi
 
 
-async def test_recommend_and_plan(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
-                                  cloudtwin: servers.Server) -> None:
-    conns = await connections(stub, cloudtwin, 3)
-    got = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=reqs(conns, vcpu_min=2),
+async def test_recommend_and_plan(tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                  spider_client: spider_pb2_grpc.SpiderStub,
+                                  cloudtwin_process: servers.Server) -> None:
+    conns = await connections(spider_client, cloudtwin_process, 3)
+    got = await tumblebug_client.RecommendSpec(pb.RecommendSpecRequest(requirements=reqs(conns, vcpu_min=2),
                                                          weights={"cost": 1, "performance": 1}, limit=5))
     assert len(got.specs) == 5 and got.passed >= 5
     top = got.specs[0]
@@ -51,59 +52,63 @@ async def test_recommend_and_plan(tb: tumblebug_pb2_grpc.TumblebugStub, stub: sp
     assert perf.estimated and top.estimated and "cpu_multi" in perf.figures  # no benchmark yet
     assert [s.score for s in got.specs] == sorted((s.score for s in got.specs), reverse=True)
 
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.RecommendSpec(pb.RecommendSpecRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.RecommendSpec(pb.RecommendSpecRequest(
         weights={"speed": 1})), "weights")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.RecommendSpec(pb.RecommendSpecRequest(limit=5000)),
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.RecommendSpec(pb.RecommendSpecRequest(limit=5000)),
                        "limit")
 
-    ns = await namespace(tb)
+    ns = await namespace(tumblebug_client)
     group = pb.PlacementGroup(name="web", count=6, requirements=reqs(conns))
-    ok = await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+    ok = await tumblebug_client.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
         groups=[group], constraints=pb.PlacementConstraints(min_providers=3))))
     assert ok.status == "optimal" and sum(p.count for p in ok.placements) == 6
     assert len({p.spec.provider for p in ok.placements}) == 3
     assert abs(ok.cost_per_hour - sum(p.cost_per_hour for p in ok.placements)) < 1e-9
-    cheapest = (await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+    cheapest = (await tumblebug_client.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
         groups=[group])))).cost_per_hour
     assert cheapest < ok.cost_per_hour  # spread costs something here
 
     budget = round((cheapest + ok.cost_per_hour) / 2, 4)
-    bad = await tb.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
+    bad = await tumblebug_client.PlanMcis(pb.PlanMcisRequest(namespace=ns, placement=pb.PlacementRequest(
         groups=[group], constraints=pb.PlacementConstraints(min_providers=3, budget_per_hour=budget))))
     assert bad.status == "infeasible" and not bad.placements
     assert "budget" in [b.constraint for b in bad.binding], bad
     assert f"{budget:.2f}/h" in bad.message and "spread ≥ 3 providers" in bad.message, bad.message
 
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.PlanMcis(pb.PlanMcisRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.PlanMcis(pb.PlanMcisRequest(
         namespace=ns, placement=pb.PlacementRequest(groups=[group], objective="fastest"))), "placement.objective")
-    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.PlanMcis(pb.PlanMcisRequest(
+    await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tumblebug_client.PlanMcis(pb.PlanMcisRequest(
         namespace=ns, placement=pb.PlacementRequest(groups=[pb.PlacementGroup(name="a", count=0)]))),
         "placement.groups.count")
 
     # The same request creates the MCIS: the plan's placements become its subgroups.
-    made = await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
+    made = await tumblebug_client.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="placed", install_agent=False, placement=pb.PlacementRequest(
             groups=[pb.PlacementGroup(name="web", count=3, requirements=reqs(conns), image="ubuntu")],
             constraints=pb.PlacementConstraints(min_providers=3))))
     assert len(made.subgroups) == 3 and {sg.connection for sg in made.subgroups} == {c.name for c in conns}
     assert len(made.placement.groups) == 1
-    done = await wait_mcis(tb, ns, "placed", settled_at("Running"))
+    done = await wait_mcis(tumblebug_client, ns, "placed", settled_at("Running"))
     assert done.status_count.running == 3
 
 
-async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugStub,
-                                        stub: spider_pb2_grpc.SpiderStub, cloudtwin: servers.Server) -> None:
-    tb = monitored
-    conns = await connections(stub, cloudtwin, 3, region_index=0)
-    want = reqs(conns)
+async def test_campaign_closes_the_loop(monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                        spider_client: spider_pb2_grpc.SpiderStub,
+                                        cloudtwin_process: servers.Server) -> None:
+    tb = monitored_tumblebug_client
+    conns = await connections(spider_client, cloudtwin_process, 3, region_index=0)
+    # Three providers' specs of 1 to 4 vCPUs: a spread of true performance wide enough that a ranking
+    # means something, and few enough VMs (each boots an agent) to measure them in two waves.
+    want = reqs(conns, vcpu_max=4)
     before = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
                                                             limit=1000))
     n = len(before.specs)
-    assert n >= 32
+    assert n >= 16
     assert all(s.estimated for s in before.specs)  # the ranking by performance is an estimate
+    made = n - 2  # the VM budget: two specs must be left out
 
     started = await tb.StartBenchmarkCampaign(pb.StartBenchmarkCampaignRequest(campaign=pb.BenchmarkCampaign(
-        name="c1", requirements=want, max_vms=n - 2, max_cost=1000.0, parallel=8, vm_lifetime_s=180)))
+        name="c1", requirements=want, max_vms=made, max_cost=1000.0, parallel=made // 2 + 1, vm_lifetime_s=180)))
     assert started.state == "running" and len(started.steps) == n
     deadline = time.monotonic() + 600
     while True:
@@ -113,19 +118,19 @@ async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugS
         await asyncio.sleep(1.0)
     states = [s.state for s in c.steps]
     assert c.state == "done", (c.message, states)
-    assert states.count("skipped") == 2 and c.vms_made == n - 2, c.message  # the VM budget held
-    assert states.count("done") >= 30, [(s.spec_id, s.error) for s in c.steps if s.state != "done"]
+    assert states.count("skipped") == 2 and c.vms_made == made, c.message  # the VM budget held
+    assert states.count("done") >= made - 4, [(s.spec_id, s.error) for s in c.steps if s.state != "done"]
     # No VM left behind, in the cloud or in tumblebug.
     for conn in conns:
-        assert not {v for v in await twin_vm_names(cloudtwin, conn)}
+        assert not {v for v in await twin_vm_names(cloudtwin_process, conn)}
     assert not (await tb.ListMcis(pb.ListMcisRequest(namespace="cb-benchmarks"))).mcis
 
     after = await tb.RecommendSpec(pb.RecommendSpecRequest(requirements=want, weights={"performance": 1},
                                                            limit=1000))
     measured = [s for s in after.specs if not s.estimated]
-    assert len(measured) >= 30
+    assert len(measured) >= made - 4
     got = [next(x for x in s.scores if x.weigher == "performance").figures["cpu_multi"] for s in measured]
-    true = [await truth(cloudtwin, s.spec) for s in measured]
+    true = [await truth(cloudtwin_process, s.spec) for s in measured]
     rho = spearmanr(got, true).statistic
     print(f"spearman rho={rho:.4f} over {len(measured)} specs")
     assert rho >= 0.9
@@ -138,10 +143,11 @@ async def test_campaign_closes_the_loop(monitored: tumblebug_pb2_grpc.TumblebugS
         metric="speed")), "metric")
 
 
-async def test_benchmark_mcis_rtt(monitored: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub,
-                                  cloudtwin: servers.Server) -> None:
-    tb = monitored
-    conns = await connections(stub, cloudtwin, 2)
+async def test_benchmark_mcis_rtt(monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub,
+                                  spider_client: spider_pb2_grpc.SpiderStub,
+                                  cloudtwin_process: servers.Server) -> None:
+    tb = monitored_tumblebug_client
+    conns = await connections(spider_client, cloudtwin_process, 2)
     ns = await namespace(tb)
     await tb.CreateMcisDynamic(pb.CreateMcisDynamicRequest(
         namespace=ns, name="two", placement=pb.PlacementRequest(
