@@ -39,8 +39,8 @@ def status(state: str) -> list[wpb.WorkloadStatus]:
     return [out]
 
 
-async def test_unchanged_reports_skip_etcd_and_the_other_replicas_writes_are_seen(etcd: servers.Server) -> None:
-    stores = [CountingStore("127.0.0.1", etcd.port) for _ in range(2)]
+async def test_unchanged_reports_skip_etcd_and_the_other_replicas_writes_are_seen(etcd_process: servers.Server) -> None:
+    stores = [CountingStore("127.0.0.1", etcd_process.port) for _ in range(2)]
     a, b = (WorkloadStatuses(s, NoBus(), AgentGuard()) for s in stores)  # type: ignore[arg-type]
     vm = VmId("ns-cache", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
     key = keys.workloads(vm)
@@ -71,8 +71,8 @@ async def _known_state(replica: WorkloadStatuses, key: str, state: int) -> bool:
     return known is not None and known.statuses[0].state == state
 
 
-async def test_a_vm_without_workloads_costs_etcd_one_read_and_no_record(etcd: servers.Server) -> None:
-    store = CountingStore("127.0.0.1", etcd.port)
+async def test_a_vm_without_workloads_costs_etcd_one_read_and_no_record(etcd_process: servers.Server) -> None:
+    store = CountingStore("127.0.0.1", etcd_process.port)
     replica = WorkloadStatuses(store, NoBus(), AgentGuard())  # type: ignore[arg-type]
     vm = VmId("ns-cache", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
     key = keys.workloads(vm)
