@@ -153,16 +153,21 @@ def tls_env(name: str) -> dict[str, str]:
     return identity(name).env()
 
 
-def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True) -> Proc:
+def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True,
+         member: str = "cb", cluster: Mapping[str, int] | None = None) -> Proc:
     """etcd with its data under run_dir/etcd, clients and peers on mutual TLS (identity `etcd`).
-    `durable=False` skips fsync (tests)."""
-    peer = peer_port or free_port()
+    `durable=False` skips fsync (tests). A member of a cluster is named `member` and given every
+    member's peer port in `cluster` (name → port, its own included); its data and log are its own."""
+    peer = (cluster or {}).get(member) or peer_port or free_port()
+    members = cluster or {member: peer}
     me = identity("etcd")
+    suffix = "" if cluster is None else f"-{member}"
     argv = [
-        binary("etcd"), "--name", "cb", "--data-dir", str(run_dir / "etcd"),
+        binary("etcd"), "--name", member, "--data-dir", str(run_dir / f"etcd{suffix}"),
         "--listen-client-urls", f"https://127.0.0.1:{port}", "--advertise-client-urls", f"https://127.0.0.1:{port}",
         "--listen-peer-urls", f"https://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"https://127.0.0.1:{peer}",
-        "--initial-cluster", f"cb=https://127.0.0.1:{peer}", "--log-level", "warn",
+        "--initial-cluster", ",".join(f"{name}=https://127.0.0.1:{p}" for name, p in members.items()),
+        "--initial-cluster-token", "cb", "--log-level", "warn",
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
         # Only a client with a certificate of our CA gets in; the same for peers.
         "--client-cert-auth", "--trusted-ca-file", str(me.ca_file),
@@ -172,7 +177,7 @@ def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool =
     ]
     if not durable:
         argv.append("--unsafe-no-fsync")
-    return Proc("etcd", argv, run_dir / "logs" / "etcd.log")
+    return Proc(f"etcd{suffix}", argv, run_dir / "logs" / f"etcd{suffix}.log")
 
 
 def nats(run_dir: Path, port: int, config: Path | None = None) -> Proc:
