@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -180,12 +181,37 @@ def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool =
     return Proc(f"etcd{suffix}", argv, run_dir / "logs" / f"etcd{suffix}.log")
 
 
-def nats(run_dir: Path, port: int, config: Path | None = None) -> Proc:
-    """nats-server with JetStream, its store under run_dir/nats."""
-    argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(run_dir / "nats")]
+def nats(run_dir: Path, port: int, config: Path | None = None, name: str = "nats", jetstream: bool = True) -> Proc:
+    """nats-server (with JetStream unless told not), its store under run_dir/`name`."""
+    argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream:
+        argv += ["-js", "-sd", str(run_dir / name)]
     if config is not None:
         argv += ["-c", str(config)]
-    return Proc("nats", argv, run_dir / "logs" / "nats.log")
+    return Proc(name, argv, run_dir / "logs" / f"{name}.log")
+
+
+def nats_node_config(auth_config: Path, directory: Path, name: str, route_port: int, routes: list[int]) -> Path:
+    """The config of one node of a NATS cluster on loopback: the suite's operator-mode auth
+    (`auth_config`, from natsauth.write_suite_auth) with the node's own copy of the account
+    resolver's directory (a full resolver keeps one per server; they sync over the routes),
+    its name, and routes to every node (`routes`: their cluster ports, its own included)."""
+    text = auth_config.read_text()
+    match = re.search(r'dir: "([^"]+)"', text)
+    if match is None:
+        raise ValueError(f"{auth_config} has no resolver directory")
+    own = directory / f"{name}-accounts"
+    shutil.rmtree(own, ignore_errors=True)
+    shutil.copytree(match.group(1), own)
+    own.chmod(0o700)
+    text = text.replace(match.group(0), f'dir: "{own.resolve()}"')
+    route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != route_port)
+    text += "\n".join([f"server_name: {name}", "cluster {", "  name: cb", f"  listen: 127.0.0.1:{route_port}",
+                       f"  routes: [{route_urls}]", "}", ""])
+    path = directory / f"{name}.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 def python_service(name: str, module: str, run_dir: Path, env: Mapping[str, str]) -> Proc:

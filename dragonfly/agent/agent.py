@@ -35,6 +35,7 @@ from dragonfly.protocol.config import AgentConfig
 from dragonfly.protocol.replies import BUSY, INVALID, NOT_FOUND, LiveMetrics, Refusal, WorkloadLogs, WorkloadsSet
 from dragonfly.protocol.wire import dumps
 from dragonfly.protocol.workspec import SpecError, parse_set
+from services.bus import servers
 
 log = logging.getLogger("cb-agent")
 
@@ -148,7 +149,7 @@ class Agent:
             nc = Client()
             try:
                 async with self.pacer.turn(failures):
-                    await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
+                    await nc.connect(servers(self.config.nats_url), name=f"cb-agent {self.vm.key}",
                                      inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
                                      connect_timeout=2, reconnect_to_server_handler=self.pacer.reconnect_handler,
@@ -366,7 +367,7 @@ def host_ip(config: AgentConfig) -> str:
         return config.twin.ip
     if config.ip:
         return config.ip
-    host = urlsplit(config.nats_url).hostname or "127.0.0.1"
+    host = urlsplit(servers(config.nats_url)[0]).hostname or "127.0.0.1"
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((host, 4222))
