@@ -86,9 +86,14 @@ class ConnectPacer:
             yield
 
     def reconnect_handler(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
-        """For nats-py: the server to reconnect to and how long to wait first."""
-        failures = min((s.reconnects for s in servers), default=0)
-        return (servers[0] if servers else None), self.delay(failures)
+        """For nats-py: the server to reconnect to and how long to wait first.
+
+        The one that failed least: nats-py shuffles the pool once per reconnect and asks again after
+        each failure, so always taking the first would try a dead node of a cluster forever."""
+        if not servers:
+            return None, self.delay()
+        pick = min(servers, key=lambda s: s.reconnects)
+        return pick, self.delay(pick.reconnects)
 
 
 class Agent:

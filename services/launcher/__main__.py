@@ -200,8 +200,7 @@ async def run_cluster(run_dir: Path) -> int:
         code = 1
     finally:
         print("Stopping …", flush=True)
-        suite.stop()
-        _stop_app_endpoints(run_dir / "endpoints")
+        suite.stop()  # the apps' endpoints too
         for name in ("launcher.pid", "suite.json", "namespace"):
             (run_dir / name).unlink(missing_ok=True)
         print("Stopped; nothing left running.", flush=True)
@@ -287,20 +286,12 @@ async def main() -> int:
         print("Stopping …", flush=True)
         for ep in reversed(started):
             ep.proc.stop()
-        _stop_app_endpoints(run_dir / "endpoints")
+        cluster.stop_app_endpoints(run_dir / "endpoints")
         pid_file.unlink(missing_ok=True)
         (run_dir / "suite.json").unlink(missing_ok=True)
         (run_dir / "namespace").unlink(missing_ok=True)
         print("Stopped; nothing left running.", flush=True)
     return code
-
-
-def _stop_app_endpoints(directory: Path) -> None:
-    """The apps' HAProxy endpoints outlive ladybug on purpose (a restarted ladybug adopts them);
-    the suite's Ctrl-C stops them too, by their PID files."""
-    for pid_file in directory.glob("*/haproxy.pid"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ VictoriaMetrics (the metric engine both dragonfly replicas write to) are one pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +161,15 @@ class Cluster:
             await procs.start_tcp(member.proc, member.port)
 
     def stop(self) -> None:
-        """Stop every process, by PID, the last started first."""
+        """Stop every process, by PID, the last started first, and the apps' endpoints."""
         for member in reversed(self.members):
             member.proc.stop()
+        stop_app_endpoints(self.run_dir / "endpoints")
+
+
+def stop_app_endpoints(directory: Path) -> None:
+    """The apps' HAProxy endpoints outlive ladybug on purpose (a restarted ladybug adopts them);
+    stopping the suite stops them too, by their PID files."""
+    for pid_file in directory.glob("*/haproxy.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
