@@ -281,22 +281,62 @@ async def tumblebug_progress(store: Store, since_rev: int, at: float, deadline: 
     return None
 
 
-async def ladybug_progress(http: httpx.AsyncClient, at: float, deadline: float) -> float | None:
-    """Seconds from the kill until the controller has recorded the status of an app created at the kill."""
+@dataclass
+class Progress:
+    """Seconds from a kill until the new leader's controller worked, and what the probe saw on the
+    way (answers by status, the last one): when it never worked, why."""
+
+    seconds: float | None = None
+    seen: Counter[str] = field(default_factory=Counter)
+    last: str = ""
+    # The surviving replicas' last failed sync of the probe app, read from their logs.
+    last_sync_error: str = ""
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"controller_progress_s": self.seconds, "progress_answers": dict(self.seen)}
+        if self.seconds is None:
+            out |= {"progress_last": self.last, "progress_last_sync_error": self.last_sync_error}
+        return out
+
+
+async def ladybug_progress(http: httpx.AsyncClient, at: float, deadline: float) -> Progress:
+    """Until the controller has recorded the status of an app created at the kill (its
+    observedGeneration reaches 1); a refused create is retried."""
     app = {"name": PROBE_APP, "mcis": MCIS, "spec": {
         "artifact": {"command": "exec sleep 60"}, "instances": 1}}
+    progress = Progress()
     created = False
     while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
+        try:
             if not created:
                 reply = await http.post(f"/ladybug/v1/namespaces/{NS}/apps", json=app)
                 created = reply.status_code in (200, 409)
+                progress.seen[f"POST {reply.status_code}"] += 1
+                progress.last = f"POST {reply.status_code} {reply.text[:300]}"
             else:
-                got = (await http.get(f"/ladybug/v1/namespaces/{NS}/apps/{PROBE_APP}")).json()
-                if int(got.get("observedGeneration", 0)) >= 1:
-                    return round(time.monotonic() - at, 2)
+                reply = await http.get(f"/ladybug/v1/namespaces/{NS}/apps/{PROBE_APP}")
+                progress.seen[f"GET {reply.status_code}"] += 1
+                progress.last = f"GET {reply.status_code} {reply.text[:300]}"
+                if reply.status_code == 200 and int(reply.json().get("observedGeneration", 0)) >= 1:
+                    progress.seconds = round(time.monotonic() - at, 2)
+                    return progress
+        except httpx.HTTPError as err:
+            progress.seen[type(err).__name__] += 1
+            progress.last = f"{type(err).__name__}: {err}"
         await asyncio.sleep(0.1)
-    return None
+    return progress
+
+
+def last_sync_error(members: list[cluster.Member], key: str) -> str:
+    """The newest `sync failed` of `key` in these replicas' logs (JSON lines), its error only."""
+    found = ""
+    for member in members:
+        with contextlib.suppress(OSError):
+            for line in member.proc.log_path.read_text(errors="replace").splitlines():
+                if "sync failed" in line and key in line:
+                    with contextlib.suppress(ValueError):
+                        found = str(json.loads(line).get("error", ""))[:600]
+    return found
 
 
 async def vm_ledger(suite: cluster.Cluster, store: Store) -> dict[str, Any]:
@@ -339,7 +379,11 @@ async def strike(suite: cluster.Cluster, store: Store, http: httpx.AsyncClient, 
     if role == "tumblebug":
         out["controller_progress_s"] = await tumblebug_progress(store, since_rev, at, deadline)
     if role == "ladybug":
-        out["controller_progress_s"] = await ladybug_progress(http, at, deadline)
+        progress = await ladybug_progress(http, at, deadline)
+        if progress.seconds is None:
+            survivors = [m for m in suite.of(role) if m is not member]
+            progress.last_sync_error = last_sync_error(survivors, repr((NS, PROBE_APP)))
+        out |= progress.report()
     await asyncio.sleep(max(0.0, at + hold_s - time.monotonic()))
     return at, out
 
