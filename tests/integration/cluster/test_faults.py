@@ -9,6 +9,7 @@ VM made once and recorded once, and every point the agents sampled is stored."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bench import cluster_faults
@@ -21,6 +22,7 @@ VMS = 20
 
 async def test_the_suite_survives_one_of_each_going_away(tmp_path: Path) -> None:
     result = await cluster_faults.scenario(tmp_path, vms=VMS, hold_s=4.0)
+    print(json.dumps(result, indent=1))  # the numbers (-rP shows them for a passing run)
     faults = {f["fault"].split()[1]: f for f in result["faults"]}
     assert list(faults) == ["etcd", "tumblebug", "ladybug", "spider", "nats", "dragonfly"], result
     for fault in faults.values():
