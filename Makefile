@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: setup protos run test lint bench clean libvirt-python image compose-secrets compose-up compose-down
+.PHONY: setup protos run run-cluster test lint bench clean libvirt-python image compose-secrets compose-up compose-down
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ protos: $(STAMP)
 
 run: setup
 	$(PY) -m services.launcher
+
+# The clustered topology on loopback: 3 etcd members, 3 NATS nodes, 2 replicas of every service.
+run-cluster: setup
+	$(PY) -m services.launcher --cluster
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

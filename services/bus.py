@@ -17,6 +17,11 @@ from services import errors
 log = logging.getLogger("bus")
 
 
+def servers(url: str) -> list[str]:
+    """The NATS servers of `CB_NATS_URL`: one URL, or the nodes of a cluster separated by commas."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class Bus:
     """One NATS connection per process; reconnects forever and buffers while away."""
 
@@ -43,7 +48,7 @@ class Bus:
         nc = Client()
         try:
             await asyncio.wait_for(nc.connect(
-                self.url, name=self.name, **self._options,
+                servers(self.url), name=self.name, **self._options,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,  # type: ignore[arg-type]
                 disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error,
                 allow_reconnect=True, pending_size=64 * 1024 * 1024,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -153,16 +154,21 @@ def tls_env(name: str) -> dict[str, str]:
     return identity(name).env()
 
 
-def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True) -> Proc:
+def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool = True,
+         member: str = "cb", cluster: Mapping[str, int] | None = None) -> Proc:
     """etcd with its data under run_dir/etcd, clients and peers on mutual TLS (identity `etcd`).
-    `durable=False` skips fsync (tests)."""
-    peer = peer_port or free_port()
+    `durable=False` skips fsync (tests). A member of a cluster is named `member` and given every
+    member's peer port in `cluster` (name → port, its own included); its data and log are its own."""
+    peer = (cluster or {}).get(member) or peer_port or free_port()
+    members = cluster or {member: peer}
     me = identity("etcd")
+    suffix = "" if cluster is None else f"-{member}"
     argv = [
-        binary("etcd"), "--name", "cb", "--data-dir", str(run_dir / "etcd"),
+        binary("etcd"), "--name", member, "--data-dir", str(run_dir / f"etcd{suffix}"),
         "--listen-client-urls", f"https://127.0.0.1:{port}", "--advertise-client-urls", f"https://127.0.0.1:{port}",
         "--listen-peer-urls", f"https://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"https://127.0.0.1:{peer}",
-        "--initial-cluster", f"cb=https://127.0.0.1:{peer}", "--log-level", "warn",
+        "--initial-cluster", ",".join(f"{name}=https://127.0.0.1:{p}" for name, p in members.items()),
+        "--initial-cluster-token", "cb", "--log-level", "warn",
         "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h",
         # Only a client with a certificate of our CA gets in; the same for peers.
         "--client-cert-auth", "--trusted-ca-file", str(me.ca_file),
@@ -172,15 +178,40 @@ def etcd(run_dir: Path, port: int, peer_port: int | None = None, durable: bool =
     ]
     if not durable:
         argv.append("--unsafe-no-fsync")
-    return Proc("etcd", argv, run_dir / "logs" / "etcd.log")
+    return Proc(f"etcd{suffix}", argv, run_dir / "logs" / f"etcd{suffix}.log")
 
 
-def nats(run_dir: Path, port: int, config: Path | None = None) -> Proc:
-    """nats-server with JetStream, its store under run_dir/nats."""
-    argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(run_dir / "nats")]
+def nats(run_dir: Path, port: int, config: Path | None = None, name: str = "nats", jetstream: bool = True) -> Proc:
+    """nats-server (with JetStream unless told not), its store under run_dir/`name`."""
+    argv = [binary("nats-server"), "-a", "127.0.0.1", "-p", str(port)]
+    if jetstream:
+        argv += ["-js", "-sd", str(run_dir / name)]
     if config is not None:
         argv += ["-c", str(config)]
-    return Proc("nats", argv, run_dir / "logs" / "nats.log")
+    return Proc(name, argv, run_dir / "logs" / f"{name}.log")
+
+
+def nats_node_config(auth_config: Path, directory: Path, name: str, route_port: int, routes: list[int]) -> Path:
+    """The config of one node of a NATS cluster on loopback: the suite's operator-mode auth
+    (`auth_config`, from natsauth.write_suite_auth) with the node's own copy of the account
+    resolver's directory (a full resolver keeps one per server; they sync over the routes),
+    its name, and routes to every node (`routes`: their cluster ports, its own included)."""
+    text = auth_config.read_text()
+    match = re.search(r'dir: "([^"]+)"', text)
+    if match is None:
+        raise ValueError(f"{auth_config} has no resolver directory")
+    own = directory / f"{name}-accounts"
+    shutil.rmtree(own, ignore_errors=True)
+    shutil.copytree(match.group(1), own)
+    own.chmod(0o700)
+    text = text.replace(match.group(0), f'dir: "{own.resolve()}"')
+    route_urls = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes if p != route_port)
+    text += "\n".join([f"server_name: {name}", "cluster {", "  name: cb", f"  listen: 127.0.0.1:{route_port}",
+                       f"  routes: [{route_urls}]", "}", ""])
+    path = directory / f"{name}.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 def python_service(name: str, module: str, run_dir: Path, env: Mapping[str, str]) -> Proc:

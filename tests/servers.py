@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,32 @@ async def start_etcd(run_dir: Path) -> Server:
     proc = procs.etcd(run_dir, port, durable=False)
     await procs.start_tcp(proc, port)
     return Server(proc, port)
+
+
+@dataclass
+class EtcdCluster:
+    """Three etcd members on loopback (mutual TLS for clients and peers)."""
+
+    members: list[Server]
+
+    @property
+    def endpoints(self) -> str:
+        """`CB_ETCD_ENDPOINTS` for every member."""
+        return ",".join(m.address for m in self.members)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+async def start_etcd_cluster(run_dir: Path, size: int = 3) -> EtcdCluster:
+    """A fresh cluster of `size` members; each waits for the others, so they start together."""
+    peers = {f"m{i}": procs.free_port() for i in range(size)}
+    clients = {name: procs.free_port() for name in peers}
+    members = [Server(procs.etcd(run_dir, clients[name], durable=False, member=name, cluster=peers), clients[name])
+               for name in peers]
+    await asyncio.gather(*(procs.start_tcp(m.proc, m.port) for m in members))
+    return EtcdCluster(members)
 
 
 async def restart(server: Server, grpc_health: bool = True) -> None:

@@ -38,6 +38,7 @@ from dragonfly.protocol.config import AgentConfig
 from dragonfly.protocol.replies import BUSY, INVALID, NOT_FOUND, LiveMetrics, Refusal, WorkloadLogs, WorkloadsSet
 from dragonfly.protocol.wire import dumps
 from dragonfly.protocol.workspec import SpecError, parse_set
+from services.bus import servers
 
 log = logging.getLogger("cb-agent")
 
@@ -96,9 +97,14 @@ class ConnectPacer:
             yield
 
     def reconnect_handler(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
-        """For nats-py: the server to reconnect to and how long to wait first."""
-        failures = min((s.reconnects for s in servers), default=0)
-        return (servers[0] if servers else None), self.delay(failures)
+        """For nats-py: the server to reconnect to and how long to wait first.
+
+        The one that failed least: nats-py shuffles the pool once per reconnect and asks again after
+        each failure, so always taking the first would try a dead node of a cluster forever."""
+        if not servers:
+            return None, self.delay()
+        pick = min(servers, key=lambda s: s.reconnects)
+        return pick, self.delay(pick.reconnects)
 
 
 class Agent:
@@ -160,7 +166,7 @@ class Agent:
             nc = Client()
             try:
                 async with self.pacer.turn(failures):
-                    await nc.connect(self.config.nats_url, name=f"cb-agent {self.vm.key}",
+                    await nc.connect(servers(self.config.nats_url), name=f"cb-agent {self.vm.key}",
                                      inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
                                      connect_timeout=2, reconnect_to_server_handler=self.pacer.reconnect_handler,
@@ -398,7 +404,7 @@ def host_ip(config: AgentConfig) -> str:
         return config.twin.ip
     if config.ip:
         return config.ip
-    host = urlsplit(config.nats_url).hostname or "127.0.0.1"
+    host = urlsplit(servers(config.nats_url)[0]).hostname or "127.0.0.1"
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect((host, 4222))

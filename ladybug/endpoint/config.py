@@ -11,6 +11,10 @@ from ladybug.endpoint.settings import EndpointSettings
 
 BACKEND = "app"
 SLOT_PREFIX = "s"
+# Named relative to the endpoint's directory, HAProxy's working directory (`-C`): a Unix socket's
+# address holds at most 107 bytes (HAProxy takes 97), which a deep run dir or a long app name
+# would exceed as an absolute path.
+ADMIN_SOCKET = "admin.sock"
 _APP_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -34,7 +38,7 @@ class Files:
 
     @property
     def admin_socket(self) -> Path:
-        return self.dir / "admin.sock"
+        return self.dir / ADMIN_SOCKET
 
     @property
     def pid(self) -> Path:
@@ -87,7 +91,7 @@ def render(app: str, host: str, port: int, slots: int, check: HealthCheck, files
 # Endpoint of application {app}; written by ladybug, changed through {files.admin_socket.name}.
 global
     nbthread {s.threads}
-    stats socket {files.admin_socket} mode 600 level admin expose-fd listeners
+    stats socket unix@{ADMIN_SOCKET} mode 600 level admin expose-fd listeners
     server-state-file {files.server_state}
     log stdout format raw local0 notice
 

@@ -32,7 +32,9 @@ class HaproxyProcess:
             raise FileNotFoundError(f"{haproxy} is not installed; run `make setup` (Debian package haproxy)")
         files.admin_socket.unlink(missing_ok=True)
         # -W: master-worker, so a reload keeps the master's PID and passes the listeners on.
-        proc = Proc("haproxy", [binary, "-W", "-f", str(files.config), "-p", str(files.pid)],
+        # -C: the endpoint's directory, where the config's relative admin socket is made (a
+        # reload re-executes the master with the same arguments, so it stays there).
+        proc = Proc("haproxy", [binary, "-W", "-C", str(files.dir), "-f", str(files.config), "-p", str(files.pid)],
                     files.log).start()
         hp = cls(files, proc.pid, proc)
         await hp._wait_serving(timeout, previous_worker=None)

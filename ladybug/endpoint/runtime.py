@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+# The longest path a Unix socket address holds (sun_path is 108 bytes, NUL included).
+_SUN_PATH_MAX = 107
 # Besides silence, the answers of `set server …` that mean it worked; anything else is an error.
 _DONE = ("IP changed from", "no need to change")
 
@@ -45,8 +48,7 @@ class RuntimeApi:
     async def call(self, command: str) -> str:
         """Send one command and return HAProxy's whole answer (it closes after answering)."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(str(self.socket_path)), self.timeout)
+            reader, writer = await asyncio.wait_for(_connect(self.socket_path), self.timeout)
         except (TimeoutError, OSError) as e:
             raise RuntimeApiError(f"HAProxy's admin socket {self.socket_path} does not answer: {e}") from e
         try:
@@ -76,6 +78,18 @@ class RuntimeApi:
     async def servers(self, backend: str) -> dict[str, ServerStat]:
         """`show stat` of the servers of `backend`, by server name."""
         return parse_stat(await self.call("show stat"), backend)
+
+
+async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to a Unix socket whatever the length of its path: one too long for a socket
+    address (107 bytes) is reached through an open handle on its directory, /proc/self/fd/N/name."""
+    if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+        return await asyncio.open_unix_connection(str(path))
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        return await asyncio.open_unix_connection(f"/proc/self/fd/{directory}/{path.name}")
+    finally:
+        os.close(directory)  # the connection, once made, no longer needs it
 
 
 def _int(row: dict[str, str], key: str) -> int:

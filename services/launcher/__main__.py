@@ -28,7 +28,7 @@ from dragonfly.storage import victoriametrics
 from services import natsauth, tls
 from services import processes as procs
 from services.gateway import launch as gateway_launch
-from services.launcher import demo
+from services.launcher import cluster, demo
 from services.settings import CommonSettings
 
 
@@ -150,6 +150,63 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
     print("Press Ctrl-C once to stop everything.\n", flush=True)
 
 
+def _clustered() -> bool:
+    """`cb-launch --cluster` or CB_CLUSTER=1: the clustered topology (services/launcher/cluster.py)."""
+    return "--cluster" in sys.argv[1:] or os.environ.get("CB_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+
+
+async def run_cluster(run_dir: Path) -> int:
+    """The clustered topology on loopback until Ctrl-C: 3 etcd members, 3 NATS nodes, 2 replicas
+    of every service (free ports), the gateway on CB_GATEWAY_PORT (8000)."""
+    gateway_port = int(os.environ.get("CB_GATEWAY_PORT", "8000"))
+    message = _busy_ports({"gateway": gateway_port})
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    (run_dir / "launcher.pid").write_text(str(os.getpid()))
+    tls.Authority.ensure(run_dir / "tls").identity("admin").install()
+    suite = cluster.Cluster(run_dir, gateway_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        print(f"Starting the clustered suite (run directory {run_dir}) …", flush=True)
+        starting = asyncio.create_task(suite.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            starting.cancel()
+            return 130
+        starting.result()
+        connections = await demo.register(suite.addresses("spider"), suite.addresses("cloudtwin"))
+        (run_dir / "namespace").write_text(await demo.namespace(suite.addresses("tumblebug")) + "\n")
+        (run_dir / "suite.json").write_text(json.dumps(
+            {f"{m.role}-{m.port}": {"address": m.address, "pid": m.proc.pid} for m in suite.members}, indent=2))
+        print("\nThe clustered suite is running on loopback:\n")
+        for m in suite.members:
+            print(f"  {m.role:<17} {m.address:<22} pid {m.proc.pid:<8} log {m.proc.log_path}")
+        print(f"\n  {len(connections)} demo connections; gateway {suite.gateway_url}; "
+              f"{gateway_launch.key_note(run_dir)}")
+        print("Stop one member by its PID to see the others take over. Press Ctrl-C once to stop everything.\n",
+              flush=True)
+        await stop.wait()
+    except (RuntimeError, TimeoutError, OSError) as err:
+        print(f"The suite could not start: {err}", file=sys.stderr)
+        code = 1
+    except grpc.aio.AioRpcError as err:
+        print(f"The suite could not set up its demo: {err.code().name}: {err.details()}", file=sys.stderr)
+        code = 1
+    finally:
+        print("Stopping …", flush=True)
+        suite.stop()  # the apps' endpoints too
+        for name in ("launcher.pid", "suite.json", "namespace"):
+            (run_dir / name).unlink(missing_ok=True)
+        print("Stopped; nothing left running.", flush=True)
+    return code
+
+
 async def main() -> int:
     common = CommonSettings()
     run_dir = Path(os.environ.get("CB_RUN_DIR", ".run")).resolve()
@@ -158,6 +215,8 @@ async def main() -> int:
     if message:
         print(message, file=sys.stderr)
         return 1
+    if _clustered():
+        return await run_cluster(run_dir)
     ports = {
         "etcd": _port_of(common.etcd_endpoints, 2379),
         "nats": _port_of(common.nats_url, 4222),
@@ -227,20 +286,12 @@ async def main() -> int:
         print("Stopping …", flush=True)
         for ep in reversed(started):
             ep.proc.stop()
-        _stop_app_endpoints(run_dir / "endpoints")
+        cluster.stop_app_endpoints(run_dir / "endpoints")
         pid_file.unlink(missing_ok=True)
         (run_dir / "suite.json").unlink(missing_ok=True)
         (run_dir / "namespace").unlink(missing_ok=True)
         print("Stopped; nothing left running.", flush=True)
     return code
-
-
-def _stop_app_endpoints(directory: Path) -> None:
-    """The apps' HAProxy endpoints outlive ladybug on purpose (a restarted ladybug adopts them);
-    the suite's Ctrl-C stops them too, by their PID files."""
-    for pid_file in directory.glob("*/haproxy.pid"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
 
 
 if __name__ == "__main__":

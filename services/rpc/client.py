@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -25,15 +27,48 @@ OPTIONS = [
 ]
 
 
-def channel(address: str, options: Sequence[tuple[str, Any]] = (), request_ids: bool = True) -> grpc.aio.Channel:
+def channel(address: str, options: Sequence[tuple[str, Any]] = (), request_ids: bool = True,
+            balance: str = "round_robin") -> grpc.aio.Channel:
     """A mutual-TLS channel to a service of the suite (or CloudTwin), presenting this process's
     certificate (`CB_TLS_…`). `options` add to or override the defaults; without `request_ids`
-    the caller puts the request ID in each call's metadata itself."""
+    the caller puts the request ID in each call's metadata itself.
+
+    `address` may list several replicas, `127.0.0.1:2048,127.0.0.1:2049` (IPv4 literals): gRPC
+    then balances over those that answer (`balance`: round_robin, or pick_first to stay on one
+    until it goes away)."""
+    target, extra = target_of(address, balance)
     merged = dict(OPTIONS)
+    merged.update(extra)
     merged.update(options)
     interceptors = [RequestIdClientInterceptor()] if request_ids else None
-    return grpc.aio.secure_channel(address, channel_credentials(), options=list(merged.items()),
+    return grpc.aio.secure_channel(target, channel_credentials(), options=list(merged.items()),
                                    interceptors=interceptors)
+
+
+def target_of(address: str, balance: str = "round_robin") -> tuple[str, dict[str, Any]]:
+    """The gRPC target and channel options for `address`: one host:port, or several IPv4
+    host:port separated by commas (one `ipv4:` target with a load-balancing policy).
+
+    A list's TLS name is its first host: gRPC would otherwise check the certificate against the
+    whole list, which no certificate names (every suite certificate holds 127.0.0.1)."""
+    parts = [p.strip() for p in address.split(",") if p.strip()]
+    if len(parts) <= 1:
+        return address.strip(), {}
+    hosts = [p.rpartition(":")[0] for p in parts]
+    if not all(_is_ipv4(h) for h in hosts):
+        raise ValueError(f"several addresses must be IPv4 host:port ({address}); "
+                         "for DNS names use one name that resolves to every replica")
+    config = json.dumps({"loadBalancingConfig": [{balance: {}}]})
+    return "ipv4:" + ",".join(parts), {"grpc.service_config": config, "grpc.ssl_target_name_override": hosts[0],
+                                       "grpc.default_authority": parts[0]}
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def is_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:

@@ -25,7 +25,7 @@ from aetcd.rpc import rpc_pb2_grpc
 from google.protobuf.message import DecodeError, Message
 
 from services import errors, limits
-from services.rpc.client import channel
+from services.rpc.client import channel, target_of
 from services.rpc.tls import TlsConfigError
 
 log = logging.getLogger("store")
@@ -108,9 +108,14 @@ class Lease:
 class Store:
     """Typed get/put/delete, compare-and-swap, paged prefix lists, watches and leases."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 2379, timeout: float = 5.0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2379, timeout: float = 5.0,
+                 endpoints: Sequence[str] = ()) -> None:
         self.timeout = timeout
-        self.target = f"{host}:{port}"
+        # Each entry is one channel target: IPv4 members share one target, among which gRPC fails
+        # over by itself (pick_first); members named by DNS are one target each, and the store moves
+        # to the next when the one it is on stops answering.
+        self._targets = _targets(list(endpoints) or [f"{host}:{port}"])
+        self.target = self._targets[0]
         self._channel: grpc.aio.Channel | None = None
         self._kv_stub: rpc_pb2_grpc.KVStub | None = None
         self._leases: rpc_pb2_grpc.LeaseStub | None = None
@@ -118,9 +123,11 @@ class Store:
 
     @classmethod
     def from_endpoints(cls, endpoints: str, timeout: float = 5.0) -> Store:
-        first = endpoints.split(",")[0].strip().removeprefix("https://").removeprefix("http://")
-        host, _, port = first.rpartition(":")
-        return cls(host or "127.0.0.1", int(port or 2379), timeout)
+        """A store over every member in `endpoints` (`CB_ETCD_ENDPOINTS`: host:port, comma-separated,
+        an `https://` prefix allowed)."""
+        members = [e.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+                   for e in endpoints.split(",") if e.strip()]
+        return cls(timeout=timeout, endpoints=members or ["127.0.0.1:2379"])
 
     async def connect(self) -> None:
         await self._ready()
@@ -143,10 +150,13 @@ class Store:
         return self._leases
 
     async def _call(self, awaitable: Awaitable[object]) -> object:
+        target = self.target
         try:
             return await awaitable
         except grpc.aio.AioRpcError as err:
             if err.code() in _UNAVAILABLE:
+                if err.code() is grpc.StatusCode.UNAVAILABLE:
+                    self._next_member(target)
                 # The transport's words name internal addresses: they go to the log, not to clients.
                 log.warning("etcd unavailable", extra={"target": self.target,
                                                        "error": (err.details() or err.code().name)[:300]})
@@ -158,12 +168,25 @@ class Store:
                                              f"({err.details()}): make the values smaller") from err
             raise errors.Internal(f"etcd error: {err.details()}") from err
 
+    def _next_member(self, failed: str) -> None:
+        """Move to the next target after `failed` stopped answering (once, however many calls saw it)."""
+        if len(self._targets) == 1 or self.target != failed:
+            return
+        self.target = self._targets[(self._targets.index(failed) + 1) % len(self._targets)]
+        old, self._channel = self._channel, None
+        self._kv_stub = self._leases = self._watch_stub = None
+        log.warning("etcd member unavailable; moving to the next", extra={"target": self.target})
+        if old is not None:
+            # Calls still running on it finish or fail by their own deadline first.
+            asyncio.get_running_loop().call_later(self.timeout, _close_soon, old)
+
     async def _ready(self) -> None:
         if self._channel is not None:
             return
         try:
             # Lazy like any gRPC channel: an etcd that is down shows as UNAVAILABLE on the first call.
-            self._channel = channel(self.target, options=[("grpc.keepalive_time_ms", 30_000)], request_ids=False)
+            self._channel = channel(self.target, options=[("grpc.keepalive_time_ms", 30_000)], request_ids=False,
+                                   balance="pick_first")
         except (TlsConfigError, OSError) as err:
             log.warning("etcd unavailable", extra={"target": self.target, "error": str(err)[:300]})
             raise errors.Unavailable("the store (etcd) is unavailable; retry shortly") from err
@@ -391,6 +414,7 @@ class Store:
         next_rev = start_revision
         delay = 0.1
         while True:
+            target = self.target
             try:
                 await self._ready()
                 if self._watch_stub is None:
@@ -409,7 +433,11 @@ class Store:
                         next_rev = ev.kv.mod_revision + 1
                         value = None if ev.type == rpc.Event.DELETE else bytes(ev.kv.value)
                         yield WatchEvent(ev.kv.key.decode(), value, ev.kv.mod_revision)
-            except (grpc.aio.AioRpcError, errors.Unavailable) as err:
+            except grpc.aio.AioRpcError as err:
+                if err.code() is grpc.StatusCode.UNAVAILABLE:
+                    self._next_member(target)
+                log.warning("watch interrupted; resuming", extra={"prefix": prefix, "error": str(err)[:200]})
+            except errors.Unavailable as err:
                 log.warning("watch interrupted; resuming", extra={"prefix": prefix, "error": str(err)[:200]})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -420,6 +448,24 @@ class Store:
         resp = await self._call(self._kv().Range(rpc.RangeRequest(key=b"\0", limit=1), timeout=self.timeout))
         assert isinstance(resp, rpc.RangeResponse)
         return int(resp.header.revision)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(ch: grpc.aio.Channel) -> None:
+    task = asyncio.ensure_future(ch.close())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+def _targets(members: list[str]) -> list[str]:
+    """Channel targets for etcd members: one for all when they are IPv4 literals, else one each."""
+    try:
+        target_of(",".join(members))
+    except ValueError:
+        return members
+    return [",".join(members)]
 
 
 def _check_token(prefix: str, start_after: str) -> None:

@@ -63,7 +63,6 @@ async def all_up(ep: Endpoint, names: list[str], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 def root() -> Iterator[Path]:
-    # Short: the admin socket's path must fit a Unix socket address.
     path = Path(tempfile.mkdtemp(prefix="ep", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -214,6 +213,32 @@ async def test_restarted_controller_adopts_the_running_endpoint(root: Path, inst
     finally:
         await second.stop()
     assert not first.process.alive() and not port_in_use(port)
+    first.process.proc = None  # already reaped through the second handle's stop
+
+
+async def test_an_endpoint_deep_in_the_file_system_starts_reloads_and_is_adopted(
+        root: Path, instances: Instances) -> None:
+    # The run dir of a deployment (or a test's temporary directory) and a namespace-app name of
+    # 63 characters: the admin socket's absolute path is longer than a Unix socket address holds.
+    deep = settings(root, slots=1).model_copy(update={"run_dir": str(root / ("d" * 60) / ("e" * 60))})
+    app = "a" * 63
+    port = free_port()
+    first = await Endpoint.ensure(app, port, HealthCheck("/health"), deep)
+    assert len(str(first.files.admin_socket)) > 107
+    a = await instances.start("l0", "127.0.0.2")
+    b = await instances.start("l1", "127.0.0.3")
+    await first.set_backends([a, b])  # two instances in one slot: a seamless reload
+    assert first.reloads == 1
+    await all_up(first, ["l0", "l1"])
+    second = await Endpoint.ensure(app, port, HealthCheck("/health"), deep)
+    try:
+        assert second.pid == first.pid and second.process.proc is None
+        assert stat.S_IMODE(second.files.admin_socket.stat().st_mode) == 0o600
+        await second.set_backends([b])
+        result = await load(second.host, port, requests=20, seconds=10, connections=1)
+        assert result.bodies == {"l1": 20}
+    finally:
+        await second.stop()
     first.process.proc = None  # already reaped through the second handle's stop
 
 
