@@ -16,8 +16,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services import tls
-
 console = Console()
 
 
@@ -82,6 +80,9 @@ def _http_healthy(name: str, base_url: str) -> bool:
     try:
         if url.startswith("https://"):
             # etcd requires a client certificate of the suite's CA: cbctl's own (admin by default).
+            # Imported here: the TLS settings pull in pydantic-settings, half a second on every cbctl call.
+            from services import tls
+
             me = tls.configured()
             context = ssl.create_default_context(cafile=str(me.ca_file))
             context.load_cert_chain(str(me.cert_file), str(me.key_file))

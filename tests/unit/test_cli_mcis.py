@@ -51,3 +51,14 @@ def test_a_placement_document_creates_by_request() -> None:
     suffix, body = mcis.create_request("web", spec)
     assert suffix == ":dynamic" and body["name"] == "web" and body["placement"] == spec["placement"]
     assert mcis.changes({"subgroups": [{"name": "web", "size": "4"}]}, suffix, body) == []  # apply again: no change
+
+
+def test_cbctl_starts_without_the_servers_settings_stack() -> None:
+    """Every cbctl call is a new process: the server-side settings (pydantic-settings, the TLS set-up)
+    cost half a second to import and are needed only by `cbctl status` against etcd."""
+    import subprocess
+    import sys
+
+    probe = "import sys, services.cli; print(sorted(m for m in ('pydantic_settings', 'services.tls') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout
