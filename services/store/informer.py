@@ -30,7 +30,8 @@ class Informer:
     """Cache of `prefix`; `decode(key, raw)` picks the message type by key (None: ignore the key)."""
 
     def __init__(self, store: Store, prefix: str, decode: Callable[[str, bytes], Message | None],
-                 on_change: Callable[[str], None], group_of: Callable[[str], str] | None = None) -> None:
+                 on_change: Callable[[str], None], group_of: Callable[[str], str] | None = None,
+                 echoes: bool = True) -> None:
         self.store = store
         self.prefix = prefix
         self.decode = decode
@@ -39,6 +40,10 @@ class Informer:
         # Keys by group (e.g. the VMs of one MCIS), so a reader of one group never scans them all.
         self.group_of = group_of or (lambda _key: "")
         self.groups: dict[str, dict[str, Entry]] = {}
+        # echoes=False: an event of a version the cache holds already (this process wrote it and
+        # took it in with `wrote`, having handled the change itself) is neither decoded again nor
+        # passed on; for a writer whose own writes are most of what it watches.
+        self.echoes = echoes
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
 
@@ -60,6 +65,10 @@ class Informer:
             try:
                 async for ev in self.store.watch(self.prefix, revision):
                     revision = ev.revision + 1
+                    if not self.echoes and ev.value is not None:
+                        held = self.cache.get(ev.key)
+                        if held is not None and held.mod_revision >= ev.revision:
+                            continue
                     self._apply(ev.key, ev.value, ev.revision)
                     self.on_change(ev.key)
             except errors.Aborted:

@@ -37,7 +37,7 @@ from services.proto_time import now
 from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis import decisions
-from tumblebug.mcis.actions import Actions, Change, set_fields, transient
+from tumblebug.mcis.actions import Actions, set_fields, transient
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.mcis.decisions import Pass, Step
@@ -45,6 +45,7 @@ from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.poller import Poller
 from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.mcis.tally import Tally
+from tumblebug.mcis.writes import Change, GroupWriter
 from tumblebug.monitoring import Monitoring
 from tumblebug.placement_service import PlacementService
 from tumblebug.resources import Resources
@@ -61,6 +62,8 @@ PASS_GAP_S = 0.1
 YIELD_EVERY = 500
 # New VM records per transaction (etcd allows 128 operations in one).
 ADD_BATCH = 100
+# VM records one pass changes at once (many waves of transactions, not one task per VM of a huge MCIS).
+WRITE_WAVE = 1000
 
 
 def mcis_ref(key: str) -> McisRef | None:
@@ -113,6 +116,7 @@ class Reconciler:
         self.tallies: dict[McisRef, Tally] = {}
         self.polled: set[str] = set()  # VM keys worth polling (kept as records change)
         self.informer: Informer | None = None
+        self.writer = GroupWriter(store, lambda: self.cache, self._wrote)
 
     # ------------------------------------------------------------ runtime
 
@@ -120,11 +124,12 @@ class Reconciler:
         """One leadership term: follow the records and reconcile until cancelled."""
         self.tallies.clear()
         self.polled.clear()
-        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group)
+        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, echoes=False)
         alongside = [self.poller.run] + ([self.revocations.run] if self.monitoring.enabled else [])
         try:
             await self.controller.run(self.informer, alongside=alongside)
         finally:
+            await self.writer.close()
             for task in list(self.tasks):
                 task.cancel()
             for task in list(self.tasks):
@@ -194,28 +199,11 @@ class Reconciler:
 
     # ------------------------------------------------------------ records
 
-    async def write_vm(self, key: str, change: Change) -> None:
-        """Change a VM record by compare-and-swap and see the change at once. The cached version is
-        tried first (one round trip); a lost race reads afresh."""
-        def stamped(vm: pb.McisVm) -> pb.McisVm | None:
-            out = change(vm)
-            if out is not None:
-                out.update_time.CopyFrom(now())
-            return out
-
-        cached = self.cache.cache.get(key)
-        if cached is not None:
-            copy = pb.McisVm()
-            copy.CopyFrom(cached.value)  # type: ignore[arg-type]
-            new = stamped(copy)
-            if new is None:
-                return
-            with contextlib.suppress(errors.Aborted):
-                self._wrote(key, new, await self.store.update(key, new, cached.mod_revision))
-                return
-        with contextlib.suppress(errors.NotFound):
-            written = await self.store.modify_versioned(key, pb.McisVm, stamped, key)
-            self._wrote(key, written.value, written.mod_revision)
+    async def write_vm(self, key: str, change: Change) -> pb.McisVm | None:
+        """Change a VM record by compare-and-swap and see the change at once; the record written,
+        or None when `change` left it alone (or it is gone). Changes of many VMs made at the same
+        time share transactions (`writes.GroupWriter`)."""
+        return await self.writer.write(key, change)
 
     async def commit(self, creates: Sequence[tuple[str, pb.McisVm]],
                      updates: Sequence[tuple[str, pb.Mcis | pb.McisVm, int]]) -> None:
@@ -289,23 +277,35 @@ class Reconciler:
         return {k: e.value for k, e in self.cache.group("/".join(ref))}  # type: ignore[misc]
 
     async def _apply_intents(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
-        for key, aim in decisions.retargets(mcis.intents, self._vms(ref)).items():
-            def change(v: pb.McisVm, aim: decisions.Retarget = aim) -> pb.McisVm:
+        def change(aim: decisions.Retarget) -> Change:
+            def retarget(v: pb.McisVm) -> pb.McisVm:
                 v.target_status, v.target_action, v.error = aim.target_status, aim.target_action, ""
                 if aim.remove:
                     v.removing = True
                 return v
+            return retarget
 
-            await self.write_vm(key, change)
+        await self._write_all([(key, change(aim))
+                               for key, aim in decisions.retargets(mcis.intents, self._vms(ref)).items()])
         mcis.observed_generation = decisions.applied_generation(mcis)
         del mcis.intents[:]
+        await self._write_mcis(ref, mcis, rev)
+
+    async def _write_all(self, changes: Sequence[tuple[str, Change]]) -> None:
+        """Change many VM records at once (they share transactions), a bounded number in flight."""
+        for i in range(0, len(changes), WRITE_WAVE):
+            await asyncio.gather(*(self.write_vm(key, change) for key, change in changes[i:i + WRITE_WAVE]))
+
+    async def _write_mcis(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
+        """Write the MCIS record (guarded by `rev`) and pass over it again: what the pass wrote
+        (applied intents, a verdict) may need acting on."""
         key = keys.mcis(*ref)
         self.cache.wrote(key, mcis, await self.store.update(key, mcis, rev))
+        self.controller.enqueue(ref)
 
     async def _membership(self, ref: McisRef, mcis: pb.Mcis) -> None:
         plan = decisions.membership(mcis, self._vms(ref))
-        for key in plan.remove:
-            await self.write_vm(key, lambda v: set_fields(v, removing=True))
+        await self._write_all([(key, lambda v: set_fields(v, removing=True)) for key in plan.remove])
         for new in plan.add:
             await self._add_vms(ref, mcis, new)
 
@@ -387,8 +387,7 @@ class Reconciler:
         if new == mcis:
             return
         new.update_time.CopyFrom(now())
-        key = keys.mcis(*ref)
         try:
-            self.cache.wrote(key, new, await self.store.update(key, new, rev))
+            await self._write_mcis(ref, new, rev)
         except errors.Aborted:
             self.controller.enqueue(ref)  # the record moved on meanwhile: summarize the new one
