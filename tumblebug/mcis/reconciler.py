@@ -124,7 +124,7 @@ class Reconciler:
         """One leadership term: follow the records and reconcile until cancelled."""
         self.tallies.clear()
         self.polled.clear()
-        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, echoes=False)
+        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, own=self._own)
         alongside = [self.poller.run] + ([self.revocations.run] if self.monitoring.enabled else [])
         try:
             await self.controller.run(self.informer, alongside=alongside)
@@ -181,8 +181,10 @@ class Reconciler:
         return tally
 
     def _resync(self) -> None:
-        """Every MCIS gets a full pass soon (and its tally is rebuilt from the cache)."""
-        self.tallies.clear()
+        """Every MCIS gets a full pass soon. Its tally stays: it is kept exact by every change
+        (rebuilding it would cost a scan of every VM for nothing)."""
+        for tally in self.tallies.values():
+            tally.spec = None
         for key in list(self.cache.cache):
             if not _is_vm(key):
                 self.controller.notify(key)
@@ -193,6 +195,24 @@ class Reconciler:
             entry = self.cache.cache.get(key)
             if entry is not None and isinstance(entry.value, pb.McisVm):
                 yield key, entry.value
+
+    def read_mcis(self, ns: str, name: str, floor: int, with_vms: bool) -> pb.Mcis | None:
+        """`reads.McisView`: the MCIS from the cache, if it has seen revision `floor`."""
+        informer = self.informer
+        if informer is None or not informer.synced.is_set() or informer.seen < floor:
+            return None
+        entry = informer.cache.get(keys.mcis(ns, name))
+        if entry is None:
+            return None
+        out = pb.Mcis()
+        out.CopyFrom(entry.value)  # type: ignore[arg-type]
+        if with_vms:
+            out.vms.extend(e.value for _, e in sorted(informer.group(f"{ns}/{name}")))  # type: ignore[misc]
+        return out
+
+    def _own(self, key: str) -> bool:
+        """Whether the reconciler is writing `key` now (the informer skips its own events)."""
+        return key in self.writer.busy
 
     def _inflight(self, key: str) -> bool:
         return key in self.inflight

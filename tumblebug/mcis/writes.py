@@ -49,6 +49,8 @@ class GroupWriter:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self.transactions = 0  # groups committed (for tests and metrics)
+        # Keys with a write in flight: the informer takes their events for this writer's own.
+        self.busy: set[str] = set()
 
     async def write(self, key: str, change: Change) -> pb.McisVm | None:
         """Apply `change` to the record at `key` (a copy; None: leave it) and commit it. Returns the
@@ -122,6 +124,7 @@ class GroupWriter:
                 new[item.key] = (changed, rev)
             results.append((item, changed))
         if new:
+            self.busy.update(new)
             try:
                 revision = await self.store.commit([], [(k, v, rev) for k, (v, rev) in new.items()])
             except errors.Aborted:
@@ -136,6 +139,8 @@ class GroupWriter:
                 self.transactions += 1
                 for key, (value, _) in new.items():
                     self.wrote(key, value, revision)
+            finally:
+                self.busy.difference_update(new)
         for item, changed in results:
             if not item.done.done():
                 item.done.set_result(changed)
@@ -147,8 +152,12 @@ class GroupWriter:
             await asyncio.gather(*(self._one_by_one(items) for items in by_key.values()))
 
     async def _one_by_one(self, items: list[_Pending]) -> None:
-        for item in items:
-            await self._one(item)
+        self.busy.add(items[0].key)
+        try:
+            for item in items:
+                await self._one(item)
+        finally:
+            self.busy.discard(items[0].key)
 
     async def _one(self, item: _Pending) -> None:
         applied: list[pb.McisVm] = []
