@@ -391,9 +391,9 @@ class Store:
 
     # ------------------------------------------------------------- watches
 
-    async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
-        """Events under `prefix` from `start_revision` on; resumes where it left off
-        after etcd goes away and comes back. Compaction past the resume point raises Aborted."""
+    async def watch(self, prefix: str, start_revision: int = 0, exact: bool = False) -> AsyncIterator[WatchEvent]:
+        """Events under `prefix` (`exact`: of that one key only) from `start_revision` on; resumes where
+        it left off after etcd goes away and comes back. Compaction past the resume point raises Aborted."""
         next_rev = start_revision
         delay = 0.1
         while True:
@@ -403,7 +403,8 @@ class Store:
                     assert self._channel is not None
                     self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
                 p = prefix.encode()
-                create = rpc.WatchCreateRequest(key=p, range_end=_range_end(p), start_revision=next_rev)
+                create = rpc.WatchCreateRequest(key=p, range_end=b"" if exact else _range_end(p),
+                                                start_revision=next_rev)
                 call = self._watch_stub.Watch(iter([rpc.WatchRequest(create_request=create)]))
                 async for resp in call:
                     if resp.compact_revision:

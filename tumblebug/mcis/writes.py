@@ -26,8 +26,11 @@ from services.proto_time import now
 from services.store import Informer, Store
 
 Change = Callable[[pb.McisVm], "pb.McisVm | None"]
-# Records per transaction (etcd allows 128 operations in one by default).
+# Records per transaction (etcd allows 128 operations in one by default), and transactions in flight
+# at once (etcd puts concurrent ones into one raft batch; one at a time would pace a big build by the
+# round trip).
 GROUP = 100
+IN_FLIGHT = 4
 
 
 @dataclass
@@ -47,7 +50,8 @@ class GroupWriter:
         self.wrote = wrote
         self.group = group
         self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._taken: set[str] = set()  # keys in a group being written (one group per key at a time)
         self.transactions = 0  # groups committed (for tests and metrics)
         # Keys with a write in flight: the informer takes their events for this writer's own.
         self.busy: set[str] = set()
@@ -57,15 +61,20 @@ class GroupWriter:
         record written, or None when `change` left it or the record is gone."""
         item = _Pending(key, change)
         self._pending.append(item)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        # A flusher that found nothing to take has finished (its task is done, even if not yet dropped
+        # from the set); one still running takes this change once its group is written.
+        if sum(not task.done() for task in self._flushers) < IN_FLIGHT:
+            task = asyncio.create_task(self._flush())
+            self._flushers.add(task)
+            task.add_done_callback(self._flushers.discard)
         return await asyncio.shield(item.done)  # a cancelled writer does not cancel the group
 
     async def close(self) -> None:
         """Stop (a leadership term ends): writers still waiting get CancelledError."""
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
+        flushers = list(self._flushers)
+        for flusher in flushers:
             flusher.cancel()
+        for flusher in flushers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await flusher
         for item in self._pending:
@@ -73,19 +82,24 @@ class GroupWriter:
                 item.done.cancel()
         self._pending.clear()
 
+    def _take(self) -> list[_Pending]:
+        """The next group: up to `group` keys no other group holds, every pending change of each
+        (in order: they go into one version of the record)."""
+        batch: list[_Pending] = []
+        keys: set[str] = set()
+        rest: list[_Pending] = []
+        for item in self._pending:
+            if item.key in keys or (len(keys) < self.group and item.key not in self._taken):
+                keys.add(item.key)
+                batch.append(item)
+            else:
+                rest.append(item)
+        self._pending = rest
+        self._taken |= keys
+        return batch
+
     async def _flush(self) -> None:
-        while self._pending:
-            # Every change of one key in this group goes into one version of it, in order.
-            batch: list[_Pending] = []
-            keys: dict[str, None] = {}
-            rest: list[_Pending] = []
-            for item in self._pending:
-                if item.key in keys or len(keys) < self.group:
-                    keys[item.key] = None
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            self._pending = rest
+        while batch := self._take():
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
@@ -96,6 +110,8 @@ class GroupWriter:
             except Exception as err:  # whatever went wrong, no writer is left waiting
                 for item in batch:
                     _fail(item, err)
+            finally:
+                self._taken.difference_update(item.key for item in batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         cache = self.cache().cache
