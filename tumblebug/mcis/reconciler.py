@@ -186,9 +186,8 @@ class Reconciler:
         (rebuilding it would cost a scan of every VM for nothing)."""
         for tally in self.tallies.values():
             tally.spec = None
-        for key in list(self.cache.cache):
-            if not _is_vm(key):
-                self.controller.notify(key)
+        for key, _ in self.cache.group(""):  # the MCIS records (`_group`)
+            self.controller.notify(key)
 
     def _watched(self, full: bool) -> Iterator[tuple[str, pb.McisVm]]:
         source = list(self.cache.cache) if full else list(self.polled)
@@ -280,8 +279,13 @@ class Reconciler:
         full = tally.spec != spec
         if full:
             tally.spec = spec
-            if kind is Pass.MEMBERSHIP:
-                await self._membership(ref, mcis)
+            if kind is Pass.MEMBERSHIP and decisions.membership_due(mcis, tally, tally.members_of):
+                tally.members_of = spec
+                try:
+                    await self._membership(ref, mcis)
+                except BaseException:
+                    tally.spec = tally.members_of = None  # not done: the retry is a full pass again
+                    raise
             tally.take_dirty()
             todo = [k for k, _ in self.cache.group(f"{ns}/{name}")]
         else:
@@ -335,19 +339,22 @@ class Reconciler:
         sg = next(g for g in mcis.subgroups if g.name == new.subgroup)
         provider, region = await self.actions.where(sg.connection)
         records = []
-        for index in new.indexes:
+        made = now()
+        for i, index in enumerate(new.indexes):
             vm_name = f"{sg.name}-{index}"
             records.append((keys.vm(ns, name, vm_name), pb.McisVm(
                 name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
                 target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
                 provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
-                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=now(), update_time=now())))
+                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # thousands of new records must not stall the loop
         async def add(batch: list[tuple[str, pb.McisVm]]) -> None:
             try:
                 revision = await self.store.commit(batch, [])
             except errors.Aborted:
                 # A previous pass made some (the cache was behind): look again at the whole MCIS.
-                self._tally(ref).spec = None
+                self._tally(ref).spec = self._tally(ref).members_of = None
                 self.controller.enqueue(ref)
                 return
             for key, record in batch:
