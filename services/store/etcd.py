@@ -120,6 +120,9 @@ class Store:
         self._kv_stub: rpc_pb2_grpc.KVStub | None = None
         self._leases: rpc_pb2_grpc.LeaseStub | None = None
         self._watch_stub: rpc_pb2_grpc.WatchStub | None = None
+        # The newest revision a write through this client made: a cache of the store that has
+        # seen this revision has seen every write of this client (read-your-writes, `Informer.seen`).
+        self.written = 0
 
     @classmethod
     def from_endpoints(cls, endpoints: str, timeout: float = 5.0) -> Store:
@@ -297,6 +300,7 @@ class Store:
         resp = await self._call(self._kv().Txn(rpc.TxnRequest(compare=compare, success=success),
                                                timeout=self.timeout))
         assert isinstance(resp, rpc.TxnResponse)
+        self.written = max(self.written, int(resp.header.revision))
         return resp
 
     async def create(self, key: str, value: Message, lease: Lease | None = None) -> int:
@@ -338,6 +342,7 @@ class Store:
         req = rpc.PutRequest(key=key.encode(), value=value.SerializeToString(), lease=lease.id if lease else 0)
         resp = await self._call(self._kv().Put(req, timeout=self.timeout))
         assert isinstance(resp, rpc.PutResponse)
+        self.written = max(self.written, int(resp.header.revision))
         return int(resp.header.revision)
 
     async def delete(self, key: str, mod_revision: int | None = None) -> bool:
@@ -358,6 +363,7 @@ class Store:
         req = rpc.DeleteRangeRequest(key=p, range_end=_range_end(p))
         resp = await self._call(self._kv().DeleteRange(req, timeout=self.timeout))
         assert isinstance(resp, rpc.DeleteRangeResponse)
+        self.written = max(self.written, int(resp.header.revision))
         return int(resp.deleted)
 
     async def modify(self, key: str, cls: type[M], change: Callable[[M], M | None], what: str,
@@ -408,9 +414,9 @@ class Store:
 
     # ------------------------------------------------------------- watches
 
-    async def watch(self, prefix: str, start_revision: int = 0) -> AsyncIterator[WatchEvent]:
-        """Events under `prefix` from `start_revision` on; resumes where it left off
-        after etcd goes away and comes back. Compaction past the resume point raises Aborted."""
+    async def watch(self, prefix: str, start_revision: int = 0, exact: bool = False) -> AsyncIterator[WatchEvent]:
+        """Events under `prefix` (`exact`: of that one key only) from `start_revision` on; resumes where
+        it left off after etcd goes away and comes back. Compaction past the resume point raises Aborted."""
         next_rev = start_revision
         delay = 0.1
         while True:
@@ -421,7 +427,8 @@ class Store:
                     assert self._channel is not None
                     self._watch_stub = rpc_pb2_grpc.WatchStub(self._channel)
                 p = prefix.encode()
-                create = rpc.WatchCreateRequest(key=p, range_end=_range_end(p), start_revision=next_rev)
+                create = rpc.WatchCreateRequest(key=p, range_end=b"" if exact else _range_end(p),
+                                                start_revision=next_rev)
                 call = self._watch_stub.Watch(iter([rpc.WatchRequest(create_request=create)]))
                 async for resp in call:
                     if resp.compact_revision:

@@ -30,7 +30,8 @@ class Informer:
     """Cache of `prefix`; `decode(key, raw)` picks the message type by key (None: ignore the key)."""
 
     def __init__(self, store: Store, prefix: str, decode: Callable[[str, bytes], Message | None],
-                 on_change: Callable[[str], None], group_of: Callable[[str], str] | None = None) -> None:
+                 on_change: Callable[[str], None], group_of: Callable[[str], str] | None = None,
+                 own: Callable[[str], bool] | None = None) -> None:
         self.store = store
         self.prefix = prefix
         self.decode = decode
@@ -39,8 +40,16 @@ class Informer:
         # Keys by group (e.g. the VMs of one MCIS), so a reader of one group never scans them all.
         self.group_of = group_of or (lambda _key: "")
         self.groups: dict[str, dict[str, Entry]] = {}
+        # For a writer whose own writes are most of what it watches: its own writes' events are
+        # neither decoded again nor passed on. An event is its own when the cache holds that version
+        # already (taken in with `wrote`), or when `own(key)` says a write of that key by this
+        # process is in flight (its event may come before the write's answer). Such a writer must
+        # take in every write it makes with `wrote`, and read the record afresh if its write lost.
+        self.own = own
         self._task: asyncio.Task[None] | None = None
         self.synced = asyncio.Event()
+        # The revision up to which the cache has taken in every change under its prefix.
+        self.seen = 0
 
     async def start(self) -> None:
         """Fill the cache (retrying while the store is away), then follow the watch."""
@@ -52,6 +61,7 @@ class Informer:
                 await asyncio.sleep(0.5)
         for key, raw, rev in items:
             self._apply(key, raw, rev)
+        self.seen = revision
         self.synced.set()
         self._task = asyncio.create_task(self._follow(revision + 1))
 
@@ -60,8 +70,10 @@ class Informer:
             try:
                 async for ev in self.store.watch(self.prefix, revision):
                     revision = ev.revision + 1
-                    self._apply(ev.key, ev.value, ev.revision)
-                    self.on_change(ev.key)
+                    if self.own is None or not self._echo(ev.key, ev.value, ev.revision):
+                        self._apply(ev.key, ev.value, ev.revision)
+                        self.on_change(ev.key)
+                    self.seen = ev.revision
             except errors.Aborted:
                 # Fell behind compaction: start over from a fresh snapshot.
                 log.warning("informer resync", extra={"prefix": self.prefix})
@@ -73,7 +85,15 @@ class Informer:
                 for key, raw, rev in items:
                     self._apply(key, raw, rev)
                     self.on_change(key)
+                self.seen = revision
                 revision += 1
+
+    def _echo(self, key: str, raw: bytes | None, revision: int) -> bool:
+        """This process wrote this version (deletions are always taken in)."""
+        if raw is None:
+            return False
+        held = self.cache.get(key)
+        return (held is not None and held.mod_revision >= revision) or (self.own is not None and self.own(key))
 
     def _apply(self, key: str, raw: bytes | None, revision: int) -> None:
         if raw is None:

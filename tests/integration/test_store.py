@@ -87,6 +87,19 @@ async def test_watch_sees_puts_and_deletes(etcd_process: servers.Server) -> None
     await store.close()
 
 
+async def test_an_exact_watch_sees_its_key_only_and_writes_are_counted(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
+    key = _prefix() + "mcis"
+    start = await store.revision() + 1
+    await store.put(key + "/vm/1", KV(key="child"))  # under the key as a prefix: not its event
+    last = await store.put(key, KV(key="self"))
+    assert store.written == last  # the newest revision this client wrote (read-your-writes floor)
+    async for ev in store.watch(key, start, exact=True):
+        assert (ev.key, ev.revision) == (key, last)
+        break
+    await store.close()
+
+
 async def test_election_has_one_leader_and_hands_over(etcd_process: servers.Server) -> None:
     stores = [Store("127.0.0.1", etcd_process.port) for _ in range(2)]
     service = f"test-{uuid.uuid4().hex[:6]}"

@@ -203,6 +203,25 @@ def test_membership_at_size_does_nothing() -> None:
     assert d.membership(pb.Mcis(subgroups=[sg("g", 1)]), {"g-1": vm(S.FAILED, subgroup="g", index=1)}) == d.Membership()
 
 
+MEMBERSHIP_DUE = [
+    # (case, made for, records (removing?), sizes) → due
+    ("never made", None, [False, False], (2,), True),
+    ("made for an older generation", (2, False), [False, False], (2,), True),
+    ("made and the counts add up", (3, False), [False, False, True], (1, 1), False),
+    ("a record went meanwhile", (3, False), [False], (1, 1), True),
+    ("a record came from elsewhere", (3, False), [False, False, False], (1, 1), True),
+]
+
+
+@pytest.mark.parametrize(("case", "made_for", "records", "sizes", "due"), MEMBERSHIP_DUE,
+                         ids=[c[0] for c in MEMBERSHIP_DUE])
+def test_membership_due_table(case: str, made_for: tuple[int, bool] | None, records: list[bool],
+                              sizes: tuple[int, ...], due: bool) -> None:
+    mcis = pb.Mcis(generation=3, subgroups=[sg(f"g{i}", n) for i, n in enumerate(sizes)])
+    tally = Tally.of([vm(removing=r) for r in records], d.vm_done)
+    assert d.membership_due(mcis, tally, made_for) is due
+
+
 def settled_mcis(policy: int, op: int = 2, sizes: tuple[int, ...] = (3,)) -> pb.Mcis:
     return pb.Mcis(policy=policy, policy_op=op, generation=op, subgroups=[sg(f"g{i}", n) for i, n in enumerate(sizes)])
 

@@ -25,6 +25,7 @@ from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.decisions import AGENT_NOTE, Step
 from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.revocations import Revocations
+from tumblebug.mcis.writes import Change
 from tumblebug.monitoring import Monitoring
 from tumblebug.settings import TumblebugSettings
 from tumblebug.spider_client import Spider
@@ -34,7 +35,6 @@ log = logging.getLogger("tumblebug.reconciler")
 # Failures that say nothing about the VM: try again later rather than mark it Failed.
 TRANSIENT = (errors.Unavailable, errors.DeadlineExceeded, errors.Aborted)
 
-Change = Callable[[pb.McisVm], "pb.McisVm | None"]
 
 
 def transient(err: errors.DomainError) -> bool:
@@ -51,7 +51,7 @@ def set_fields(vm: pb.McisVm, **fields: object) -> pb.McisVm:
 class VmWrites(Protocol):
     """How actions change VM records: compare-and-swap, seen at once by the reconciler's cache."""
 
-    async def write_vm(self, key: str, change: Change) -> None: ...
+    async def write_vm(self, key: str, change: Change) -> pb.McisVm | None: ...
 
     async def drop_vm(self, key: str) -> None: ...
 
@@ -127,9 +127,8 @@ class Actions:
 
     async def create(self, ns: str, name: str, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
         sg = next((g for g in mcis.subgroups if g.name == vm.subgroup), None)
-        fresh = await self.store.get(key, pb.McisVm)
-        if sg is None or fresh is None or fresh.value.iid.csp_id or fresh.value.removing:
-            return  # made already (the cache was behind), or on its way out
+        if sg is None:
+            return
         want = spb.Vm(iid=common.IID(name=vm.iid.name), spec=sg.csp_spec, image=sg.csp_image,
                       root_disk_gib=sg.root_disk_gib, user_data=sg.user_data)
         if sg.vnet:
@@ -138,6 +137,13 @@ class Actions:
         want.security_groups.extend([await self._spider_name(ns, "security-groups", g) for g in sg.security_groups])
         if sg.ssh_key:
             want.key_pair = await self._spider_name(ns, "ssh-keys", sg.ssh_key)
+        # The record says "asked" before spider is asked: a removal then knows to delete in the cloud.
+        # The write is a compare-and-swap, so it also checks the record afresh: a VM made already
+        # (the cache was behind) or on its way out is not asked for.
+        asked = await self.writes.write_vm(key, lambda v: None if v.iid.csp_id or v.removing
+                                           else set_fields(v, requested=True))
+        if asked is None:
+            return
         if agent_wanted(mcis) and self.monitoring.enabled:
             # A fresh credential each time: it travels in the user-data only, never in a record.
             try:
@@ -147,8 +153,6 @@ class Actions:
                 note = f"{AGENT_NOTE}{err.message}"
                 log.warning("VM made without its agent", extra={"vm": key, "error": err.message})
                 await self.writes.write_vm(key, lambda v: set_fields(v, error=note))
-        # The record says "asked" before spider is asked: a removal then knows to delete in the cloud.
-        await self.writes.write_vm(key, lambda v: set_fields(v, requested=True))
         try:
             made = await self.spider.call(self.spider.stub.CreateVm, spb.CreateVmRequest(
                 connection=vm.connection, vm=want, request_id=vm.request_id))

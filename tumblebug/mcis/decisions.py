@@ -9,7 +9,7 @@ acts (spider calls, compare-and-swap writes). Each answer is a small value that 
 - `leaving`: whether a VM is on its way out (marked itself, or its MCIS is being deleted: a delete
   is one write to the MCIS record, never a write per VM);
 - `membership`: which VM records a pass creates, and which it marks for removal when a subgroup
-  shrinks (failed first, then the newest);
+  shrinks (failed first, then the newest); `membership_due`: whether a full pass works it out;
 - `judge` / `apply_verdict`: the failure policy once the VMs of an operation settle; the VMs it
   drops are named (queued as per-VM refine intents), so a rollback removes exactly what it made;
 - `complete` / `summarize`: whether the MCIS reached what was asked, and its new summary record,
@@ -198,6 +198,14 @@ class Membership:
 
     remove: tuple[str, ...] = ()
     add: tuple[NewVms, ...] = ()
+
+
+def membership_due(mcis: pb.Mcis, tally: Tally, made_for: tuple[int, bool] | None) -> bool:
+    """Whether a full pass works out membership: the spec changed since it was last made, or the
+    live records no longer add up to the subgroups' sizes (a record went or came from elsewhere).
+    A resync of an MCIS whose counts add up then skips a look at every one of its VMs."""
+    return made_for != (mcis.generation, mcis.deleting) or \
+        tally.counts.total - tally.removing != sum(sg.size for sg in mcis.subgroups)
 
 
 def shrink_order(vm: pb.McisVm) -> tuple[bool, int]:

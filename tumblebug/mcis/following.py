@@ -24,9 +24,8 @@ class McisFollowing:
         key = keys.mcis(ns, name)
         current = await self.store.must_get(key, pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
         yield current.value
-        async for ev in self.store.watch(key, current.mod_revision + 1):
-            if ev.key != key:
-                continue
+        # The one key: a prefix watch of it would bring every event of its VM records too.
+        async for ev in self.store.watch(key, current.mod_revision + 1, exact=True):
             if ev.value is None:
                 return
             yield pb.Mcis.FromString(ev.value)

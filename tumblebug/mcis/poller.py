@@ -17,10 +17,14 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from tumblebug.mcis import decisions
 from tumblebug.mcis.actions import VmWrites, set_fields
+from tumblebug.mcis.writes import Change
 from tumblebug.settings import TumblebugSettings
 from tumblebug.spider_client import Spider
 
 PAGE = 1000
+# Yield to the event loop every this many VMs looked at; write at most this many changes at once.
+YIELD_EVERY = 1000
+WAVE = 1000
 
 
 class Poller:
@@ -45,9 +49,11 @@ class Poller:
                 last_full = time.monotonic()
                 self.resync()
             by_conn: dict[str, list[tuple[str, pb.McisVm]]] = {}
-            for key, vm in self.watched(full):
+            for i, (key, vm) in enumerate(self.watched(full)):
                 if not self.inflight(key) and decisions.needs_poll(vm, full):
                     by_conn.setdefault(vm.connection, []).append((key, vm))
+                if i % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a full look over many VMs must not stall the loop
             await asyncio.gather(*(self.poll_connection(c, items) for c, items in by_conn.items()),
                                  return_exceptions=True)
 
@@ -61,17 +67,22 @@ class Poller:
             token = page.next_page_token
             if not token:
                 break
-        for key, vm in items:
+        changes: list[tuple[str, Change]] = []
+        for i, (key, vm) in enumerate(items):
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
             cloud = seen.get(vm.iid.name)
             if cloud is None:
                 if decisions.ask_again(vm) and not self.inflight(key):
                     # Asked, but spider never recorded it (we stopped before the call reached it,
                     # or spider dropped an intent the cloud never acted on): ask again, same request ID.
-                    await self.writes.write_vm(key, lambda v: set_fields(v, requested=False)
-                                               if decisions.ask_again(v) else None)
+                    changes.append((key, lambda v: set_fields(v, requested=False) if decisions.ask_again(v) else None))
                 continue
             if cloud.meta.phase != common.PHASE_READY:
                 continue
             if (cloud.status, cloud.private_ip, cloud.iid.csp_id, cloud.ssh_access_point) != \
                     (vm.status, vm.private_ip, vm.iid.csp_id, vm.ssh_access_point):
-                await self.writes.write_vm(key, functools.partial(decisions.observe, seen=cloud))
+                changes.append((key, functools.partial(decisions.observe, seen=cloud)))
+        # All at once: the writes share transactions (the reconciler's group commit).
+        for i in range(0, len(changes), WAVE):
+            await asyncio.gather(*(self.writes.write_vm(key, change) for key, change in changes[i:i + WAVE]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.paging import page_size
@@ -12,6 +14,15 @@ from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
 
 
+class McisView(Protocol):
+    """The leader's in-memory copy of the MCIS records (the reconciler's informer)."""
+
+    def read_mcis(self, ns: str, name: str, floor: int, with_vms: bool) -> pb.Mcis | None:
+        """A copy of the MCIS (with its VMs, in key order, if asked), or None when the copy may be
+        older than revision `floor` or does not hold the MCIS: then the store is asked."""
+        ...
+
+
 class McisReads:
     """GetMcis, ListMcis, ListMcisVms, GetMcisVm."""
 
@@ -19,12 +30,22 @@ class McisReads:
         self.store = store
         self.namespaces = namespaces
         self.monitoring = monitoring
+        # Set while this replica leads (its reconciler's cache); GetMcis is then served from memory.
+        self.view: McisView | None = None
 
     async def get(self, ns: str, name: str, with_vms: bool = False) -> pb.Mcis:
-        found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
-        mcis = found.value
+        # From the leader's cache when it has seen every write this replica's API made (so a
+        # client reads its own writes); a write by another replica shows once the watch brings it.
+        view = self.view
+        cached = view.read_mcis(ns, name, self.store.written, with_vms) if view is not None else None
+        if cached is not None:
+            mcis = cached
+        else:
+            found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+            mcis = found.value
+            if with_vms:
+                mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
         if with_vms:
-            mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
             await self._agents(ns, mcis, list(mcis.vms))
         return mcis
 

@@ -37,7 +37,7 @@ from services.proto_time import now
 from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis import decisions
-from tumblebug.mcis.actions import Actions, Change, set_fields, transient
+from tumblebug.mcis.actions import Actions, set_fields, transient
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.mcis.decisions import Pass, Step
@@ -45,6 +45,7 @@ from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.poller import Poller
 from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.mcis.tally import Tally
+from tumblebug.mcis.writes import Change, GroupWriter
 from tumblebug.monitoring import Monitoring
 from tumblebug.placement_service import PlacementService
 from tumblebug.resources import Resources
@@ -61,6 +62,9 @@ PASS_GAP_S = 0.1
 YIELD_EVERY = 500
 # New VM records per transaction (etcd allows 128 operations in one).
 ADD_BATCH = 100
+ADD_IN_FLIGHT = 4
+# VM records one pass changes at once (many waves of transactions, not one task per VM of a huge MCIS).
+WRITE_WAVE = 1000
 
 
 def mcis_ref(key: str) -> McisRef | None:
@@ -113,6 +117,7 @@ class Reconciler:
         self.tallies: dict[McisRef, Tally] = {}
         self.polled: set[str] = set()  # VM keys worth polling (kept as records change)
         self.informer: Informer | None = None
+        self.writer = GroupWriter(store, lambda: self.cache, self._wrote)
 
     # ------------------------------------------------------------ runtime
 
@@ -120,11 +125,12 @@ class Reconciler:
         """One leadership term: follow the records and reconcile until cancelled."""
         self.tallies.clear()
         self.polled.clear()
-        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group)
+        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, own=self._own)
         alongside = [self.poller.run] + ([self.revocations.run] if self.monitoring.enabled else [])
         try:
             await self.controller.run(self.informer, alongside=alongside)
         finally:
+            await self.writer.close()
             for task in list(self.tasks):
                 task.cancel()
             for task in list(self.tasks):
@@ -176,11 +182,12 @@ class Reconciler:
         return tally
 
     def _resync(self) -> None:
-        """Every MCIS gets a full pass soon (and its tally is rebuilt from the cache)."""
-        self.tallies.clear()
-        for key in list(self.cache.cache):
-            if not _is_vm(key):
-                self.controller.notify(key)
+        """Every MCIS gets a full pass soon. Its tally stays: it is kept exact by every change
+        (rebuilding it would cost a scan of every VM for nothing)."""
+        for tally in self.tallies.values():
+            tally.spec = None
+        for key, _ in self.cache.group(""):  # the MCIS records (`_group`)
+            self.controller.notify(key)
 
     def _watched(self, full: bool) -> Iterator[tuple[str, pb.McisVm]]:
         source = list(self.cache.cache) if full else list(self.polled)
@@ -189,33 +196,34 @@ class Reconciler:
             if entry is not None and isinstance(entry.value, pb.McisVm):
                 yield key, entry.value
 
+    def read_mcis(self, ns: str, name: str, floor: int, with_vms: bool) -> pb.Mcis | None:
+        """`reads.McisView`: the MCIS from the cache, if it has seen revision `floor`."""
+        informer = self.informer
+        if informer is None or not informer.synced.is_set() or informer.seen < floor:
+            return None
+        entry = informer.cache.get(keys.mcis(ns, name))
+        if entry is None:
+            return None
+        out = pb.Mcis()
+        out.CopyFrom(entry.value)  # type: ignore[arg-type]
+        if with_vms:
+            out.vms.extend(e.value for _, e in sorted(informer.group(f"{ns}/{name}")))  # type: ignore[misc]
+        return out
+
+    def _own(self, key: str) -> bool:
+        """Whether the reconciler is writing `key` now (the informer skips its own events)."""
+        return key in self.writer.busy
+
     def _inflight(self, key: str) -> bool:
         return key in self.inflight
 
     # ------------------------------------------------------------ records
 
-    async def write_vm(self, key: str, change: Change) -> None:
-        """Change a VM record by compare-and-swap and see the change at once. The cached version is
-        tried first (one round trip); a lost race reads afresh."""
-        def stamped(vm: pb.McisVm) -> pb.McisVm | None:
-            out = change(vm)
-            if out is not None:
-                out.update_time.CopyFrom(now())
-            return out
-
-        cached = self.cache.cache.get(key)
-        if cached is not None:
-            copy = pb.McisVm()
-            copy.CopyFrom(cached.value)  # type: ignore[arg-type]
-            new = stamped(copy)
-            if new is None:
-                return
-            with contextlib.suppress(errors.Aborted):
-                self._wrote(key, new, await self.store.update(key, new, cached.mod_revision))
-                return
-        with contextlib.suppress(errors.NotFound):
-            written = await self.store.modify_versioned(key, pb.McisVm, stamped, key)
-            self._wrote(key, written.value, written.mod_revision)
+    async def write_vm(self, key: str, change: Change) -> pb.McisVm | None:
+        """Change a VM record by compare-and-swap and see the change at once; the record written,
+        or None when `change` left it alone (or it is gone). Changes of many VMs made at the same
+        time share transactions (`writes.GroupWriter`)."""
+        return await self.writer.write(key, change)
 
     async def commit(self, creates: Sequence[tuple[str, pb.McisVm]],
                      updates: Sequence[tuple[str, pb.Mcis | pb.McisVm, int]]) -> None:
@@ -271,8 +279,13 @@ class Reconciler:
         full = tally.spec != spec
         if full:
             tally.spec = spec
-            if kind is Pass.MEMBERSHIP:
-                await self._membership(ref, mcis)
+            if kind is Pass.MEMBERSHIP and decisions.membership_due(mcis, tally, tally.members_of):
+                tally.members_of = spec
+                try:
+                    await self._membership(ref, mcis)
+                except BaseException:
+                    tally.spec = tally.members_of = None  # not done: the retry is a full pass again
+                    raise
             tally.take_dirty()
             todo = [k for k, _ in self.cache.group(f"{ns}/{name}")]
         else:
@@ -289,23 +302,35 @@ class Reconciler:
         return {k: e.value for k, e in self.cache.group("/".join(ref))}  # type: ignore[misc]
 
     async def _apply_intents(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
-        for key, aim in decisions.retargets(mcis.intents, self._vms(ref)).items():
-            def change(v: pb.McisVm, aim: decisions.Retarget = aim) -> pb.McisVm:
+        def change(aim: decisions.Retarget) -> Change:
+            def retarget(v: pb.McisVm) -> pb.McisVm:
                 v.target_status, v.target_action, v.error = aim.target_status, aim.target_action, ""
                 if aim.remove:
                     v.removing = True
                 return v
+            return retarget
 
-            await self.write_vm(key, change)
+        await self._write_all([(key, change(aim))
+                               for key, aim in decisions.retargets(mcis.intents, self._vms(ref)).items()])
         mcis.observed_generation = decisions.applied_generation(mcis)
         del mcis.intents[:]
+        await self._write_mcis(ref, mcis, rev)
+
+    async def _write_all(self, changes: Sequence[tuple[str, Change]]) -> None:
+        """Change many VM records at once (they share transactions), a bounded number in flight."""
+        for i in range(0, len(changes), WRITE_WAVE):
+            await asyncio.gather(*(self.write_vm(key, change) for key, change in changes[i:i + WRITE_WAVE]))
+
+    async def _write_mcis(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
+        """Write the MCIS record (guarded by `rev`) and pass over it again: what the pass wrote
+        (applied intents, a verdict) may need acting on."""
         key = keys.mcis(*ref)
         self.cache.wrote(key, mcis, await self.store.update(key, mcis, rev))
+        self.controller.enqueue(ref)
 
     async def _membership(self, ref: McisRef, mcis: pb.Mcis) -> None:
         plan = decisions.membership(mcis, self._vms(ref))
-        for key in plan.remove:
-            await self.write_vm(key, lambda v: set_fields(v, removing=True))
+        await self._write_all([(key, lambda v: set_fields(v, removing=True)) for key in plan.remove])
         for new in plan.add:
             await self._add_vms(ref, mcis, new)
 
@@ -314,25 +339,32 @@ class Reconciler:
         sg = next(g for g in mcis.subgroups if g.name == new.subgroup)
         provider, region = await self.actions.where(sg.connection)
         records = []
-        for index in new.indexes:
+        made = now()
+        for i, index in enumerate(new.indexes):
             vm_name = f"{sg.name}-{index}"
             records.append((keys.vm(ns, name, vm_name), pb.McisVm(
                 name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
                 target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
                 provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
-                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=now(), update_time=now())))
-        for i in range(0, len(records), ADD_BATCH):
-            batch = records[i:i + ADD_BATCH]
+                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # thousands of new records must not stall the loop
+        async def add(batch: list[tuple[str, pb.McisVm]]) -> None:
             try:
                 revision = await self.store.commit(batch, [])
             except errors.Aborted:
                 # A previous pass made some (the cache was behind): look again at the whole MCIS.
-                self._tally(ref).spec = None
+                self._tally(ref).spec = self._tally(ref).members_of = None
                 self.controller.enqueue(ref)
-                continue
+                return
             for key, record in batch:
                 self.cache.wrote(key, record, revision)
                 self._saw(key)
+
+        # A few transactions at once: 10,000 new records one transaction after another took seconds.
+        batches = [records[i:i + ADD_BATCH] for i in range(0, len(records), ADD_BATCH)]
+        for i in range(0, len(batches), ADD_IN_FLIGHT):
+            await asyncio.gather(*(add(batch) for batch in batches[i:i + ADD_IN_FLIGHT]))
 
     # ------------------------------------------------------------ driving
 
@@ -387,8 +419,7 @@ class Reconciler:
         if new == mcis:
             return
         new.update_time.CopyFrom(now())
-        key = keys.mcis(*ref)
         try:
-            self.cache.wrote(key, new, await self.store.update(key, new, rev))
+            await self._write_mcis(ref, new, rev)
         except errors.Aborted:
             self.controller.enqueue(ref)  # the record moved on meanwhile: summarize the new one

@@ -45,7 +45,7 @@ class McisService:
         self.namespaces = namespaces
         self.resources = resources
         self.checks = SubgroupChecks(spider, resources)
-        reads = McisReads(store, namespaces, monitoring)
+        self.reads = reads = McisReads(store, namespaces, monitoring)
         self.get, self.page, self.list_vms, self.get_vm = reads.get, reads.page, reads.list_vms, reads.get_vm
         self.attach_disk = DataDisks(store, spider, resources, reads).attach_disk
         self.register = Registration(store, spider, resources, self.checks).register

@@ -37,6 +37,9 @@ class Tally:
     dirty: set[str] = field(default_factory=set)
     # The MCIS spec the last full pass acted on: (generation, deleting); a change means a full pass.
     spec: tuple[int, bool] | None = None
+    # The spec whose membership (records per subgroup) was last made: a resync's full pass makes it
+    # again only when the counts say it is off (`decisions.membership_due`).
+    members_of: tuple[int, bool] | None = None
 
     @classmethod
     def of(cls, vms: Iterable[pb.McisVm], done: Callable[[pb.McisVm], bool]) -> Tally:
