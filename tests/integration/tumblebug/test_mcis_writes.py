@@ -36,8 +36,8 @@ async def _informer(store: Store, prefix: str, changed: list[str], own: set[str]
     return informer
 
 
-async def test_many_writers_share_few_transactions(etcd: servers.Server) -> None:
-    store = Store("127.0.0.1", etcd.port)
+async def test_many_writers_share_few_transactions(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
     keys = await _records(store, prefix, 60)
     changed: list[str] = []
@@ -65,8 +65,8 @@ async def test_many_writers_share_few_transactions(etcd: servers.Server) -> None
     await store.close()
 
 
-async def test_a_lost_race_is_written_again_from_a_fresh_read(etcd: servers.Server) -> None:
-    store, other = Store("127.0.0.1", etcd.port), Store("127.0.0.1", etcd.port)
+async def test_a_lost_race_is_written_again_from_a_fresh_read(etcd_process: servers.Server) -> None:
+    store, other = Store("127.0.0.1", etcd_process.port), Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
     keys = await _records(store, prefix, 3)
     informer = Informer(store, prefix, _decode, lambda _k: None)
@@ -91,8 +91,8 @@ async def test_a_lost_race_is_written_again_from_a_fresh_read(etcd: servers.Serv
     await other.close()
 
 
-async def test_informer_reports_other_writers_and_counts_what_it_has_seen(etcd: servers.Server) -> None:
-    store, other = Store("127.0.0.1", etcd.port), Store("127.0.0.1", etcd.port)
+async def test_informer_reports_other_writers_and_counts_what_it_has_seen(etcd_process: servers.Server) -> None:
+    store, other = Store("127.0.0.1", etcd_process.port), Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
     keys = await _records(store, prefix, 2)
     changed: list[str] = []
