@@ -48,7 +48,17 @@ class KeepAliveClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        if self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._exchange(conn, path)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed it while idle (uvicorn's keep-alive timeout, 5 s: as long as
+                # a leg of this benchmark): one more try on a new connection.
+                conn[1].close()
+        return await self._exchange(await asyncio.open_connection("127.0.0.1", self.port), path)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> tuple[int, bytes]:
         reader, writer = conn
         writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.extra}\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
