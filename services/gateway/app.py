@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services import logs
 from services.gateway import dashboard, docs, keyservice, openapi, sse
 from services.gateway import routes as api_routes
+from services.gateway.accesslog import AccessLog
 from services.gateway.apikeys import ApiKeyRegistry
 from services.gateway.auth import Authenticator
 from services.gateway.backends import Backends
@@ -44,7 +45,6 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.transcode import BadInput, build_request, dumps, response_value
 
 log = logging.getLogger("gateway")
-access = logging.getLogger("gateway.access")
 
 # Labelled by method and status only: paths carry resource names (unbounded cardinality).
 HTTP_SECONDS = Histogram("cb_gateway_request_seconds", "Gateway request latency", ["method"])
@@ -98,6 +98,7 @@ class RequestContext:
         # Labelled metric children by method: `labels()` on every request costs a lock and a lookup.
         self._seconds: dict[str, Any] = {}
         self._totals: dict[tuple[str, int], Any] = {}
+        self._access = AccessLog()
 
     def _observe(self, method: str, status: int, elapsed: float) -> None:
         seconds = self._seconds.get(method)
@@ -144,15 +145,13 @@ class RequestContext:
             else:  # a client inventing methods must not grow the cache
                 HTTP_SECONDS.labels(scope["method"]).observe(elapsed)
                 HTTP_TOTAL.labels(scope["method"], str(status)).inc()
-            if access.isEnabledFor(logging.INFO):
+            if self._access.enabled():
                 client = scope.get("client") or ("", 0)
-                # The record made directly: `info()` would look up the caller's file and line on
-                # every request, which the JSON line does not carry.
-                access.handle(access.makeRecord(access.name, logging.INFO, "", 0, "http", (), None, extra={
+                self._access.write({
                     "method": scope["method"], "path": scope["path"], "status": status, "bytes": size,
                     "ms": round(elapsed * 1e3, 2), "remote": client[0],
                     "client": scope["state"].get("client", ""),
-                }))
+                })
             logs.request_id.reset(token)
 
 
