@@ -64,8 +64,9 @@ class RequestIdChannel(grpc.aio.Channel):
     metadata of each unary-request call, unless the caller set one.
 
     It does what RequestIdClientInterceptor did without grpc.aio's interceptor machinery, which
-    wraps every call in a second call object and task (in spider, a twelfth of the CPU of a
-    GetVmStatus went to it). Everything else is the wrapped channel's."""
+    wraps every call in a second call object and task (py-spy on spider under GetVmStatus load:
+    2.5 % of its main thread in the interceptor's own frames, plus that task). Everything else is
+    the wrapped channel's."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
