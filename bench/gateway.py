@@ -10,7 +10,9 @@ Same concurrency for each, one client process; everything on loopback in a tempo
 stopped at the end. Beside throughput, each leg reports the CPU time every process spent per call
 (`cpu_us_per_call`): on a shared machine throughput follows the neighbours' load, CPU per call
 much less. `--gateway-workers N` runs the gateway as N processes on one port (CB_GATEWAY_WORKERS).
-Usage: python bench/gateway.py [--quick] [--workers N] [--seconds S] [--gateway-workers N]
+The three legs take turns (`--rounds` slices of `--seconds / rounds` each, summed per leg), so
+a ratio compares legs that shared the same neighbours' load.
+Usage: python bench/gateway.py [--quick] [--workers N] [--seconds S] [--gateway-workers N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -48,7 +52,17 @@ class KeepAliveClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def get(self, path: str) -> tuple[int, bytes]:
-        conn = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
+        if self.idle:
+            conn = self.idle.pop()
+            try:
+                return await self._exchange(conn, path)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed it while idle (uvicorn's keep-alive timeout, 5 s: as long as
+                # a leg of this benchmark): one more try on a new connection.
+                conn[1].close()
+        return await self._exchange(await asyncio.open_connection("127.0.0.1", self.port), path)
+
+    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> tuple[int, bytes]:
         reader, writer = conn
         writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.extra}\r\n".encode())
         head = await reader.readuntil(b"\r\n\r\n")
@@ -98,7 +112,45 @@ class CpuMeter:
         return result
 
 
-async def run(workers: int, seconds: float, gateway_workers: int = 1) -> dict[str, object]:
+class Rounds:
+    """Legs measured in turns, `rounds` short slices each, summed per leg. On a machine whose
+    neighbours' load drifts, legs measured one after the other for seconds each compared different
+    machines (the same-run ratio swung from 0.3 to 1.1 between runs); in turns they share it."""
+
+    def __init__(self, meter: CpuMeter, workers: int) -> None:
+        self.meter = meter
+        self.workers = workers
+
+    async def run(self, legs: dict[str, Callable[[], Awaitable[object]]], seconds: float,
+                  rounds: int) -> dict[str, dict[str, object]]:
+        calls = dict.fromkeys(legs, 0)
+        elapsed = dict.fromkeys(legs, 0.0)
+        p50: dict[str, list[float]] = {name: [] for name in legs}
+        p99: dict[str, list[float]] = {name: [] for name in legs}
+        cpu: dict[str, dict[str, float]] = {name: {} for name in legs}
+        for _ in range(rounds):
+            for name, call in legs.items():
+                before = self.meter._now()
+                r = await closed_loop(call, self.workers, seconds / rounds)
+                after = self.meter._now()
+                calls[name] += int(r["calls"])
+                elapsed[name] += r["calls"] / r["rps"] if r["rps"] else seconds / rounds
+                p50[name].append(r["p50_ms"])
+                p99[name].append(r["p99_ms"])
+                for proc in after:
+                    cpu[name][proc] = cpu[name].get(proc, 0.0) + after[proc] - before[proc]
+        out: dict[str, dict[str, object]] = {}
+        for name in legs:
+            n = max(1, calls[name])
+            per = {proc: round(t / n * 1e6, 1) for proc, t in cpu[name].items()}
+            out[name] = {"calls": calls[name], "rps": round(calls[name] / max(elapsed[name], 1e-9), 1),
+                         "p50_ms": round(statistics.median(p50[name]), 3),
+                         "p99_ms": round(statistics.median(p99[name]), 3), "rounds": rounds,
+                         "cpu_us_per_call": {**per, "total": round(sum(per.values()), 1)}}
+        return out
+
+
+async def run(workers: int, seconds: float, gateway_workers: int = 1, rounds: int = 5) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="cb-bench-gateway-") as tmp:
         root = Path(tmp)
         async with Stack(root, {"CB_CLOUDTWIN_PROVIDERS": "1"}) as stack:
@@ -141,9 +193,9 @@ async def run(workers: int, seconds: float, gateway_workers: int = 1) -> dict[st
                     assert gateway.popen is not None
                     pids = {p.name: p.popen.pid for p in stack.procs if p.popen is not None}
                     meter = CpuMeter({**pids, "gateway": gateway.popen.pid, "client": os.getpid()}, frozenset({"client"}))
-                    grpc_direct = await meter.measure(closed_loop(over_grpc, workers, seconds))
-                    through_gateway = await meter.measure(closed_loop(over_gateway, workers, seconds))
-                    http_only = await meter.measure(closed_loop(healthz, workers, seconds))
+                    legs = await Rounds(meter, workers).run(
+                        {"grpc": over_grpc, "gateway": over_gateway, "healthz": healthz}, seconds, rounds)
+                    grpc_direct, through_gateway, http_only = legs["grpc"], legs["gateway"], legs["healthz"]
                     await closed_loop(over_gateway_httpx, workers, 0.5)
                     with_httpx = await meter.measure(closed_loop(over_gateway_httpx, workers, seconds))
                     await lean.close()
@@ -151,7 +203,7 @@ async def run(workers: int, seconds: float, gateway_workers: int = 1) -> dict[st
                 gateway.stop()
     return {
         "call": "GetConnection / GET /spider/v1/connections/{name}",
-        "workers": workers, "gateway_workers": gateway_workers, "seconds": seconds,
+        "workers": workers, "gateway_workers": gateway_workers, "seconds": seconds, "rounds": rounds,
         "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
         "grpc_direct": grpc_direct, "through_gateway": through_gateway, "gateway_healthz_only": http_only,
         "through_gateway_httpx_client": with_httpx,
@@ -174,9 +226,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="concurrent callers")
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument("--gateway-workers", type=int, default=1, help="gateway processes on the one port")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the gRPC, gateway and healthz legs take turns, this many slices each")
     args = parser.parse_args()
     seconds = 1.0 if args.quick else args.seconds
-    result = asyncio.run(run(args.workers, seconds, args.gateway_workers))
+    rounds = min(args.rounds, 2) if args.quick else max(1, args.rounds)
+    result = asyncio.run(run(args.workers, seconds, args.gateway_workers, rounds))
     print(json.dumps({"benchmark": "gateway", "quick": args.quick, **result}, indent=2))
 
 

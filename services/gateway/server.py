@@ -25,6 +25,7 @@ import uvicorn
 import uvloop
 from prometheus_client import start_http_server
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from services import logs
 from services.gateway.apikeys import ApiKeyRegistry
@@ -59,7 +60,7 @@ def build(settings: GatewaySettings) -> Gateway:
                    KeyService(keys, registry, settings.key_hash_rounds), registry)
 
 
-def app_for(gw: Gateway) -> Starlette:
+def app_for(gw: Gateway) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with running(gw):

@@ -24,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from services.gateway import protojson
 from services.gateway.routes import Route
 
 F = FieldDescriptor
@@ -422,8 +423,9 @@ def build_request(route: Route, bound: dict[str, str], query: Sequence[tuple[str
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
-    """The proto3 JSON form of a message, lowerCamelCase, unpopulated fields included."""
-    return json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
+    """The proto3 JSON form of a message, lowerCamelCase, unpopulated fields without presence
+    included: json_format.MessageToDict's output, from a writer compiled per message type."""
+    return protojson.to_dict(msg)
 
 
 def response_value(route: Route, msg: Message) -> Any:

@@ -1,4 +1,5 @@
-"""Server and client interceptors: request IDs, access logs, metrics, error mapping."""
+"""Server interceptors: request IDs, access logs, metrics, error mapping (the client side passes
+request IDs on in services.rpc.client.RequestIdChannel)."""
 
 from __future__ import annotations
 
@@ -130,26 +131,3 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
-
-
-class RequestIdClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Passes the current request ID on to downstream services."""
-
-    @staticmethod
-    def _with_request_id(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        rid = logs.request_id.get()
-        if not rid:
-            return details
-        metadata = list(details.metadata or ())
-        if not any(k == "x-request-id" for k, _ in metadata):
-            metadata.append(("x-request-id", rid))
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials,
-            details.wait_for_ready,
-        )
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._with_request_id(details), request)
