@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import uuid
 
@@ -98,12 +97,6 @@ class TumblebugApp:
 
 
 def main() -> None:
-    # Everything imported so far (modules, descriptors: ~50,000 objects) lives as long as the
-    # process: out of the cyclic collector's sight, a full collection no longer scans it each time
-    # (measured here: 0.15-0.3 s per full collection of it on a busy machine, a stall of the loop
-    # that every in-flight request waits out).
-    gc.collect()
-    gc.freeze()
     settings = TumblebugSettings()
     common = CommonSettings()
     run(lambda: TumblebugApp(settings, common), settings, common)

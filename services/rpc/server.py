@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -121,6 +122,12 @@ async def serve(app: App, server_settings: ServerSettings, common: CommonSetting
 def run(app_factory: Callable[[], App], server_settings: ServerSettings, common: CommonSettings) -> None:
     """Console-script entry: logs, then serve the app on a fresh event loop."""
     logs.setup(common.log_level)
+    # Everything imported so far (modules, descriptors: ~50,000 objects in tumblebug) lives as long
+    # as the process: out of the cyclic collector's sight, a full collection no longer scans it
+    # (measured in tumblebug: 0.15-0.3 s per full collection on a busy machine, a stall of the loop
+    # that every in-flight request waits out).
+    gc.collect()
+    gc.freeze()
 
     async def main() -> None:
         # The app is built inside the loop: gRPC channels bind to the loop they are made in.
