@@ -161,6 +161,8 @@ async def run(workers: int, seconds: float, gateway_workers: int = 1, rounds: in
             gateway = launch.process(root, {
                 "CB_GATEWAY_PORT": str(port), "CB_GATEWAY_KEYS_FILE": str(keys), "CB_GATEWAY_SERVICES": "spider",
                 "CB_SPIDER_ADDR": f"127.0.0.1:{stack.spider_port}", "CB_GATEWAY_RATE_PER_SECOND": "0",
+                # The stack's etcd for stored API keys (as deployed), not a default address nobody serves.
+                "CB_ETCD_ENDPOINTS": f"127.0.0.1:{stack.etcd_port}",
                 "CB_LOG_LEVEL": "WARNING", "CB_GATEWAY_WORKERS": str(gateway_workers)})
             try:
                 await launch.start(gateway, port)

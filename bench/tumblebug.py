@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from bench.stack import Stack
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services import tls
 from services.rpc.client import channel
 from tumblebug import keys
 from tumblebug.settings import TumblebugSettings
@@ -132,11 +134,17 @@ ETCD_COUNTERS = {"etcd_mvcc_range_total": "range", "etcd_mvcc_txn_total": "txn",
                  "etcd_mvcc_delete_total": "delete", "etcd_debugging_mvcc_events_total": "watch_events"}
 
 
-def _scrape(port: int) -> str:
+def _scrape(port: int, scheme: str = "http") -> str:
     if not port:
         return ""
+    # etcd serves its metrics on its client port, TLS with client certificates: this process's own.
+    context = None
+    if scheme == "https":
+        me = tls.configured()
+        context = ssl.create_default_context(cafile=str(me.ca_file))
+        context.load_cert_chain(str(me.cert_file), str(me.key_file))
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/metrics", timeout=5, context=context) as resp:
             return str(resp.read().decode())
     except OSError:
         return ""
@@ -187,7 +195,7 @@ class Meter:
     def _counts(self) -> dict[str, dict[str, float]]:
         return {"spider_rpcs": _rpc_counts(_scrape(self.stack.spider_metrics_port)),
                 "tumblebug_rpcs": _rpc_counts(_scrape(self.stack.tumblebug_metrics_port)),
-                "etcd_ops": _etcd_counts(_scrape(self.stack.etcd_port))}
+                "etcd_ops": _etcd_counts(_scrape(self.stack.etcd_port, "https"))}
 
     def _logs(self) -> dict[str, Path]:
         return {name: self.stack.root / "logs" / f"{name}.log" for name in ("tumblebug", "spider")}
