@@ -297,8 +297,9 @@ class AppController:
                               f"to {target} VMs", events)
         rule = app.spec.scaling
         subgroup = rule.grow_subgroup or next(iter(failed.values()), "")
+        coming = sum(1 for vm in vms if not vm.usable and not vm.failed) + max(0, sum(sizes.values()) - len(vms))
         size = scaling.grow(step.no_room, subgroup, sizes.get(subgroup, 0), now,
-                            convert.seconds(app.status.last_grow_time), rule.cooldown_s or 60.0)
+                            convert.seconds(app.status.last_grow_time), rule.cooldown_s or 60.0, coming)
         if size is None or subgroup not in sizes:
             return False
         await self._scale(app, subgroup, size, "NoRoom", f"asked tumblebug to grow VM group {subgroup} to {size} "

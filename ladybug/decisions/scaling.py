@@ -38,10 +38,14 @@ def verdict(rule: ScaleRule, current: int, metric: float | None, now: float, las
     return current, ""
 
 
-def grow(no_room: int, subgroup: str, size: int, now: float, last_grow: float, cooldown_s: float
-         ) -> int | None:
-    """The size to ask of `subgroup` when instances found no room (None: do not ask now)."""
-    if no_room <= 0 or not subgroup or now - last_grow < cooldown_s:
+def grow(no_room: int, subgroup: str, size: int, now: float, last_grow: float, cooldown_s: float,
+         coming: int = 0) -> int | None:
+    """The size to ask of `subgroup` when instances found no room (None: do not ask now).
+
+    `coming`: VMs of the MCIS on their way (being made, or booting with no healthy agent yet). They
+    bring room of their own: growing meanwhile would add a VM for every sync of an MCIS that is
+    still being built."""
+    if no_room <= 0 or not subgroup or coming > 0 or now - last_grow < cooldown_s:
         return None
     return size + no_room
 

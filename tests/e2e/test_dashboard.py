@@ -310,8 +310,10 @@ def test_the_apps_view_lists_the_app_and_follows_it(stack: Stack, web_app: str, 
     wait(browser, f"location.hash === '#/apps/{stack.ns}/web' && document.getElementById('view').dataset.ready === 'true'")
     # Instances are placed, one per VM of the demo MCIS, and the phase comes over the watch stream.
     wait(browser, "document.querySelectorAll('#instances tbody tr').length === 2", 60)
-    vms = {td.text for td in browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr td:nth-child(2)")}
-    assert vms == set(stack.vms)
+    # The table re-renders as the watch stream brings news: its cells are read in one script.
+    vms = browser.execute_script(
+        "return [...document.querySelectorAll('#instances tbody tr td:nth-child(2)')].map(td => td.textContent.trim())")
+    assert set(vms) == set(stack.vms)
     browser.execute_script("window.notReloaded = true")
     wait(browser, "document.getElementById('app-status').dataset.phase === 'AVAILABLE'", 90)
     assert browser.execute_script("return window.notReloaded") is True

@@ -226,10 +226,12 @@ def test_scaling_verdict(rule: scaling.ScaleRule, current: int, metric: float | 
     assert scaling.verdict(rule, current, metric, NOW, last)[0] == expect
 
 
-@pytest.mark.parametrize(("no_room", "subgroup", "last", "expect"), [
-    (2, "g", 0, 5), (0, "g", 0, None), (2, "", 0, None), (2, "g", NOW - 5, None)])
-def test_grow(no_room: int, subgroup: str, last: float, expect: int | None) -> None:
-    assert scaling.grow(no_room, subgroup, 3, NOW, last, 60) == expect
+@pytest.mark.parametrize(("no_room", "subgroup", "last", "coming", "expect"), [
+    (2, "g", 0, 0, 5), (0, "g", 0, 0, None), (2, "", 0, 0, None), (2, "g", NOW - 5, 0, None),
+    (2, "g", 0, 1, None),  # a VM still on its way brings room: no growth while the MCIS builds
+])
+def test_grow(no_room: int, subgroup: str, last: float, coming: int, expect: int | None) -> None:
+    assert scaling.grow(no_room, subgroup, 3, NOW, last, 60, coming) == expect
     assert scaling.desired_count(0, 4) == 4 and scaling.desired_count(3, 4) == 3
 
 

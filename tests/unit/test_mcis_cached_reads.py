@@ -3,8 +3,6 @@ replica's API made (read-your-writes); otherwise, or when it does not hold the M
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from cbapi.common.v1 import common_pb2 as common
@@ -45,7 +43,7 @@ def _reconciler() -> Reconciler:
     return rec
 
 
-def test_the_cache_serves_a_copy_once_it_has_seen_the_floor() -> None:
+async def test_the_cache_serves_a_copy_once_it_has_seen_the_floor() -> None:
     rec = _reconciler()
     got = rec.read_mcis("ns", "m", floor=20, with_vms=True)
     assert got is not None and got.status == "Running:2 (R:2/2)"
@@ -58,15 +56,15 @@ def test_the_cache_serves_a_copy_once_it_has_seen_the_floor() -> None:
     assert rec.read_mcis("ns", "m", floor=0, with_vms=False) is None
 
 
-def test_get_mcis_reads_the_view_or_else_the_store() -> None:
+async def test_get_mcis_reads_the_view_or_else_the_store() -> None:
     rec = _reconciler()
     store = Unreachable(written=20)
     reads = McisReads(store, Namespaces(store), Monitoring(""))
     reads.view = rec
-    got = asyncio.run(reads.get("ns", "m", with_vms=True))
+    got = await reads.get("ns", "m", with_vms=True)
     assert got.name == "m" and len(got.vms) == 2 and store.asked == 0
     assert all(v.agent_status == "None" for v in got.vms)
     store.written = 30  # the API wrote after what the cache has seen: etcd answers (here: not found)
     with pytest.raises(errors.NotFound):
-        asyncio.run(reads.get("ns", "m"))
+        await reads.get("ns", "m")
     assert store.asked == 1
