@@ -64,6 +64,8 @@ class AppController:
         self._sent: dict[tuple[str, str, str], bytes] = {}
         self._baselines: dict[tuple[str, str, int], tuple[float, analysis.Traffic]] = {}
         self._specs: dict[tuple[str, str, int], pb.AppSpec] = {}
+        # (namespace, MCIS) → VM → when it was first seen failed (a new leader starts the wait afresh).
+        self._failed_since: dict[tuple[str, str], dict[str, float]] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -283,7 +285,8 @@ class AppController:
         call so a restart does not ask twice), and the rule's VM group (or a failed VM's) when
         instances found no VM with room, at most once per cooldown."""
         sizes = {sg.name: sg.size for sg in mcis.subgroups}
-        failed = {vm.name: vm.subgroup for vm in vms if vm.failed}
+        since = self._failed_since.setdefault((app.namespace, app.mcis), {})
+        failed = scaling.lasting_failures(vms, since, now, self.settings.replace_after_s)
         fresh: dict[str, str] = {}
         for vm, subgroup in failed.items():
             marker = pb.AppEvent(type="GrowMcis", reason="ReplaceVm", message=f"replacing {vm} for {app.name}")
@@ -297,7 +300,8 @@ class AppController:
                               f"to {target} VMs", events)
         rule = app.spec.scaling
         subgroup = rule.grow_subgroup or next(iter(failed.values()), "")
-        coming = sum(1 for vm in vms if not vm.usable and not vm.failed) + max(0, sum(sizes.values()) - len(vms))
+        # On their way: being made or booting, or failed too briefly to be given up (may come back).
+        coming = sum(1 for vm in vms if not vm.usable and vm.name not in failed) + max(0, sum(sizes.values()) - len(vms))
         size = scaling.grow(step.no_room, subgroup, sizes.get(subgroup, 0), now,
                             convert.seconds(app.status.last_grow_time), rule.cooldown_s or 60.0, coming)
         if size is None or subgroup not in sizes:

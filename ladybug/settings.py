@@ -28,6 +28,9 @@ class LadybugSettings(ServerSettings):
     # Events kept per application (oldest dropped first) and revisions kept in its history.
     events_max: int = Field(default=200, ge=10)
     revisions_max: int = Field(default=50, ge=2)
+    # How long a VM must stay failed (its agent silent, or broken in the cloud) before a
+    # replacement is asked of tumblebug: a monitoring blip must not add VMs for good.
+    replace_after_s: float = Field(default=30.0, ge=0)
     # How long an instance stays drained at the endpoint before it is stopped.
     drain_s: float = Field(default=2.0, ge=0)
     # Endpoint (HAProxy) ports are handed out from here, one per application.

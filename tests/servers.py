@@ -126,7 +126,7 @@ async def start_ladybug(run_dir: Path, etcd: Server, tumblebug: Server, dragonfl
         "CB_LADYBUG_PORT": str(port), "CB_LADYBUG_HOST": "127.0.0.1", "CB_ETCD_ENDPOINTS": etcd.address,
         "CB_LADYBUG_TUMBLEBUG_ADDR": tumblebug.address, "CB_LADYBUG_DRAGONFLY_ADDR": dragonfly_addr,
         "CB_GRACE_SECONDS": "1", "CB_LADYBUG_LEADER_TTL_S": "2", "CB_LADYBUG_ACTIVE_RESYNC_S": "0.2",
-        "CB_LADYBUG_RESYNC_S": "1", "CB_LADYBUG_DRAIN_S": "0.5", **env,
+        "CB_LADYBUG_RESYNC_S": "1", "CB_LADYBUG_DRAIN_S": "0.5", "CB_LADYBUG_REPLACE_AFTER_S": "2", **env,
     }
     proc = procs.python_service(f"ladybug-{port}", "ladybug.server", run_dir, full)
     await procs.start_grpc(proc, port)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ladybug.decisions.model import Vm
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,19 @@ def grow(no_room: int, subgroup: str, size: int, now: float, last_grow: float, c
     if no_room <= 0 or not subgroup or coming > 0 or now - last_grow < cooldown_s:
         return None
     return size + no_room
+
+
+def lasting_failures(vms: Sequence[Vm], since: dict[str, float], now: float, grace_s: float) -> dict[str, str]:
+    """{vm: subgroup} of the VMs failed for at least `grace_s`. `since` (VM → when it was first seen
+    failed) is brought up to date in place: a VM seen well again leaves it. A blip of monitoring
+    (a collector replica or a NATS node going away) makes agents look silent for seconds; a
+    replacement is a new VM for good, so it waits until the failure has lasted."""
+    for vm in vms:
+        if vm.failed:
+            since.setdefault(vm.name, now)
+        else:
+            since.pop(vm.name, None)
+    return {vm.name: vm.subgroup for vm in vms if vm.failed and now - since[vm.name] >= grace_s}
 
 
 def replacements(failed: dict[str, str], sizes: dict[str, int]) -> dict[str, int]:

@@ -226,6 +226,18 @@ def test_scaling_verdict(rule: scaling.ScaleRule, current: int, metric: float | 
     assert scaling.verdict(rule, current, metric, NOW, last)[0] == expect
 
 
+def test_a_failure_is_replaced_only_once_it_has_lasted() -> None:
+    since: dict[str, float] = {}
+    a, b = Vm("a", "g", failed=True), Vm("b", "g")
+    assert scaling.lasting_failures([a, b], since, NOW, 30) == {}  # just seen failed: wait
+    assert scaling.lasting_failures([a, b], since, NOW + 29, 30) == {}
+    assert scaling.lasting_failures([a, b], since, NOW + 30, 30) == {"a": "g"}
+    well = Vm("a", "g")
+    assert scaling.lasting_failures([well, b], since, NOW + 31, 30) == {} and since == {}  # a blip forgotten
+    assert scaling.lasting_failures([a, b], since, NOW + 40, 30) == {}  # failed again: the wait starts afresh
+    assert scaling.lasting_failures([a], since, NOW + 40, 0) == {"a": "g"}
+
+
 @pytest.mark.parametrize(("no_room", "subgroup", "last", "coming", "expect"), [
     (2, "g", 0, 0, 5), (0, "g", 0, 0, None), (2, "", 0, 0, None), (2, "g", NOW - 5, 0, None),
     (2, "g", 0, 1, None),  # a VM still on its way brings room: no growth while the MCIS builds

@@ -294,7 +294,13 @@ async def test_a_stopped_vm_has_its_instances_moved_and_a_replacement_asked_for(
     await until(s, moved)
     result = await load.result()
     s.note("VM stopped", result)
-    kinds = [(e.type, e.reason, e.message) for e in await events(s)]
+    # The replacement is asked once the failure has lasted CB_LADYBUG_REPLACE_AFTER_S (2 s here).
+    deadline = time.monotonic() + 30
+    while True:
+        kinds = [(e.type, e.reason, e.message) for e in await events(s)]
+        if any(t == "GrowMcis" for t, _, _ in kinds) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
     assert any(t == "Move" for t, _, _ in kinds)
     seen = [(v.name, v.status, v.agent_status) for v in
             (await s.tb.ListMcisVms(tpb.ListMcisVmsRequest(namespace=s.ns, mcis=s.mcis))).vms]
