@@ -151,7 +151,7 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
 
 
 def _clustered() -> bool:
-    """`cb-launch --cluster` or CB_CLUSTER=1: the clustered topology (services/launcher/cluster.py)."""
+    """`python -m services.launcher --cluster` or CB_CLUSTER=1: the clustered topology (services/launcher/cluster.py)."""
     return "--cluster" in sys.argv[1:] or os.environ.get("CB_CLUSTER", "").strip().lower() in ("1", "true", "yes")
 
 
