@@ -150,6 +150,13 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
     print("Press Ctrl-C once to stop everything.\n", flush=True)
 
 
+def _start_failure(err: Exception) -> str:
+    """What to tell the person who ran the launcher when the suite or its demo did not come up."""
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"The suite could not set up its demo: {err.code().name}: {err.details()}"
+    return f"The suite could not start: {err}"
+
+
 def _clustered() -> bool:
     """`python -m services.launcher --cluster` or CB_CLUSTER=1: the clustered topology (services/launcher/cluster.py)."""
     return "--cluster" in sys.argv[1:] or os.environ.get("CB_CLUSTER", "").strip().lower() in ("1", "true", "yes")
@@ -192,11 +199,8 @@ async def run_cluster(run_dir: Path) -> int:
         print("Stop one member by its PID to see the others take over. Press Ctrl-C once to stop everything.\n",
               flush=True)
         await stop.wait()
-    except (RuntimeError, TimeoutError, OSError) as err:
-        print(f"The suite could not start: {err}", file=sys.stderr)
-        code = 1
-    except grpc.aio.AioRpcError as err:
-        print(f"The suite could not set up its demo: {err.code().name}: {err.details()}", file=sys.stderr)
+    except (RuntimeError, TimeoutError, OSError, grpc.aio.AioRpcError) as err:
+        print(_start_failure(err), file=sys.stderr)
         code = 1
     finally:
         print("Stopping …", flush=True)
@@ -276,11 +280,8 @@ async def main() -> int:
                           file=sys.stderr, flush=True)
                     stop.set()
                     code = 1
-    except (RuntimeError, TimeoutError, OSError) as err:
-        print(f"The suite could not start: {err}", file=sys.stderr)
-        code = 1
-    except grpc.aio.AioRpcError as err:
-        print(f"The suite could not set up its demo: {err.code().name}: {err.details()}", file=sys.stderr)
+    except (RuntimeError, TimeoutError, OSError, grpc.aio.AioRpcError) as err:
+        print(_start_failure(err), file=sys.stderr)
         code = 1
     finally:
         print("Stopping …", flush=True)

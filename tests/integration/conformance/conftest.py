@@ -42,8 +42,8 @@ class Cloud:
 def cloud(request: pytest.FixtureRequest) -> Cloud:
     # Synchronous: the server fixture is asked for by name here, outside the event loop, which an
     # async fixture could not do (its loop is already running).
-    if request.param == "libvirt" and libvirtd_missing():
-        pytest.skip(libvirtd_missing())
+    if request.param == "libvirt" and (why := libvirtd_missing()):
+        pytest.skip(why)
     return Cloud(request.param, request.getfixturevalue(CLOUD_OF[request.param]))
 
 
