@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -28,8 +29,38 @@ from services.rpc.client import is_serving
 BIN = Path(sys.executable).parent
 
 
+# Ports handed out by this process: never twice, even before their server binds them.
+_given: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
+    """A TCP port nobody listens on right now, below the kernel's ephemeral range.
+
+    A port taken from the ephemeral range (bind to 0) can be given by the kernel to an outgoing
+    connection of another process before our server binds it ("Address already in use"); below
+    that range only listeners compete, and each is checked free here."""
+    low, _ = _ephemeral_range()
+    first = 20_000
+    if low - first >= 1_000:
+        for _ in range(200):
+            port = random.randrange(first, low)
+            if port in _given:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _given.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

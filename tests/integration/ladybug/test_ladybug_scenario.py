@@ -265,7 +265,10 @@ async def test_a_killed_instance_process_is_restarted_by_its_agent(stack: Stack)
     assert result.failures == 0
 
 
-async def test_a_stopped_vm_has_its_instances_moved_and_a_replacement_asked_for(stack: Stack) -> None:
+async def test_a_vm_lost_in_its_cloud_has_its_instances_moved_and_a_replacement_asked_for(stack: Stack) -> None:
+    # Deleted behind the suite's back, the VM stays lost; a merely stopped one is resumed by
+    # tumblebug (its target is Running), often before the failure has lasted long enough to be
+    # replaced, which is the point of the wait.
     s = stack
     load = Load(s)
     insts = await instances(s)
@@ -274,9 +277,8 @@ async def test_a_stopped_vm_has_its_instances_moved_and_a_replacement_asked_for(
     conn = s.conns[vm.subgroup]
     s.dead = s.dead | {victim.vm}
     async with channel(s.cloudtwin.address) as ch:
-        await tw_grpc.CloudTwinStub(ch).ActOnResource(
-            tw.ActOnResourceRequest(provider=conn.provider, region=conn.region, kind=tw.VM, id=vm.iid.csp_id,
-                                    action="stop"),
+        await tw_grpc.CloudTwinStub(ch).DeleteResource(
+            tw.DeleteResourceRequest(provider=conn.provider, region=conn.region, kind=tw.VM, id=vm.iid.csp_id),
             metadata=(("x-twin-access-key", conn.access_key), ("x-twin-secret-key", conn.secret_key)))
 
     def moved(a: pb.Application) -> bool:
@@ -293,7 +295,7 @@ async def test_a_stopped_vm_has_its_instances_moved_and_a_replacement_asked_for(
         raise AssertionError(f"instances not moved off {victim.vm}: {await instances(s)}")
     await until(s, moved)
     result = await load.result()
-    s.note("VM stopped", result)
+    s.note("VM lost", result)
     # The replacement is asked once the failure has lasted CB_LADYBUG_REPLACE_AFTER_S (2 s here).
     deadline = time.monotonic() + 30
     while True:
