@@ -161,6 +161,42 @@ def _rpc_counts(text: str) -> dict[str, float]:
     return out
 
 
+def _buckets(text: str, name: str) -> dict[str, dict[float, float]]:
+    """A Prometheus histogram's cumulative buckets ({le: count}) by its other labels."""
+    out: dict[str, dict[float, float]] = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            labels, _, value = line.rpartition(" ")
+            le = labels.split('le="', 1)[1].split('"', 1)[0]
+            rest = ",".join(p for p in labels[len(name) + 8:-1].split(",") if not p.startswith("le="))
+            out.setdefault(rest, {})[float(le)] = float(value)
+    return out
+
+
+def _loop_health(before: str, after: str) -> dict[str, Any]:
+    """tumblebug's event loop over a phase: the lag of a 50 ms timer (p50, p99 and worst as the
+    upper bound of their bucket) and the garbage collector's pauses by generation."""
+    def delta(name: str) -> dict[str, dict[float, float]]:
+        was = _buckets(before, name)
+        return {k: {le: c - was.get(k, {}).get(le, 0.0) for le, c in v.items()} for k, v in _buckets(after, name).items()}
+
+    def bound(cum: dict[float, float], q: float) -> float | None:
+        total = cum.get(float("inf"), 0.0)
+        if not total:
+            return None
+        le = next(le for le in sorted(cum) if cum[le] >= q * total)
+        return None if le == float("inf") else round(le * 1e3, 1)
+
+    lag = next(iter(delta("cb_event_loop_lag_seconds").values()), {})
+    gc_ = {k.split('"')[1] if '"' in k else k: {"count": int(v.get(float("inf"), 0)),
+                                              "p99_ms_at_most": bound(v, 0.99), "worst_ms_at_most": bound(v, 1.0)}
+           for k, v in delta("cb_gc_pause_seconds").items() if v.get(float("inf"), 0)}
+    return {"probes": int(lag.get(float("inf"), 0)), "lag_p50_ms_at_most": bound(lag, 0.5),
+            "lag_p99_ms_at_most": bound(lag, 0.99), "lag_worst_ms_at_most": bound(lag, 1.0),
+            "gc_pauses_by_generation": gc_,
+            "note": "None: beyond the largest bucket (2.5 s)"}
+
+
 def _etcd_counts(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -202,6 +238,7 @@ class Meter:
 
     def __enter__(self) -> Meter:
         self._counts_before = self._counts()
+        self._tumblebug_before = _scrape(self.stack.tumblebug_metrics_port)
         self._log_from = {name: _log_size(path) for name, path in self._logs().items()}
         self._t0 = time.perf_counter()
         self._before = self._sample()
@@ -224,6 +261,9 @@ class Meter:
                                   else {k: int(v) for k, v in sorted(delta.items())})
         if self.vms:
             self.result["counts_are"] = f"per VM ({self.vms})"
+        if self.stack.tumblebug_metrics_port:
+            self.result["tumblebug_event_loop"] = _loop_health(self._tumblebug_before,
+                                                               _scrape(self.stack.tumblebug_metrics_port))
         self.result["logged_warnings"] = {name: self._warnings(path, self._log_from[name])
                                           for name, path in self._logs().items()}
 

@@ -93,11 +93,24 @@ class AppController:
     # --------------------------------------------------------------------- sync
 
     async def sync(self, key: Key) -> None:
-        ns, name = key
-        found = await self.records.find(ns, name)
+        """One level-triggered pass over an application. A failure the user can act on (tumblebug
+        or dragonfly unreachable, a refused call) is written to its status message while the pass
+        is retried with backoff; the next pass that succeeds clears it."""
+        found = await self.records.find(*key)
         if found is None:
             return
         app = found.value
+        try:
+            await self._sync(key, app)
+        except errors.Aborted:
+            raise  # a concurrent write: the retry reads afresh, nothing to tell
+        except errors.DomainError as err:
+            with contextlib.suppress(errors.DomainError):
+                await self._note(app, f"cannot sync (will retry): {err.message}", None)
+            raise
+
+    async def _sync(self, key: Key, app: pb.Application) -> None:
+        ns, name = key
         if app.deleting:
             await self._undeploy(app)
             return
@@ -114,8 +127,7 @@ class AppController:
         try:
             reported = await self.dragonfly.list_workloads(ns, app.mcis, name)
         except errors.DomainError as err:
-            await self._note(app, f"cannot read the instances' statuses from dragonfly: {err.message}", None)
-            raise
+            raise type(err)(f"cannot read the instances' statuses from dragonfly: {err.message}") from err
         observed = {s.id: convert.observed_of(s) for v in reported.vms for s in v.statuses}
         held = await self.records.instances(ns, name)
         before = {i.id: i for i in held.value.instances} if held else {}

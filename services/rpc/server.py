@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from services import logs
+from services.rpc import loop_health
 from services.rpc.authz import AuthzInterceptor
 from services.rpc.interceptors import ServerInterceptor
 from services.rpc.tls import server_credentials
@@ -109,11 +110,16 @@ async def serve(app: App, server_settings: ServerSettings, common: CommonSetting
     await app.start()
     server = Server(app.bindings(), server_settings.address)
     await server.start()
+    probe: asyncio.Task[None] | None = None
     if server_settings.metrics_port:
         start_http_server(server_settings.metrics_port, addr=server_settings.host)
+        loop_health.watch_gc()
+        probe = asyncio.create_task(loop_health.probe_forever())
     log.info("serving", extra={"service": app.name, "address": f"{server_settings.host}:{server.port}"})
     await stop.wait()
     log.info("stopping", extra={"service": app.name})
+    if probe is not None:
+        await cancel_tasks([probe])
     await server.stop(common.grace_seconds)
     await app.stop()
     log.info("stopped", extra={"service": app.name})
