@@ -186,8 +186,15 @@ def logs(kind: Annotated[str, typer.Argument(help="app")], name: Annotated[str, 
                 str(i.get("id")) for i in s.client.call("GET", f"{k.item_path(s.scope, name)}/instances")
                 .get("instances", [])]
             for iid in ids:
-                got = s.client.call("GET", f"{k.item_path(s.scope, name)}/instances/{iid}/logs",
-                                    params={"tailLines": tail})
+                try:
+                    got = s.client.call("GET", f"{k.item_path(s.scope, name)}/instances/{iid}/logs",
+                                        params={"tailLines": tail})
+                except ApiError as err:
+                    # Listed a moment ago, drained since (a scale-in or rollout finishing): not an error
+                    # of `logs app`; one asked for by name still is.
+                    if instance or err.code != "NOT_FOUND":
+                        raise
+                    continue
                 for stream in ("stdout", "stderr"):
                     for line in str(got.get(stream, "")).splitlines():
                         (console if stream == "stdout" else err_console).print(
