@@ -7,6 +7,7 @@ reach, one API key, and the same errors, limits and audit trail as every other c
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,17 +90,23 @@ class Client:
             raise error_of(response, request)
         return response.json() if response.content else {}
 
-    def events(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str, Any]]:
-        """(event, data) of a Server-Sent Events stream until it ends; `error` events raise ApiError."""
+    def events(self, path: str, params: dict[str, Any] | None = None,
+               until: float | None = None) -> Iterator[tuple[str, Any]]:
+        """(event, data) of a Server-Sent Events stream until it ends; `error` events raise ApiError.
+        With `until` (a `time.monotonic()` deadline) a stream on which nothing comes until then
+        raises StreamIdle: a watch of something that no longer changes must not wait forever."""
         request = f"GET {self.config.gateway}{path}"
+        read = None if until is None else max(0.05, until - time.monotonic())
         try:
             with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(self.config.timeout,
-                                                                                    read=None)) as response:
+                                                                                    read=read)) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise error_of(response, request)
                 name = "message"
                 for line in response.iter_lines():
+                    if until is not None and time.monotonic() > until:
+                        raise StreamIdle(path)  # only keepalives came (the gateway sends one every 15 s)
                     if line.startswith("event: "):
                         name = line[7:].strip()
                     elif line.startswith("data: "):
@@ -112,8 +119,16 @@ class Client:
                             return
                         yield name, data
                         name = "message"
+        except httpx.ReadTimeout:
+            if until is None:
+                raise unreachable(self.config.gateway, httpx.ReadTimeout("read timed out"), request) from None
+            raise StreamIdle(path) from None
         except httpx.HTTPError as exc:
             raise unreachable(self.config.gateway, exc, request) from None
+
+
+class StreamIdle(Exception):
+    """Nothing came on an event stream before the caller's deadline."""
 
 
 def error_of(response: httpx.Response, request: str) -> ApiError:

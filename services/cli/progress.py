@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from services.cli import mcis
-from services.cli.client import ApiError, Client
+from services.cli.client import ApiError, Client, StreamIdle
 from services.cli.kinds import RestKind, get_path
 
 # How far along a VM is, by the status it reports (the target itself is 100%).
@@ -93,17 +93,20 @@ def _follow(client: Client, progress: Progress, task: TaskID, target: Target, ti
     last = ""
     # The stream ends when the resource is gone; a new stream resumes after a dropped connection.
     while time.monotonic() < deadline:
-        for _, item in client.events(path, params=target.kind.watch_params or None):
-            last = str(get_path(item, "status") or "")
-            progress.update(task, completed=1.0 if last == target.want else _STAGE.get(last, 0.2), status=last)
-            if last == target.want:
-                return
-            if last in target.kind.failed_statuses:
-                raise ApiError(f"{target.name} is {last}", code=last)
-            if time.monotonic() > deadline:
-                break
-        else:
-            raise ApiError(f"{target.name} is gone (last status {last or 'unknown'})", code="NOT_FOUND")
+        try:
+            for _, item in client.events(path, params=target.kind.watch_params or None, until=deadline):
+                last = str(get_path(item, "status") or "")
+                progress.update(task, completed=1.0 if last == target.want else _STAGE.get(last, 0.2), status=last)
+                if last == target.want:
+                    return
+                if last in target.kind.failed_statuses:
+                    raise ApiError(f"{target.name} is {last}", code=last)
+                if time.monotonic() > deadline:
+                    break
+            else:
+                raise ApiError(f"{target.name} is gone (last status {last or 'unknown'})", code="NOT_FOUND")
+        except StreamIdle:
+            break
     raise ApiError(f"{target.name} did not reach {target.want} within {timeout:.0f}s (it is {last or 'unknown'})",
                    code="DEADLINE_EXCEEDED")
 

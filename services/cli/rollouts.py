@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from services.cli.client import ApiError, Client
+from services.cli.client import ApiError, Client, StreamIdle
 from services.cli.kinds import RestKind, get_path
 from services.cli.mcis import number
 from services.cli.options import Namespace, Timeout, Verbose
@@ -85,19 +85,23 @@ def follow(client: Client, kind: RestKind, scope: dict[str, str], name: str, tim
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         task = progress.add_task(f"app/{name}", total=1, status="…")
         while time.monotonic() < deadline:
-            for _, item in client.events(path):
-                last = Position.of(item)
-                started = started or last.revision
-                progress.update(task, total=max(last.desired, 1), completed=min(last.healthy, last.desired),
-                                description=f"app/{name} r{last.revision}", status=last.line())
-                end = last.done(started, desired)
-                if end == "failed":
-                    raise ApiError(f"app/{name}: revision {last.failed} failed and was rolled back to revision "
-                                   f"{last.revision}: {last.message or last.step}", code="ROLLOUT_FAILED")
-                if end is not None or time.monotonic() > deadline:
-                    break
-            else:
-                raise ApiError(f"app/{name} is gone", code="NOT_FOUND")
+            try:
+                for _, item in client.events(path, until=deadline):
+                    last = Position.of(item)
+                    started = started or last.revision
+                    progress.update(task, total=max(last.desired, 1), completed=min(last.healthy, last.desired),
+                                    description=f"app/{name} r{last.revision}", status=last.line())
+                    end = last.done(started, desired)
+                    if end == "failed":
+                        raise ApiError(f"app/{name}: revision {last.failed} failed and was rolled back to "
+                                       f"revision {last.revision}: {last.message or last.step}",
+                                       code="ROLLOUT_FAILED")
+                    if end is not None or time.monotonic() > deadline:
+                        break
+                else:
+                    raise ApiError(f"app/{name} is gone", code="NOT_FOUND")
+            except StreamIdle:
+                break  # nothing changed until the deadline: say where it stands
             if last is not None and last.done(started, desired):
                 return last
     raise ApiError(f"app/{name}: the rollout did not end within {timeout:.0f}s"

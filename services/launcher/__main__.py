@@ -130,6 +130,16 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     await gateway_launch.start(gateway, ports["gateway"])
 
 
+def _cbctl() -> str:
+    """How to call cbctl from here: the venv's script is not on PATH unless the venv is activated."""
+    script = Path(sys.executable).parent / "cbctl"
+    if shutil.which("cbctl") == str(script) or not script.exists():
+        return "cbctl"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
 def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path, example: str) -> None:
     print("\nThe suite is running on loopback:\n")
     for ep in started:
@@ -139,10 +149,12 @@ def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path,
     print(f"  run directory: {run_dir}")
     print(f"  {gateway_launch.key_note(run_dir)}")
     gateway = next(ep.address for ep in started if ep.name == "gateway")
-    print(f"\nTry:  cbctl get connections        (REST API {gateway}, docs {gateway}/docs)")
+    cli = _cbctl()
+    print(f"\nTry:  {cli} get connections        (REST API {gateway}, docs {gateway}/docs)")
     if example:
-        print(f"      {example}")
-        print(f"      {demo.app_example(run_dir)}   (then: cbctl get apps; cbctl rollout status hello)")
+        print(f"      {example.replace('cbctl', cli, 1)}")
+        print(f"      {demo.app_example(run_dir).replace('cbctl', cli, 1)}   "
+              f"(then: {cli} get apps; {cli} rollout status hello)")
     spider = next(ep.address for ep in started if ep.name == "spider")
     tls_dir = run_dir / "tls"
     print(f"      grpcurl -cacert {tls_dir}/ca.crt -cert {tls_dir}/admin.crt -key {tls_dir}/admin.key {spider} list"

@@ -94,6 +94,7 @@ spec:
     command: python3 -m http.server "$PORT" --bind "$HOST"
   ports: [{{name: http, port: 8080}}]
   instances: 4
+  maxPerVm: 2
   healthCheck: {{httpPath: /, intervalS: 1}}
   update: {{type: ROLLING, maxParallel: 2, minHealthyTimeS: 2}}
 """

@@ -104,4 +104,8 @@ async def test_an_app_through_cbctl(cbctl: Cbctl, monitored_tumblebug_client: tu
     assert "available" in done.out
     wrong = await cbctl("rollout", "status", "mcis/web", "-n", ns)
     assert wrong.code == 1 and "rollouts are of applications" in wrong.err
+    # More instances than the VMs have room for (one per VM): --wait says so when its time is up,
+    # though nothing changes meanwhile (no event comes, only keepalives).
+    stuck = await cbctl("scale", "app", "web", "--size", "3", "-n", ns, "--wait", "--timeout", "4")
+    assert stuck.code == 1 and "did not end within 4s" in stuck.err and "no VM with room" in stuck.err, stuck.err
     await cbctl.ok("delete", "app", "web", "-n", ns)
