@@ -4,7 +4,7 @@ The file is `$CBCTL_CONFIG`, else `$XDG_CONFIG_HOME/cbctl/config.yaml`, else
 `~/.config/cbctl/config.yaml`:
 
     gateway: http://127.0.0.1:8000
-    api_key: cb_…
+    api_key: cb…               # the key itself, as `cbctl create apikey` printed it
     connection: aws-seoul      # default for connection-scoped kinds
     namespace: demo            # default for namespace-scoped kinds (tumblebug's)
     output: table

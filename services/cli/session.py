@@ -50,6 +50,10 @@ def run(verbose: bool, body: Callable[[], None]) -> None:
         body()
     except (ApiError, ConfigError) as err:
         err_console.print(f"[red]Error:[/red] {err}", highlight=False, soft_wrap=True)
+        if isinstance(err, ApiError) and err.code == "UNAUTHENTICATED":
+            err_console.print("  cbctl sends the key given by --api-key, CB_API_KEY or api_key in "
+                              "~/.config/cbctl/config.yaml (the local suite's: .run/admin.key)",
+                              highlight=False, soft_wrap=True)
         if (verbose or GLOBALS.verbose) and isinstance(err, ApiError):
             for line in err.explain():
                 err_console.print(f"  {line}", highlight=False, soft_wrap=True)

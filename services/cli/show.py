@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from services.cli import output
+from services.cli.client import ApiError
 from services.cli.kinds import RestKind, get_path, where
 from services.cli.listing import get_one, list_all
 from services.cli.options import Connection, Namespace, Output, Verbose
@@ -20,6 +21,11 @@ def _sorted(kind: RestKind, items: list[dict[str, Any]], sort_by: str) -> list[d
     exact = [p for h, p in kind.columns if h.lower() == word]
     prefixed = [p for h, p in kind.columns if h.lower().startswith(word)]
     path = (exact or (prefixed if len(prefixed) == 1 else [sort_by]))[0].partition("|")[0]
+    if not exact and len(prefixed) != 1 and items and all(get_path(i, path) in (None, "") for i in items):
+        # Neither a column nor a field any item has: sorting by it would silently change nothing.
+        headers = ", ".join(h.lower() for h, _ in kind.columns)
+        raise ApiError(f"--sort-by {sort_by!r}: no {kind.name} column or field of that name "
+                       f"(columns: {headers}; or a JSON path such as spec.vcpu)", code="INVALID_ARGUMENT")
 
     def key(item: dict[str, Any]) -> tuple[int, float, str]:
         value = get_path(item, path)

@@ -134,6 +134,7 @@ async def test_errors_are_one_line_and_verbose_explains(cbctl: Cbctl) -> None:
     assert down.code == 1 and "cannot reach the gateway" in down.err and len(down.err.strip().splitlines()) == 1
     wrong_key = await cbctl("get", "drivers", CB_API_KEY="wrong")
     assert wrong_key.code == 1 and "UNAUTHENTICATED, HTTP 401" in wrong_key.err
+    assert "--api-key, CB_API_KEY or api_key" in wrong_key.err  # what to change, in cbctl's terms
 
 
 async def test_config_file_and_precedence(cbctl: Cbctl, gateway: Gateway) -> None:

@@ -172,6 +172,8 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, spider_client: spider_pb2_grp
     assert all(s["vcpu"] >= 2 and 0 < s["pricePerHour"] <= 0.2 and s["architecture"] == "x86_64" for s in cheap)
     assert [s["pricePerHour"] for s in cheap] == sorted(s["pricePerHour"] for s in cheap)
     assert all("+" in s["id"] for s in cheap)
+    unknown = await cbctl("get", "catalogspecs", "--sort-by", "cost")
+    assert unknown.code == 1 and "--sort-by 'cost'" in unknown.err and "price" in unknown.err
     table = await cbctl.ok("get", "cspecs", "--where", "vcpu=2", "--limit", "3")
     assert table.out.split()[:3] == ["ID", "PROVIDER", "REGION"] and len(table.out.strip().splitlines()) == 4
     one = json.loads((await cbctl.ok("get", "catalogspec", cheap[0]["id"], "-o", "json")).out)
