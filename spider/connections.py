@@ -8,6 +8,7 @@ concurrency, retries, call log) in front of every call the driver makes.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import time
 from dataclasses import dataclass
 from typing import TypeVar
@@ -159,7 +160,16 @@ class Connections:
         return stored
 
     async def get_connection(self, name: str) -> pb.Connection:
-        return (await self.store.must_get(keyspace.connection(name), pb.Connection, f"connection {name!r}")).value
+        found = await self.store.get(keyspace.connection(name), pb.Connection)
+        if found is None:
+            raise errors.NotFound(f"connection {name!r} not found{await self._close_names(name)}")
+        return found.value
+
+    async def _close_names(self, name: str) -> str:
+        """' (did you mean …?)' for a misspelled connection name, else a pointer to the list."""
+        page = await self.store.page(keyspace.connection(), pb.Connection, 1000)
+        close = difflib.get_close_matches(name, [c.value.name for c in page.items], n=3)
+        return f" (did you mean {' or '.join(map(repr, close))}?)" if close else " (see ListConnections)"
 
     async def list_connections(self, page_size: int, token: str) -> tuple[list[pb.Connection], str]:
         page = await self.store.page(keyspace.connection(), pb.Connection, page_size_of(page_size), token)

@@ -227,6 +227,13 @@ async def test_mcis_errors_are_one_line(cbctl: Cbctl, spider_client: spider_pb2_
                                "subgroups=[{spec_id: nowhere+small, image_id: img}]"), "spec_id", "NOT_FOUND")
     one_line_error(await cbctl("create", "mcis", "x", "-n", ns, "--set", "subgroups=[{spec_id: a}]", "--set",
                                "policy=sometimes"), "continue, rollback, refine")
+    # A misspelled connection in spec_id is named as such, with the name it resembles.
+    conn = (await connections(spider_client, cloudtwin_process, 1))[0].name
+    spec, image = await cheapest_spec_and_image(spider_client, conn)
+    typo = conn[:-1] + ("x" if conn[-1] != "x" else "y")
+    one_line_error(await cbctl("create", "mcis", "x", "-n", ns, "--set",
+                               f"subgroups=[{{spec_id: {typo}+{spec}, image_id: {conn}+{image}}}]"),
+                   f"connection '{typo}' not found (did you mean '{conn}'", "NOT_FOUND")
     one_line_error(await cbctl("suspend", "mcis", "nothing", "-n", ns), "NOT_FOUND, HTTP 404")
     one_line_error(await cbctl("get", "mcis", "-n", "no-such-ns"), "namespace", "NOT_FOUND")
     one_line_error(await cbctl("scale", "vm", "x", "-g", "g", "--size", "2"), "cannot be scaled")

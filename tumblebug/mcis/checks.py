@@ -129,13 +129,14 @@ class SubgroupChecks:
             image_name, image_conn = d.image_id, connection
         if not image_name:
             raise errors.InvalidArgument.field(f"{field}.image_id", "is required")
-        if image_conn != connection:
-            raise errors.InvalidArgument.field(f"{field}.image_id", f"is on connection {image_conn!r}, "
-                                                                    f"the spec on {connection!r}")
         if not 1 <= d.size <= MAX_SUBGROUP:
             raise errors.InvalidArgument.field(f"{field}.size", f"must be 1..{MAX_SUBGROUP}")
         check_user(d.ssh_user, f"{field}.ssh_user")
+        # The spec first: a misspelled connection is named as such, not as a mismatch with the image's.
         spec = await self.cloud_spec(connection, spec_name, f"{field}.spec_id")
+        if image_conn != connection:
+            raise errors.InvalidArgument.field(f"{field}.image_id", f"is on connection {image_conn!r}, "
+                                                                    f"the spec on {connection!r}")
         image = await self.cloud_image(connection, image_name, f"{field}.image_id")
         _same_architecture(spec.architecture, image.architecture, spec.name, image.name, f"{field}.image_id")
         return connection, spec, image
