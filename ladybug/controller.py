@@ -120,7 +120,9 @@ class AppController:
         try:
             mcis = await self.tumblebug.mcis(ns, app.mcis)
         except errors.NotFound:
-            await self._note(app, f"MCIS {app.mcis!r} is not there", pb.DEGRADED)
+            # Its VMs went with it: nothing runs, whatever was last counted.
+            await self._note(app, f"MCIS {app.mcis!r} is not there", pb.DEGRADED,
+                             pb.InstanceCounts(desired=app.status.counts.desired))
             self.controller.enqueue_after(key, self.settings.resync_s)
             return
         vms = convert.vms_of(mcis, list(app.spec.subgroups))
@@ -397,13 +399,17 @@ class AppController:
 
         await self.records.modify(ns, name, change)
 
-    async def _note(self, app: pb.Application, message: str, phase: pb.AppPhase | None) -> None:
+    async def _note(self, app: pb.Application, message: str, phase: pb.AppPhase | None,
+                    counts: pb.InstanceCounts | None = None) -> None:
         def change(cur: pb.Application) -> pb.Application | None:
-            if cur.status.message == message and (phase is None or cur.status.phase == phase):
+            if (cur.status.message == message and (phase is None or cur.status.phase == phase)
+                    and (counts is None or cur.status.counts == counts)):
                 return None
             cur.status.message = message
             if phase is not None:
                 cur.status.phase = phase
+            if counts is not None:
+                cur.status.counts.CopyFrom(counts)
             return cur
 
         await self.records.modify(app.namespace, app.name, change)

@@ -184,7 +184,7 @@ KINDS: tuple[RestKind, ...] = (
          create_request=apps.create_request, delete_retry=False,
          columns=(("NAME", "name"), ("MCIS", "mcis"), ("REVISION", "revision"), ("PHASE", "status.phase|enum"),
                   ("HEALTHY", "status.counts.healthy"), ("DESIRED", "status.counts.desired"),
-                  ("ENDPOINT", "status.endpoint")),
+                  ("ENDPOINT", "status.endpoint"), ("MESSAGE", "status.message")),
          verbs={"promote": "", "abort": ""},
          children=(Child("instances", "instances", "Instances", (
              ("ID", "id"), ("VM", "vm"), ("IP", "ip"), ("PORT", "port"), ("STATE", "state|enum"),

@@ -151,3 +151,27 @@ async def test_watch_follows_changes_and_the_controller_reports_dragonfly(lb: la
                                                                                              name="watched")))
     await expect_error(grpc.StatusCode.NOT_FOUND, lb.ListRevisions(pb.ListRevisionsRequest(namespace=ns,
                                                                                            name="watched")))
+
+
+async def test_an_app_whose_mcis_is_deleted_says_so_and_counts_nothing_healthy(
+        lb: ladybug_pb2_grpc.LadybugStub, tumblebug_process: servers.Server, spider_process: servers.Server,
+        cloudtwin_process: servers.Server) -> None:
+    async with channel(tumblebug_process.address) as tch, channel(spider_process.address) as sch:
+        tb = tumblebug_pb2_grpc.TumblebugStub(tch)
+        stub = spider_pb2_grpc.SpiderStub(sch)
+        ns = await namespace(tb)
+        c = (await connections(stub, cloudtwin_process, 1))[0]
+        spec, image = await cheapest_spec_and_image(stub, c.name)
+        await tb.CreateMcisDynamic(tpb.CreateMcisDynamicRequest(namespace=ns, name="short", subgroups=[
+            tpb.DynamicSubgroup(name="g", spec_id=f"{c.name}+{spec}", image_id=image, size=1)]))
+        await wait_mcis(tb, ns, "short", settled_at("Running"))
+        await lb.CreateApplication(pb.CreateApplicationRequest(namespace=ns, application=web("orphan", "short")))
+        await tb.DeleteMcis(tpb.DeleteMcisRequest(namespace=ns, name="short", terminate=True, wait=True))
+    stream = lb.WatchApplication(pb.WatchApplicationRequest(namespace=ns, name="orphan"))
+    seen = await stream.read()
+    while "is not there" not in seen.status.message:
+        seen = await asyncio.wait_for(stream.read(), 20)
+    stream.cancel()
+    assert seen.status.message == "MCIS 'short' is not there" and seen.status.phase == pb.DEGRADED
+    assert seen.status.counts.healthy == 0 and seen.status.counts.running == 0
+    await lb.DeleteApplication(pb.DeleteApplicationRequest(namespace=ns, name="orphan"))
