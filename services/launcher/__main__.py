@@ -74,7 +74,7 @@ def _busy_ports(ports: dict[str, int], cloudtwin_ssh_port: int = 0) -> str:
     return ("Cannot start: " + ", ".join(busy) + " already in use by another program.\n"
             "Stop that program or choose other ports (CB_ETCD_ENDPOINTS, CB_NATS_URL, CB_CLOUDTWIN_PORT, "
             "CB_CLOUDTWIN_SSH_PORT, CB_SPIDER_PORT, CB_DRAGONFLY_PORT, CB_TUMBLEBUG_PORT, CB_LADYBUG_PORT, "
-            "CB_GATEWAY_PORT).")
+            "CB_GATEWAY_PORT, CB_VICTORIAMETRICS_PORT).")
 
 
 async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], started: list[Endpoint]) -> None:
@@ -105,8 +105,8 @@ async def _start_all(run_dir: Path, env: dict[str, str], ports: dict[str, int], 
     })
     dragonfly_env = {"CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_DRAGONFLY_AGENT_SIGNER_FILE": str(auth.signer),
                      "CB_DRAGONFLY_ACCOUNT_ADMIN_FILE": str(auth.account_admin)}
-    if shutil.which(victoriametrics.BINARY):  # the shared metric engine, when installed (Grafana reads it too)
-        vm_port = procs.free_port()
+    if "victoria-metrics" in ports:  # the shared metric engine, when installed (Grafana reads it too)
+        vm_port = ports["victoria-metrics"]
         victoria = victoriametrics.process(run_dir, vm_port)
         started.append(Endpoint("victoria-metrics", f"http://127.0.0.1:{vm_port}", victoria))
         await procs.start_tcp(victoria, vm_port)
@@ -143,7 +143,7 @@ def _cbctl() -> str:
 def _print_table(started: list[Endpoint], connections: list[str], run_dir: Path, example: str) -> None:
     print("\nThe suite is running on loopback:\n")
     for ep in started:
-        print(f"  {ep.name:<10} {ep.address:<28} pid {ep.proc.pid:<8} log {ep.proc.log_path}")
+        print(f"  {ep.name:<16} {ep.address:<28} pid {ep.proc.pid:<8} log {ep.proc.log_path}")
     print(f"\n  {len(connections)} demo connections registered in spider: {', '.join(connections)}")
     print(f"  tumblebug namespace: {demo.NAMESPACE} (cbctl's default here)")
     print(f"  run directory: {run_dir}")
@@ -243,6 +243,9 @@ async def main() -> int:
         "ladybug": int(os.environ.get("CB_LADYBUG_PORT", "50254")),
         "gateway": int(os.environ.get("CB_GATEWAY_PORT", "8000")),
     }
+    if shutil.which(victoriametrics.BINARY):
+        # A fixed port, so a Grafana data source (or a bookmark) outlives a restart.
+        ports["victoria-metrics"] = int(os.environ.get("CB_VICTORIAMETRICS_PORT", "8428"))
     message = _busy_ports(ports, int(os.environ.get("CB_CLOUDTWIN_SSH_PORT", "2222")))
     if message:
         print(message, file=sys.stderr)

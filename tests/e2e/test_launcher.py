@@ -41,12 +41,13 @@ def _alive(pid: int) -> bool:
 
 async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ports = {name: free_port() for name in ("etcd", "nats", "twin", "spider", "gateway", "dragonfly", "tumblebug",
-                                                   "ladybug")}
+                                                   "ladybug", "victoria", "ssh")}
     env = {**os.environ, "CB_RUN_DIR": str(tmp_path), "CB_ETCD_ENDPOINTS": f"127.0.0.1:{ports['etcd']}",
            "CB_NATS_URL": f"nats://127.0.0.1:{ports['nats']}", "CB_CLOUDTWIN_PORT": str(ports["twin"]),
            "CB_SPIDER_PORT": str(ports["spider"]), "CB_GATEWAY_PORT": str(ports["gateway"]),
            "CB_DRAGONFLY_PORT": str(ports["dragonfly"]), "CB_TUMBLEBUG_PORT": str(ports["tumblebug"]),
-           "CB_LADYBUG_PORT": str(ports["ladybug"]),
+           "CB_LADYBUG_PORT": str(ports["ladybug"]), "CB_VICTORIAMETRICS_PORT": str(ports["victoria"]),
+           "CB_CLOUDTWIN_SSH_PORT": str(ports["ssh"]),
            "CB_CLOUDTWIN_BOOT_LATENCY": "0.2"}
     env.pop("CB_ADMIN_API_KEY", None)
     out = (tmp_path / "launcher.out").open("wb")
@@ -100,9 +101,12 @@ async def test_launcher_runs_the_suite_and_stops_it(tmp_path: Path, monkeypatch:
         example = next(line.strip() for line in (tmp_path / "launcher.out").read_text().splitlines()
                        if "cbctl create mcis" in line)
         argv = shlex.split(example)
-        assert argv[:4] == ["cbctl", "create", "mcis", "hello"] and "--wait" in argv
+        assert argv[1:4] == ["create", "mcis", "hello"] and "--wait" in argv
+        # The cbctl it names is the one installed beside the launcher's Python (not on PATH unless
+        # the venv is activated), and it runs from the repository as printed.
+        assert Path(argv[0]).name == "cbctl" and (ROOT / argv[0]).exists()
         cbctl_env = {k: v for k, v in env.items() if k not in ("CB_API_KEY", "CB_NAMESPACE", "CBCTL_CONFIG")}
-        made = subprocess.run([sys.executable, "-m", "services.cli", *argv[1:], "--timeout", "40"], cwd=ROOT,
+        made = subprocess.run([*argv, "--timeout", "40"], cwd=ROOT,
                               env={**cbctl_env, "CB_GATEWAY_URL": gateway, "HOME": str(tmp_path)},
                               capture_output=True, text=True, timeout=60)
         assert made.returncode == 0, made.stderr

@@ -25,6 +25,6 @@ def test_a_busy_cloudtwin_ssh_port_is_named(listener: socket.socket) -> None:
     assert f"cloudtwin SSH port {port}" in message
     # Every port setting is named, so the user knows which variable to change.
     for setting in ("CB_ETCD_ENDPOINTS", "CB_NATS_URL", "CB_CLOUDTWIN_PORT", "CB_CLOUDTWIN_SSH_PORT", "CB_SPIDER_PORT",
-                    "CB_DRAGONFLY_PORT", "CB_TUMBLEBUG_PORT", "CB_GATEWAY_PORT"):
+                    "CB_DRAGONFLY_PORT", "CB_TUMBLEBUG_PORT", "CB_GATEWAY_PORT", "CB_VICTORIAMETRICS_PORT"):
         assert setting in message
     assert _busy_ports({}, cloudtwin_ssh_port=0) == ""  # 0: CloudTwin serves no SSH
