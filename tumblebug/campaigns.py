@@ -31,6 +31,7 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.names import check_name
+from services.paging import page_size
 from services.store import Store
 from tumblebug.benchmarks import Benchmarker, timestamp
 from tumblebug.catalog import Catalog
@@ -58,6 +59,10 @@ def step_mcis(campaign: str, i: int) -> str:
 
 def now_ts() -> Timestamp:
     return timestamp(time.time())
+
+
+class Cancelled(Exception):
+    """The campaign was cancelled while a step waited for its VM."""
 
 
 class Campaigns:
@@ -113,6 +118,28 @@ class Campaigns:
     async def get(self, name: str) -> pb.BenchmarkCampaign:
         return (await self.store.must_get(key(name), pb.BenchmarkCampaign, f"benchmark campaign {name!r}")).value
 
+    async def list(self, size: int, token: str) -> tuple[list[pb.BenchmarkCampaign], str]:
+        page = await self.store.page(PREFIX, pb.BenchmarkCampaign, page_size(size), token)
+        return [i.value for i in page.items], page.next_key
+
+    async def cancel(self, name: str) -> pb.BenchmarkCampaign:
+        """Mark it cancelled and skip its pending steps, in one write; the leader deletes what the
+        steps under way made and ends it. Asking again while it winds down changes nothing."""
+        def change(c: pb.BenchmarkCampaign) -> bool:
+            if c.state != "running":
+                raise errors.FailedPrecondition(f"benchmark campaign {name!r} has ended ({c.state}): "
+                                                "nothing to cancel")
+            if c.cancelled:
+                return False
+            c.cancelled = True
+            for step in c.steps:
+                if step.state == "pending":
+                    step.state, step.error = "skipped", "cancelled"
+            c.message = "cancelling: the VMs it made are being deleted"
+            return True
+
+        return await self._change(name, change)
+
     # ------------------------------------------------------------ leader
 
     async def run(self) -> None:
@@ -156,9 +183,9 @@ class Campaigns:
 
         def finish(c: pb.BenchmarkCampaign) -> bool:
             counts = {s: sum(1 for x in c.steps if x.state == s) for s in FINAL}
-            c.state = "done"
-            c.message = (f"{counts['done']} measured, {counts['failed']} failed, "
-                         f"{counts['skipped']} skipped (budget)")
+            c.state = "cancelled" if c.cancelled else "done"
+            c.message = (f"{counts['done']} measured, {counts['failed']} failed, {counts['skipped']} skipped "
+                         + ("(cancelled or over budget)" if c.cancelled else "(budget)"))
             return True
 
         await self._change(name, finish)
@@ -212,9 +239,11 @@ class Campaigns:
             try:
                 await self._create(name, i, step, rec)
                 await self._set(name, i, "benchmarking")
-                await self._wait_ready(step.mcis, rec.vm_lifetime_s - (time.monotonic() - started))
+                await self._wait_ready(name, step.mcis, rec.vm_lifetime_s - (time.monotonic() - started))
                 got = await self.benchmarker.run(pb.BenchmarkMcisRequest(namespace=NAMESPACE, name=step.mcis))
                 error = "; ".join(v.error for v in got.vms if v.error and not v.values)
+            except Cancelled:
+                error = "cancelled"
             except errors.DomainError as err:
                 error = err.message
             await self._set(name, i, "deleting", error)
@@ -238,10 +267,13 @@ class Campaigns:
             description=f"benchmark campaign {name}: {step.spec_id}",
             subgroups=[pb.DynamicSubgroup(name="b", spec_id=step.spec_id, image_id=image, size=1)]))
 
-    async def _wait_ready(self, mcis: str, budget_s: float) -> None:
-        """Until the VM runs and its agent is healthy; DEADLINE_EXCEEDED past the VM's lifetime."""
+    async def _wait_ready(self, name: str, mcis: str, budget_s: float) -> None:
+        """Until the VM runs and its agent is healthy; DEADLINE_EXCEEDED past the VM's lifetime,
+        Cancelled as soon as the campaign is."""
         deadline = time.monotonic() + max(budget_s, 1.0)
         while time.monotonic() < deadline:
+            if (await self.get(name)).cancelled:
+                raise Cancelled(name)
             m = await self.mcis.get(NAMESPACE, mcis, True)
             vms = list(m.vms)
             if vms and all(v.status == common.FAILED for v in vms):

@@ -31,7 +31,7 @@ class PlacementParts:
 
 
 class PlacementRpcs:
-    """RecommendSpec, PlanMcis, BenchmarkMcis, ListBenchmarks, Start/GetBenchmarkCampaign."""
+    """RecommendSpec, PlanMcis, BenchmarkMcis, ListBenchmarks, Start/Get/List/CancelBenchmarkCampaign."""
 
     parts: PlacementParts | None = None
 
@@ -68,3 +68,14 @@ class PlacementRpcs:
                                    context: Ctx) -> pb.BenchmarkCampaign:
         """A campaign's progress: every step's state, VMs made and money reserved."""
         return await self._parts().campaigns.get(require(request.name, "name"))
+
+    async def ListBenchmarkCampaigns(self, request: pb.ListBenchmarkCampaignsRequest,
+                                     context: Ctx) -> pb.ListBenchmarkCampaignsResponse:
+        """Every campaign, by name, a page at a time."""
+        items, token = await self._parts().campaigns.list(request.page_size, request.page_token)
+        return pb.ListBenchmarkCampaignsResponse(campaigns=items, next_page_token=token)
+
+    async def CancelBenchmarkCampaign(self, request: pb.CancelBenchmarkCampaignRequest,
+                                      context: Ctx) -> pb.BenchmarkCampaign:
+        """Skip what is pending, delete what was made; FAILED_PRECONDITION once it has ended."""
+        return await self._parts().campaigns.cancel(require(request.name, "name"))

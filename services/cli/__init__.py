@@ -37,7 +37,7 @@ app.command()(show.describe)
 app.command()(lifecycle.create)
 app.command()(lifecycle.apply)
 app.command()(lifecycle.delete)
-for _verb in ("suspend", "resume", "reboot", "terminate", "refine"):
+for _verb in ("suspend", "resume", "reboot", "terminate", "refine", "cancel"):
     app.command(name=_verb)(verbs.verb_command(_verb))
 app.command()(verbs.scale)
 app.add_typer(rollouts.rollout, name="rollout")

@@ -7,6 +7,7 @@ groups as `name:size`.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,7 +36,18 @@ def _groups(value: Any) -> Any:
 ONE_LINE_CAP = 16
 ONE_LINE_LAST_MIN = 5
 
-FORMATS: dict[str, Callable[[Any], Any]] = {"enum": _enum, "groups": _groups}
+def _tally(values: Any) -> str:
+    """`done:2,skipped:48`: how many of a list have each value, in first-seen order."""
+    counts = collections.Counter(values or [])
+    return ",".join(f"{k}:{n}" for k, n in counts.items())
+
+
+def _number(value: Any) -> Any:
+    """Four significant digits (0.003083, 1.419e+06): a table is read, not computed with."""
+    return f"{value:.4g}" if isinstance(value, float) else value
+
+
+FORMATS: dict[str, Callable[[Any], Any]] = {"enum": _enum, "groups": _groups, "tally": _tally, "number": _number}
 
 
 def column(item: dict[str, Any], spec: str) -> str:

@@ -39,8 +39,9 @@ def verb_command(verb: str) -> Callable[..., None]:
             with s.client:
                 reply = s.client.call("POST", f"{k.item_path(s.scope, name)}:{verb}", request)
                 if not k.grouped:
-                    console.print(f"{k.name}/{name} {str(reply.get('status', 'done')).lower()}", highlight=False)
-                    if wait:
+                    said = reply.get("status") or reply.get("message") or "done"  # a campaign says what it does
+                    console.print(f"{k.name}/{name} {str(said).lower()}", highlight=False)
+                    if wait and k.verbs[verb]:
                         wait_settled(s.client, err_console, [Target(k, s.scope, name, k.verbs[verb])], timeout)
                     return
                 console.print(f"{k.name}/{name} {verb} accepted", highlight=False)
@@ -51,7 +52,7 @@ def verb_command(verb: str) -> Callable[..., None]:
 
         run(verbose, body)
 
-    command.__doc__ = (f"{verb.capitalize()} a resource (a VM, an MCIS or one of its groups); "
+    command.__doc__ = (f"{verb.capitalize()} a resource (a VM, an MCIS or one of its groups, a campaign); "
                        "--wait follows it to the end.")
     return command
 

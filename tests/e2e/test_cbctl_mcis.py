@@ -188,6 +188,16 @@ async def test_catalog_through_cbctl(cbctl: Cbctl, spider_client: spider_pb2_grp
     assert fresh and all(s["connection"] == late.name for s in fresh)
     one_line_error(await cbctl("get", "catalogspecs", "--where", "colour=red"), "no filter 'colour'", "vcpu")
     one_line_error(await cbctl("get", "catalogspecs", "--where", "price>=1"), "price takes <=")
+    # A benchmark campaign over that connection, listed and cancelled as its users do it. Agents are
+    # not installed here, so its one VM waits for one until the cancel deletes it.
+    made = await cbctl.ok("create", "campaign", "cc1", "--set", "maxVms=1", "--set",
+                          f"requirements.connections=[{late.name}]")
+    assert made.out.strip() == "campaign/cc1 created"
+    listed = await cbctl.ok("get", "campaigns")
+    row = next(line.split() for line in listed.out.splitlines() if line.startswith("cc1"))
+    assert row[1] == "running" and ("creating:1" in row[2] or "benchmarking:1" in row[2]), listed.out
+    cancelled = await cbctl.ok("cancel", "campaign", "cc1")
+    assert cancelled.out.strip() == "campaign/cc1 cancelling: the vms it made are being deleted"
 
 
 async def test_failed_vms_end_the_wait_with_the_clouds_words(cbctl: Cbctl, spider_client: spider_pb2_grpc.SpiderStub,

@@ -168,3 +168,38 @@ async def test_benchmark_mcis_rtt(monitored_tumblebug_client: tumblebug_pb2_grpc
     assert any((r.a, r.b) == tuple(sites) for r in matrix)
     await expect_error(grpc.StatusCode.INVALID_ARGUMENT, tb.BenchmarkMcis(pb.BenchmarkMcisRequest(
         namespace=ns, name="two", benchmarks=["gpu"])), "benchmarks[0]")
+
+
+async def test_a_cancelled_campaign_skips_the_rest_and_leaves_no_vm(
+        monitored_tumblebug_client: tumblebug_pb2_grpc.TumblebugStub, spider_client: spider_pb2_grpc.SpiderStub,
+        cloudtwin_process: servers.Server) -> None:
+    tb = monitored_tumblebug_client
+    conns = await connections(spider_client, cloudtwin_process, 2)
+    # Every chosen spec counts as unmeasured (any result is stale after 1 ms): many steps, one at a time.
+    started = await tb.StartBenchmarkCampaign(pb.StartBenchmarkCampaignRequest(campaign=pb.BenchmarkCampaign(
+        name="c-cancel", requirements=reqs(conns), max_vms=3, parallel=1, stale_after_s=0.001, vm_lifetime_s=120)))
+    assert started.state == "running" and len(started.steps) > 3
+    listed = await tb.ListBenchmarkCampaigns(pb.ListBenchmarkCampaignsRequest())
+    assert "c-cancel" in [c.name for c in listed.campaigns]
+    deadline = time.monotonic() + 60
+    while (await tb.GetBenchmarkCampaign(pb.GetBenchmarkCampaignRequest(name="c-cancel"))).vms_made < 1:
+        assert time.monotonic() < deadline, "the campaign made no VM"
+        await asyncio.sleep(0.2)
+    cancelling = await tb.CancelBenchmarkCampaign(pb.CancelBenchmarkCampaignRequest(name="c-cancel"))
+    assert cancelling.cancelled and cancelling.state == "running" and "cancelling" in cancelling.message
+    again = await tb.CancelBenchmarkCampaign(pb.CancelBenchmarkCampaignRequest(name="c-cancel"))
+    assert again.update_time == cancelling.update_time  # asked twice: nothing new
+    while (c := await tb.GetBenchmarkCampaign(pb.GetBenchmarkCampaignRequest(name="c-cancel"))).state == "running":
+        assert time.monotonic() < deadline, c
+        await asyncio.sleep(0.3)
+    assert c.state == "cancelled" and c.vms_made <= 3, c
+    assert sum(s.error == "cancelled" for s in c.steps) >= len(c.steps) - c.vms_made
+    assert all(s.state in ("done", "failed", "skipped") for s in c.steps)
+    for s in c.steps:  # every VM it made is gone, record and all
+        await expect_error(grpc.StatusCode.NOT_FOUND, tb.GetMcis(pb.GetMcisRequest(namespace="cb-benchmarks",
+                                                                                   name=s.mcis)))
+    ended = await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tb.CancelBenchmarkCampaign(
+        pb.CancelBenchmarkCampaignRequest(name="c-cancel")))
+    assert "has ended (cancelled)" in (ended.details() or "")
+    await expect_error(grpc.StatusCode.NOT_FOUND, tb.CancelBenchmarkCampaign(
+        pb.CancelBenchmarkCampaignRequest(name="no-such")))
