@@ -58,6 +58,7 @@ from bench.stack import Stack
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import tls
 from services.rpc.client import channel
 from tumblebug import keys
@@ -479,6 +480,79 @@ async def sample_reads(stack: Stack, ns: str, name: str, stop: asyncio.Event, ev
     return latencies
 
 
+async def _sample_forever(address: str, ns: str, name: str, every: float = 0.2) -> None:
+    """The child of `IsolatedReads`: GetMcis every `every` s until SIGTERM (from when the MCIS
+    exists), then the latencies on stdout as a JSON list."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    latencies: list[float] = []
+    async with channel(address) as ch:
+        stub = tumblebug_pb2_grpc.TumblebugStub(ch)
+        request = pb.GetMcisRequest(namespace=ns, name=name)
+        found = False
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                await stub.GetMcis(request, timeout=30)
+                if found:
+                    latencies.append(time.perf_counter() - t0)
+                found = True  # the first answer warms the channel: not counted
+            except grpc.aio.AioRpcError:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every if found else 0.05)
+    print(json.dumps(latencies))
+
+
+class IsolatedReads:
+    """GetMcis sampled from a process of its own: this process decodes 10,000 VM records every
+    couple of seconds to follow the build (`follow_records`), a stall of its own event loop that a
+    read in flight meanwhile would count as tumblebug's latency."""
+
+    def __init__(self, stack: Stack, ns: str, name: str) -> None:
+        self.argv = [sys.executable, str(Path(__file__).resolve()), "--sample-reads",
+                     f"127.0.0.1:{stack.tumblebug_port}", ns, name]
+        self.child: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.child = await asyncio.create_subprocess_exec(*self.argv, stdout=asyncio.subprocess.PIPE)
+
+    async def stop(self) -> list[float]:
+        assert self.child is not None
+        self.child.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(self.child.communicate(), 60)
+        return [float(v) for v in json.loads(out or b"[]")]
+
+
+class LoopLag:
+    """This process's own event loop: how late a 50 ms timer fires (a stall here delays every
+    reply this process is waiting for, so it shows as the server's latency)."""
+
+    def __init__(self, probe_s: float = 0.05) -> None:
+        self.probe_s = probe_s
+        self.lags: list[float] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(self.probe_s)
+            self.lags.append(max(0.0, time.perf_counter() - asked - self.probe_s))
+
+    def __enter__(self) -> LoopLag:
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def stats(self) -> dict[str, float]:
+        return {"probes": len(self.lags), "lag_p50_ms": round(percentile(self.lags, 0.5) * 1e3, 1),
+                "lag_p99_ms": round(percentile(self.lags, 0.99) * 1e3, 1),
+                "lag_worst_ms": round(max(self.lags, default=0.0) * 1e3, 1)}
+
+
 # --------------------------------------------------------------- baselines
 
 
@@ -628,10 +702,13 @@ async def phase_big(stack: Stack, ns: str, tb_conns: list[tuple[str, str, str]],
     big_total = s.connections * s.per_conn_big
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
-    with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big:
+    isolated = IsolatedReads(stack, ns, "big")
+    await isolated.start()
+    with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big, LoopLag() as client_lag:
         built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
     stop.set()
     during = await sampler
+    during_isolated = await isolated.stop()
     unsettled: dict[str, Any] = {}
     if built.settled_s is None:
         # Still at it after the bound: what a reader gets meanwhile, then a fresh tumblebug (it
@@ -653,7 +730,13 @@ async def phase_big(stack: Stack, ns: str, tb_conns: list[tuple[str, str, str]],
                     "settled_ratio_to_vm_records": _ratio(built.settled_s, built.records_all_running_s),
                     "process_cpu": m_big.result}
     big["reads_after_settled"] = built.settled_s is not None
-    big["get_mcis_while_building"] = latency_stats(during)
+    big["get_mcis_while_building"] = {
+        **latency_stats(during), "bench_client_event_loop": client_lag.stats(),
+        "note": "read from this process, which also follows the build (decoding every VM record "
+                "every couple of seconds): its own loop's stalls count in these latencies"}
+    big["get_mcis_while_building_isolated"] = {
+        **latency_stats(during_isolated),
+        "note": "the same reads from a process that does nothing else (what a client of tumblebug sees)"}
     return big
 
 
@@ -808,4 +891,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--sample-reads"]:
+        address, ns, name = sys.argv[2:5]
+        asyncio.run(_sample_forever(address, ns, name))
+    else:
+        asyncio.run(main())
