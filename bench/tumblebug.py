@@ -19,9 +19,12 @@ Every phase reports the CPU seconds each process used (from /proc), so the
 number says where the time went. Everything runs on loopback in a temporary
 directory, every wait is bounded, and it stops by itself.
 
-Usage: python bench/tumblebug.py [--quick] [--profile DIR]
+Usage: python bench/tumblebug.py [--quick] [--profile DIR] [--phases LIST]
   --profile DIR   record py-spy samples (raw, collapsed stacks) of tumblebug and
                   spider per phase into DIR (needs py-spy in the environment)
+  --phases LIST   run only these, comma-separated: latency (1), zero (2), big (3),
+                  delete (4, needs big); e.g. --phases big for the 10,000-VM build
+                  and its reads, --phases latency for 1,000 VMs at 1 s
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from bench.stack import Stack
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import tls
 from services.rpc.client import channel
 from tumblebug import keys
@@ -476,6 +480,79 @@ async def sample_reads(stack: Stack, ns: str, name: str, stop: asyncio.Event, ev
     return latencies
 
 
+async def _sample_forever(address: str, ns: str, name: str, every: float = 0.2) -> None:
+    """The child of `IsolatedReads`: GetMcis every `every` s until SIGTERM (from when the MCIS
+    exists), then the latencies on stdout as a JSON list."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    latencies: list[float] = []
+    async with channel(address) as ch:
+        stub = tumblebug_pb2_grpc.TumblebugStub(ch)
+        request = pb.GetMcisRequest(namespace=ns, name=name)
+        found = False
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                await stub.GetMcis(request, timeout=30)
+                if found:
+                    latencies.append(time.perf_counter() - t0)
+                found = True  # the first answer warms the channel: not counted
+            except grpc.aio.AioRpcError:
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every if found else 0.05)
+    print(json.dumps(latencies))
+
+
+class IsolatedReads:
+    """GetMcis sampled from a process of its own: this process decodes 10,000 VM records every
+    couple of seconds to follow the build (`follow_records`), a stall of its own event loop that a
+    read in flight meanwhile would count as tumblebug's latency."""
+
+    def __init__(self, stack: Stack, ns: str, name: str) -> None:
+        self.argv = [sys.executable, str(Path(__file__).resolve()), "--sample-reads",
+                     f"127.0.0.1:{stack.tumblebug_port}", ns, name]
+        self.child: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.child = await asyncio.create_subprocess_exec(*self.argv, stdout=asyncio.subprocess.PIPE)
+
+    async def stop(self) -> list[float]:
+        assert self.child is not None
+        self.child.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(self.child.communicate(), 60)
+        return [float(v) for v in json.loads(out or b"[]")]
+
+
+class LoopLag:
+    """This process's own event loop: how late a 50 ms timer fires (a stall here delays every
+    reply this process is waiting for, so it shows as the server's latency)."""
+
+    def __init__(self, probe_s: float = 0.05) -> None:
+        self.probe_s = probe_s
+        self.lags: list[float] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            asked = time.perf_counter()
+            await asyncio.sleep(self.probe_s)
+            self.lags.append(max(0.0, time.perf_counter() - asked - self.probe_s))
+
+    def __enter__(self) -> LoopLag:
+        self.task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def stats(self) -> dict[str, float]:
+        return {"probes": len(self.lags), "lag_p50_ms": round(percentile(self.lags, 0.5) * 1e3, 1),
+                "lag_p99_ms": round(percentile(self.lags, 0.99) * 1e3, 1),
+                "lag_worst_ms": round(max(self.lags, default=0.0) * 1e3, 1)}
+
+
 # --------------------------------------------------------------- baselines
 
 
@@ -590,59 +667,89 @@ async def phase_latency(root: Path, s: Sizes, profile: Path | None) -> dict[str,
     }
 
 
-async def phase_zero(root: Path, s: Sizes, profile: Path | None) -> dict[str, Any]:
+async def phase_zero(root: Path, s: Sizes, profile: Path | None, phases: set[str]) -> dict[str, Any]:
+    """Phases 2-4 on one stack: those of `phases` among "zero", "big" and "delete" ("delete"
+    deletes the MCIS "big" made, so it needs "big")."""
     twin = {"CB_CLOUDTWIN_PROVIDERS": "4", "CB_CLOUDTWIN_CREATE_LATENCY": "0",
             "CB_CLOUDTWIN_BOOT_LATENCY": "0", "CB_CLOUDTWIN_ACTION_LATENCY": "0"}
     total = s.connections * s.per_conn_zero
-    big_total = s.connections * s.per_conn_big
     in_flight = min(total, s.connections * int(tumblebug_settings()["max_per_connection"]))
+    out: dict[str, Any] = {}
     async with Stack(root / "zero", twin, tumblebug_env=UNLIMITED) as stack:
-        direct_conns = await stack.connections(s.connections, LIMITS)
         tb_conns = await stack.connections(s.connections, LIMITS)
-        with Meter(stack, total) as m_direct:
-            direct = await spider_direct(stack, direct_conns, total, in_flight)
+        if "zero" in phases:
+            direct_conns = await stack.connections(s.connections, LIMITS)
+            with Meter(stack, total) as m_direct:
+                direct = await spider_direct(stack, direct_conns, total, in_flight)
         ns = await namespace(stack)
         await prepare(stack, ns, tb_conns, s.bound_s)
-        with Profiler(profile, stack, "zero"), Meter(stack, total) as m_tb:
-            followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_zero, "g"), s.bound_s)
-        zero = _throughput(followed, direct, m_tb, m_direct, in_flight)
+        if "zero" in phases:
+            with Profiler(profile, stack, "zero"), Meter(stack, total) as m_tb:
+                followed = await create_and_follow(stack, ns, "mcis", groups(tb_conns, s.per_conn_zero, "g"),
+                                                   s.bound_s)
+            out["create_zero_latency"] = _throughput(followed, direct, m_tb, m_direct, in_flight)
+        if "big" in phases:
+            out["status_read_big_mcis"] = big = await phase_big(stack, ns, tb_conns, s, profile)
+            if "delete" in phases:
+                out["delete_big_mcis"] = await phase_delete(stack, ns, s, profile,
+                                                            big["build"]["vm_records_vms_per_second"])
+    return out
 
-        # Phase 3: a big MCIS, timed as it comes up (with status reads meanwhile), then read at rest.
-        stop = asyncio.Event()
-        sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
-        with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big:
-            built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
-        stop.set()
-        during = await sampler
-        unsettled: dict[str, Any] = {}
-        if built.settled_s is None:
-            # Still at it after the bound: what a reader gets meanwhile, then a fresh tumblebug (it
-            # rebuilds its view from etcd) to bring the summary up to date so reads can be measured at rest.
-            unsettled["get_mcis_still_reconciling"] = await serial(
-                lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="big"), timeout=60), s.read_seconds, 5)
-            with Meter(stack) as m_restart:
-                t0 = time.perf_counter()
-                await stack.restart_tumblebug()
-                restarted = time.perf_counter() - t0
-                head = await settle(stack, ns, "big", big_total, s.bound_s)
-            unsettled["restarted_tumblebug"] = {
-                "start_s": round(restarted, 2), "settled_s": round(time.perf_counter() - t0, 2),
-                "status": head.status, "settled": _settled(head, big_total), "process_cpu": m_restart.result}
-        big = await _reads(stack, ns, "big", s, profile)
-        big.update(unsettled)
-        big["build"] = {**built.as_dict(), "vms_per_second": _ratio(big_total, built.all_running_s, 1),
-                        "vm_records_vms_per_second": _ratio(big_total, built.records_all_running_s, 1),
-                        "process_cpu": m_big.result}
-        big["reads_after_settled"] = built.settled_s is not None
-        big["get_mcis_while_building"] = latency_stats(during)
-        # Phase 4: delete it (terminate and delete in one call), against how fast it was made.
-        with Profiler(profile, stack, "delete"), Meter(stack, big_total) as m_delete:
-            deleted = await delete_and_follow(stack, ns, "big", big_total, s.big_bound_s)
-        deleted["process_cpu"] = m_delete.result
-        create_rate = big["build"]["vm_records_vms_per_second"]
-        deleted["create_vms_per_second"] = create_rate
-        deleted["ratio_to_create"] = _ratio(deleted["vms_per_second"], create_rate)
-    return {"create_zero_latency": zero, "status_read_big_mcis": big, "delete_big_mcis": deleted}
+
+async def phase_big(stack: Stack, ns: str, tb_conns: list[tuple[str, str, str]], s: Sizes,
+                    profile: Path | None) -> dict[str, Any]:
+    """Phase 3: a big MCIS, timed as it comes up (with status reads meanwhile), then read at rest."""
+    big_total = s.connections * s.per_conn_big
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
+    isolated = IsolatedReads(stack, ns, "big")
+    await isolated.start()
+    with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big, LoopLag() as client_lag:
+        built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
+    stop.set()
+    during = await sampler
+    during_isolated = await isolated.stop()
+    unsettled: dict[str, Any] = {}
+    if built.settled_s is None:
+        # Still at it after the bound: what a reader gets meanwhile, then a fresh tumblebug (it
+        # rebuilds its view from etcd) to bring the summary up to date so reads can be measured at rest.
+        unsettled["get_mcis_still_reconciling"] = await serial(
+            lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name="big"), timeout=60), s.read_seconds, 5)
+        with Meter(stack) as m_restart:
+            t0 = time.perf_counter()
+            await stack.restart_tumblebug()
+            restarted = time.perf_counter() - t0
+            head = await settle(stack, ns, "big", big_total, s.bound_s)
+        unsettled["restarted_tumblebug"] = {
+            "start_s": round(restarted, 2), "settled_s": round(time.perf_counter() - t0, 2),
+            "status": head.status, "settled": _settled(head, big_total), "process_cpu": m_restart.result}
+    big = await _reads(stack, ns, "big", s, profile)
+    big.update(unsettled)
+    big["build"] = {**built.as_dict(), "vms_per_second": _ratio(big_total, built.all_running_s, 1),
+                    "vm_records_vms_per_second": _ratio(big_total, built.records_all_running_s, 1),
+                    "settled_ratio_to_vm_records": _ratio(built.settled_s, built.records_all_running_s),
+                    "process_cpu": m_big.result}
+    big["reads_after_settled"] = built.settled_s is not None
+    big["get_mcis_while_building"] = {
+        **latency_stats(during), "bench_client_event_loop": client_lag.stats(),
+        "note": "read from this process, which also follows the build (decoding every VM record "
+                "every couple of seconds): its own loop's stalls count in these latencies"}
+    big["get_mcis_while_building_isolated"] = {
+        **latency_stats(during_isolated),
+        "note": "the same reads from a process that does nothing else (what a client of tumblebug sees)"}
+    return big
+
+
+async def phase_delete(stack: Stack, ns: str, s: Sizes, profile: Path | None,
+                       create_rate: float | None) -> dict[str, Any]:
+    """Phase 4: delete the big MCIS (terminate and delete in one call), against how fast it was made."""
+    big_total = s.connections * s.per_conn_big
+    with Profiler(profile, stack, "delete"), Meter(stack, big_total) as m_delete:
+        deleted = await delete_and_follow(stack, ns, "big", big_total, s.big_bound_s)
+    deleted["process_cpu"] = m_delete.result
+    deleted["create_vms_per_second"] = create_rate
+    deleted["ratio_to_create"] = _ratio(deleted["vms_per_second"], create_rate)
+    return deleted
 
 
 async def delete_and_follow(stack: Stack, ns: str, name: str, total: int, bound: float) -> dict[str, Any]:
@@ -737,17 +844,34 @@ async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | Non
     }
 
 
+PHASES = ("latency", "zero", "big", "delete")
+
+
+def _phases(text: str) -> set[str]:
+    chosen = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = chosen - set(PHASES)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"phases are {', '.join(PHASES)}; got {text!r}")
+    if "delete" in chosen and "big" not in chosen:
+        raise argparse.ArgumentTypeError("delete deletes the MCIS big makes: add big")
+    return chosen
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--profile", type=Path, help="write py-spy samples of each phase into this directory")
+    parser.add_argument("--phases", type=_phases, default=set(PHASES),
+                        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all; "
+                             "delete needs big)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    phases: set[str] = args.phases
     started, load_before = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmp:
         root = Path(tmp)
-        latency = await phase_latency(root, sizes, args.profile)
-        zero = await phase_zero(root, sizes, args.profile)
+        latency = await phase_latency(root, sizes, args.profile) if "latency" in phases else None
+        zero = await phase_zero(root, sizes, args.profile, phases) if phases & {"zero", "big"} else {}
     out = {
         "benchmark": "tumblebug", "quick": args.quick, "cpus": os.cpu_count(),
         # The machine is shared: other work running meanwhile shows here (1-minute load averages).
@@ -759,11 +883,16 @@ async def main() -> None:
             "why": "lifted on every connection (tumblebug's and the spider-alone baseline's): this measures "
                    "the software, not spider's protective pacing; the defaults (100/s, burst 200, 128 at "
                    "once) would not bind phases 1-2 (100 VMs per connection) either"},
-        "create_with_latency": latency, **zero,
+        "phases": sorted(phases, key=PHASES.index),
+        **({"create_with_latency": latency} if latency is not None else {}), **zero,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:2] == ["--sample-reads"]:
+        address, ns, name = sys.argv[2:5]
+        asyncio.run(_sample_forever(address, ns, name))
+    else:
+        asyncio.run(main())

@@ -125,8 +125,10 @@ async def serve(app: App, server_settings: ServerSettings, common: CommonSetting
     log.info("stopped", extra={"service": app.name})
 
 
-def run(app_factory: Callable[[], App], server_settings: ServerSettings, common: CommonSettings) -> None:
-    """Console-script entry: logs, then serve the app on a fresh event loop."""
+def run(app_factory: Callable[[], App], server_settings: ServerSettings, common: CommonSettings,
+        gc_thresholds: tuple[int, int, int] | None = None) -> None:
+    """Console-script entry: logs, then serve the app on a fresh event loop. `gc_thresholds`:
+    the cyclic collector's (`gc.set_threshold`), for a service whose measurements ask for others."""
     logs.setup(common.log_level)
     # Everything imported so far (modules, descriptors: ~50,000 objects in tumblebug) lives as long
     # as the process: out of the cyclic collector's sight, a full collection no longer scans it
@@ -134,6 +136,8 @@ def run(app_factory: Callable[[], App], server_settings: ServerSettings, common:
     # that every in-flight request waits out).
     gc.collect()
     gc.freeze()
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
 
     async def main() -> None:
         # The app is built inside the loop: gRPC channels bind to the loop they are made in.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
+from services.controller.slices import TimeSlice
 from tumblebug.mcis import decisions
 from tumblebug.mcis.actions import VmWrites, set_fields
 from tumblebug.mcis.writes import Change
@@ -22,8 +23,7 @@ from tumblebug.settings import TumblebugSettings
 from tumblebug.spider_client import Spider
 
 PAGE = 1000
-# Yield to the event loop every this many VMs looked at; write at most this many changes at once.
-YIELD_EVERY = 1000
+# Write at most this many changes at once.
 WAVE = 1000
 
 
@@ -49,11 +49,11 @@ class Poller:
                 last_full = time.monotonic()
                 self.resync()
             by_conn: dict[str, list[tuple[str, pb.McisVm]]] = {}
-            for i, (key, vm) in enumerate(self.watched(full)):
+            turn = TimeSlice()  # a full look over many VMs must not stall the loop
+            for key, vm in self.watched(full):
                 if not self.inflight(key) and decisions.needs_poll(vm, full):
                     by_conn.setdefault(vm.connection, []).append((key, vm))
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)  # a full look over many VMs must not stall the loop
+                await turn.tick()
             await asyncio.gather(*(self.poll_connection(c, items) for c, items in by_conn.items()),
                                  return_exceptions=True)
 
@@ -68,9 +68,9 @@ class Poller:
             if not token:
                 break
         changes: list[tuple[str, Change]] = []
-        for i, (key, vm) in enumerate(items):
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)
+        turn = TimeSlice()
+        for key, vm in items:
+            await turn.tick()
             cloud = seen.get(vm.iid.name)
             if cloud is None:
                 if decisions.ask_again(vm) and not self.inflight(key):

@@ -13,7 +13,9 @@ region); `poller` follows VMs on their way somewhere. What it decides:
    once complete, the failure policy judges the last operation.
 
 A pass drives only the VMs that changed since the last one; a change of the MCIS spec
-(generation, deletion) or a resync makes a full pass over its VMs.
+(generation, deletion) or a resync makes a full pass over its VMs. Driving a VM queues its key on
+its connection's lane (`lanes`: a few runner tasks per connection, not a task per VM); the step is
+decided when its turn comes. Long loops yield every few milliseconds (`TimeSlice`).
 
 A VM with an agent that is terminated or removed has its agent credential revoked
 (see `revocations`: owed in etcd first, so it is retried rather than lost).
@@ -33,6 +35,7 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.controller import Backoff, Controller
+from services.controller.slices import TimeSlice
 from services.proto_time import now
 from services.store import Informer, Store
 from tumblebug import keys
@@ -42,6 +45,7 @@ from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.mcis.decisions import Pass, Step
 from tumblebug.mcis.failovers import Failovers
+from tumblebug.mcis.lanes import Lanes
 from tumblebug.mcis.poller import Poller
 from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.mcis.tally import Tally
@@ -58,8 +62,6 @@ McisRef = tuple[str, str]
 
 # The least time between two passes over one MCIS while its VMs keep changing.
 PASS_GAP_S = 0.1
-# Yield to the event loop every this many VMs in a long pass.
-YIELD_EVERY = 500
 # New VM records per transaction (etcd allows 128 operations in one).
 ADD_BATCH = 100
 ADD_IN_FLIGHT = 4
@@ -113,7 +115,9 @@ class Reconciler:
         # Per VM key: the operation in flight (one at a time), and the backoff of transient failures.
         self.inflight: set[str] = set()
         self.op_backoff: Backoff[str] = Backoff(base=0.5, cap=30.0)
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Operations wait their turn per connection in a queue, not as a task each (`lanes`).
+        self.lanes: Lanes[tuple[McisRef, str]] = Lanes(lambda: settings.max_per_connection, self._turn)
+        self.backing_off: dict[str, asyncio.TimerHandle] = {}  # VM key → when its operation may go again
         self.tallies: dict[McisRef, Tally] = {}
         self.polled: set[str] = set()  # VM keys worth polling (kept as records change)
         self.informer: Informer | None = None
@@ -131,11 +135,11 @@ class Reconciler:
             await self.controller.run(self.informer, alongside=alongside)
         finally:
             await self.writer.close()
-            for task in list(self.tasks):
-                task.cancel()
-            for task in list(self.tasks):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await self.lanes.close()
+            for timer in self.backing_off.values():
+                timer.cancel()
+            self.backing_off.clear()
+            self.inflight.clear()  # queued and backing-off operations were dropped: the next term starts over
 
     @property
     def cache(self) -> Informer:
@@ -290,12 +294,12 @@ class Reconciler:
             todo = [k for k, _ in self.cache.group(f"{ns}/{name}")]
         else:
             todo = list(tally.take_dirty())
-        for i, key in enumerate(todo):
+        turn = TimeSlice()  # a pass over thousands of VMs must not stall the loop
+        for key in todo:
             found = self.cache.cache.get(key)
             if found is not None and isinstance(found.value, pb.McisVm):
                 self._drive(ref, mcis, key, found.value)
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # a pass over thousands of VMs must not stall the loop
+            await turn.tick()
         await self._summarize(ref, mcis, rev, tally)
 
     def _vms(self, ref: McisRef) -> dict[str, pb.McisVm]:
@@ -331,24 +335,28 @@ class Reconciler:
     async def _membership(self, ref: McisRef, mcis: pb.Mcis) -> None:
         plan = decisions.membership(mcis, self._vms(ref))
         await self._write_all([(key, lambda v: set_fields(v, removing=True)) for key in plan.remove])
-        for new in plan.add:
-            await self._add_vms(ref, mcis, new)
+        if plan.add:
+            await self._add_vms(ref, mcis, plan.add)
 
-    async def _add_vms(self, ref: McisRef, mcis: pb.Mcis, new: decisions.NewVms) -> None:
+    async def _add_vms(self, ref: McisRef, mcis: pb.Mcis, adds: Sequence[decisions.NewVms]) -> None:
+        """New VM records of every subgroup that lacks some, a few transactions at once; each VM
+        is driven as soon as its record is written (its create need not wait for the others')."""
         ns, name = ref
-        sg = next(g for g in mcis.subgroups if g.name == new.subgroup)
-        provider, region = await self.actions.where(sg.connection)
-        records = []
+        records: list[tuple[str, pb.McisVm]] = []
         made = now()
-        for i, index in enumerate(new.indexes):
-            vm_name = f"{sg.name}-{index}"
-            records.append((keys.vm(ns, name, vm_name), pb.McisVm(
-                name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
-                target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
-                provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
-                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
-            if i % YIELD_EVERY == YIELD_EVERY - 1:
-                await asyncio.sleep(0)  # thousands of new records must not stall the loop
+        turn = TimeSlice()  # thousands of new records must not stall the loop
+        for new in adds:
+            sg = next(g for g in mcis.subgroups if g.name == new.subgroup)
+            provider, region = await self.actions.where(sg.connection)
+            for index in new.indexes:
+                vm_name = f"{sg.name}-{index}"
+                records.append((keys.vm(ns, name, vm_name), pb.McisVm(
+                    name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
+                    target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
+                    provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
+                    iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
+                await turn.tick()
+
         async def add(batch: list[tuple[str, pb.McisVm]]) -> None:
             try:
                 revision = await self.store.commit(batch, [])
@@ -360,6 +368,7 @@ class Reconciler:
             for key, record in batch:
                 self.cache.wrote(key, record, revision)
                 self._saw(key)
+                self._drive(ref, mcis, key, record)
 
         # A few transactions at once: 10,000 new records one transaction after another took seconds.
         batches = [records[i:i + ADD_BATCH] for i in range(0, len(records), ADD_BATCH)]
@@ -369,11 +378,27 @@ class Reconciler:
     # ------------------------------------------------------------ driving
 
     def _drive(self, ref: McisRef, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
-        """Start the one step this VM needs now, if any and none is running for it."""
-        if key in self.inflight:
+        """Queue this VM on its connection's lane if it needs a step now and has none queued or
+        running. The queue holds the key alone: what the step is, is decided when its turn comes."""
+        if key in self.inflight or decisions.vm_step(vm, mcis.deleting) is Step.NONE:
             return
+        self.inflight.add(key)
+        self.lanes.submit(vm.connection, (ref, key))
+
+    async def _turn(self, item: tuple[McisRef, str]) -> None:
+        """A VM's turn on its lane: the one step its record needs now (it may have moved on while
+        it waited), from the cached VM and MCIS records."""
+        ref, key = item
+        found = self.cache.cache.get(key)
+        head = self.cache.cache.get(keys.mcis(*ref))
+        if found is None or head is None:
+            self.inflight.discard(key)
+            return
+        vm, mcis = found.value, head.value
+        assert isinstance(vm, pb.McisVm) and isinstance(mcis, pb.Mcis)
         step = decisions.vm_step(vm, mcis.deleting)
         if step is Step.NONE:
+            self.inflight.discard(key)
             return
         ns, name = ref
         # Whether a VM on its way out may hold an agent credential to have revoked.
@@ -387,27 +412,33 @@ class Reconciler:
             op = lambda: self.actions.verb(key, vm, step, revoke)  # noqa: E731
         else:
             op = lambda: self.actions.mark(key, step)  # noqa: E731
-        self.inflight.add(key)
-        task = asyncio.ensure_future(self._run_op(ref, key, vm.connection, op))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        await self._run_op(ref, key, vm.connection, op)
 
     async def _run_op(self, ref: McisRef, key: str, connection: str, op: Callable[[], Awaitable[None]]) -> None:
+        retry_in = 0.0
         try:
             await self.actions.slotted(connection, op)
             self.op_backoff.forget(key)
         except errors.DomainError as err:
             if transient(err):
                 log.info("VM operation will be retried", extra={"vm": key, "error": err.message})
-                await asyncio.sleep(self.op_backoff.when(key))
+                retry_in = self.op_backoff.when(key)
             else:
                 log.warning("VM operation failed", extra={"vm": key, "error": err.message})
         finally:
-            self.inflight.discard(key)
-            tally = self.tallies.get(ref)
-            if tally is not None and key in tally.marks:
-                tally.dirty.add(key)  # look at it again: it may need its next step
-            self.controller.enqueue(ref)
+            if retry_in:
+                # The VM waits out its backoff, not the lane: the operations behind it go on.
+                self.backing_off[key] = asyncio.get_running_loop().call_later(retry_in, self._op_done, ref, key)
+            else:
+                self._op_done(ref, key)
+
+    def _op_done(self, ref: McisRef, key: str) -> None:
+        self.backing_off.pop(key, None)
+        self.inflight.discard(key)
+        tally = self.tallies.get(ref)
+        if tally is not None and key in tally.marks:
+            tally.dirty.add(key)  # look at it again: it may need its next step
+        self.controller.enqueue(ref)
 
     # ------------------------------------------------------------ summary
 
