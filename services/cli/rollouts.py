@@ -189,20 +189,27 @@ def logs(kind: Annotated[str, typer.Argument(help="app")], name: Annotated[str, 
             ids = [instance] if instance else [
                 str(i.get("id")) for i in s.client.call("GET", f"{k.item_path(s.scope, name)}/instances")
                 .get("instances", [])]
+            missed = 0
             for iid in ids:
                 try:
                     got = s.client.call("GET", f"{k.item_path(s.scope, name)}/instances/{iid}/logs",
                                         params={"tailLines": tail})
                 except ApiError as err:
-                    # Listed a moment ago, drained since (a scale-in or rollout finishing): not an error
-                    # of `logs app`; one asked for by name still is.
-                    if instance or err.code != "NOT_FOUND":
+                    if instance:
                         raise
+                    # One instance's logs out of reach (drained since the listing, its VM's agent away)
+                    # must not hide the others': said on stderr, and the exit status says it.
+                    if err.code != "NOT_FOUND":
+                        err_console.print(f"[{iid}] no logs: {err}", highlight=False, markup=False, soft_wrap=True)
+                        missed += 1
                     continue
                 for stream in ("stdout", "stderr"):
                     for line in str(got.get(stream, "")).splitlines():
                         (console if stream == "stdout" else err_console).print(
                             f"[{iid}] {line}", highlight=False, markup=False, soft_wrap=True)
+            if missed:
+                raise ApiError(f"the logs of {missed} of {len(ids)} instances could not be read (above)",
+                               code="UNAVAILABLE")
 
     run(verbose, body)
 

@@ -83,7 +83,8 @@ async def mcis_example(tumblebug_addr: str, connections: list[str], groups: int 
     return f"cbctl create mcis hello -n {NAMESPACE} --set 'subgroups=[{subgroups}]' --wait"
 
 
-# Python's own web server: nothing to upload, and it answers `/` (its health check) on the VM's IP.
+# Python's own web server: nothing to upload, and it answers `/` (its health check) on the VM's IP,
+# with a page of its own rather than a listing of the instance's working directory.
 APP_DOCUMENT = f"""\
 kind: app
 name: hello
@@ -91,7 +92,9 @@ namespace: {NAMESPACE}
 spec:
   mcis: hello
   artifact:
-    command: python3 -m http.server "$PORT" --bind "$HOST"
+    command: >-
+      mkdir -p www && echo "hello from $HOST:$PORT" > www/index.html &&
+      exec python3 -m http.server "$PORT" --bind "$HOST" --directory www
   ports: [{{name: http, port: 8080}}]
   instances: 4
   maxPerVm: 2
