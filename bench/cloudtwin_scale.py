@@ -8,6 +8,11 @@ one account, one region per provider): spider's path to the cloud is measured by
 `bench/spider.py`; here the agents are what is measured. The VMs of a provider form one MCIS
 (`twin.pNNN`), so each provider's interval is set through `UpdateMonitoringConfig`.
 
+The boot (`boot`): from the first VM made until every agent is registered and healthy, with
+the registered and healthy counts along the way (`timeline`), how many registration requests the
+agents sent (`registrations`: an agent whose request timed out sends another) and, with
+`--profile`, where dragonfly and the helpers spent their time meanwhile; `--boot-only` stops there.
+
 Phases, all on the same agents: first the raw NATS ceiling (a nats-py publisher into a subscriber,
 and request/reply into a queue-group responder, on the same server, before any agent exists), then
 every interval given (`--intervals 5,1`): a warm-up, then a window in which are measured
@@ -29,6 +34,7 @@ fleet's fixed cost; each phase then also reports its marginal µs per agent-inte
 
 Usage: python bench/cloudtwin_scale.py [--quick] [--providers N] [--vms N] [--intervals 5,1]
                                        [--window S] [--idle-window S] [--shards N] [--profile DIR]
+                                       [--boot-only]
 """
 
 from __future__ import annotations
@@ -266,6 +272,12 @@ class Profiler:
                      "--output", str(out)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
 
+    def stop(self) -> None:
+        """End the recordings now (py-spy writes what it has on SIGINT): a phase of unknown length."""
+        for _, _, child in self.runs:
+            with contextlib.suppress(OSError):
+                child.send_signal(signal.SIGINT)
+
     def finish(self) -> dict[str, Any]:
         """Wait for py-spy; the top functions by own samples and by inclusive samples per process."""
         out: dict[str, Any] = {}
@@ -402,19 +414,39 @@ async def targets(suite: Suite, count: int) -> list[Target]:
     return out
 
 
-async def make_vms(suite: Suite, places: list[Target], per_provider: int, interval_s: float) -> float:
+@dataclass
+class Making:
+    """How far the making of the VMs is, and how long its two calls took (summed over the VMs)."""
+
+    created: int = 0
+    issue_s: float = 0.0
+    create_s: float = 0.0
+
+    def result(self) -> dict[str, float]:
+        per = max(1, self.created)
+        return {"issue_credential_ms": ms(self.issue_s / per), "create_vm_ms": ms(self.create_s / per)}
+
+
+async def make_vms(suite: Suite, places: list[Target], per_provider: int, interval_s: float,
+                   making: Making | None = None) -> float:
     """Set each MCIS's interval, mint every VM's credential and create the VMs; returns seconds taken."""
     t0 = time.monotonic()
+    made = making or Making()
     await set_interval(suite, len(places), interval_s)
 
     def create(p: int, v: int) -> Callable[[], Awaitable[None]]:
         async def call() -> None:
+            t1 = time.monotonic()
             cred = await suite.df.IssueAgentCredential(dpb.IssueAgentCredentialRequest(
                 ns=NS, mcis=mcis_name(p), vm=vm_name(v)))
+            t2 = time.monotonic()
             t = places[p]
             await suite.cloud.CreateResource(tw.CreateResourceRequest(
                 provider=t.provider, region=t.region, name=f"{mcis_name(p)}-{vm_name(v)}", client_token=uuid.uuid4().hex,
                 vm=tw.VmProps(spec=t.spec, image_id=t.image, user_data=cred.user_data)), metadata=TWIN_AUTH)
+            made.created += 1
+            made.issue_s += t2 - t1
+            made.create_s += time.monotonic() - t2
         return call
 
     # Provider by provider, so the agents of the first MCISes start while the last are being made.
@@ -454,13 +486,76 @@ class Sweep:
         return {"seq": seq, "backlog": backlog, "dropped": dropped, "acked": seq - backlog - dropped}
 
 
-async def wait_healthy(suite: Suite, count: int, timeout: float) -> tuple[float, Sweep]:
+async def wait_healthy(suite: Suite, count: int, timeout: float,
+                       seen: Callable[[Sweep], None] = lambda sweep: None) -> tuple[float, Sweep]:
     t0 = time.monotonic()
     while True:
         sweep = await Sweep.take(suite)
+        seen(sweep)
         if sweep.healthy() >= count or time.monotonic() - t0 > timeout:
             return time.monotonic() - t0, sweep
         await asyncio.sleep(1.0)
+
+
+@dataclass
+class BootTimeline:
+    """VMs made, registration requests sent, agents registered and healthy, at each look."""
+
+    making: Making
+    registers: RegisterWatch
+    since: float
+    points: list[dict[str, float]] = field(default_factory=list)
+
+    def seen(self, sweep: Sweep) -> None:
+        self.points.append({"s": round(time.monotonic() - self.since, 1), "made": self.making.created,
+                            "requests": self.registers.requests, "registered": len(sweep.agents),
+                            "healthy": sweep.healthy()})
+
+    async def follow(self, suite: Suite, every_s: float = 2.0) -> None:
+        """Until cancelled (while the VMs are made; `wait_healthy` looks after that)."""
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                self.seen(await Sweep.take(suite))
+            await asyncio.sleep(every_s)
+
+
+class RegisterWatch:
+    """The agents' registration requests during the boot (every one, sent again or not) and how
+    long each took to be answered (an agent waits 2 s, then asks again later)."""
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.requests = 0
+        self.vms: set[str] = set()
+        self._asked: dict[str, float] = {}  # reply subject -> when asked
+        self.waits: list[float] = []
+
+    async def start(self) -> None:
+        self._subs = [await self.nc.subscribe(f"cb.register.{NS}.>", cb=self._on_register),
+                      # The answers go to the agents' inboxes (with the acknowledgements of their batches).
+                      await self.nc.subscribe(f"_INBOX.{NS}.>", cb=self._on_answer)]
+        await self.nc.flush()
+
+    async def _on_register(self, msg: Msg) -> None:
+        self.requests += 1
+        self.vms.add(msg.subject)
+        if msg.reply:
+            self._asked[msg.reply] = time.monotonic()
+
+    async def _on_answer(self, msg: Msg) -> None:
+        asked = self._asked.pop(msg.subject, None)
+        if asked is not None:
+            self.waits.append(time.monotonic() - asked)
+
+    async def stop(self) -> dict[str, Any]:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return {"requests": self.requests, "agents": len(self.vms),
+                "per_agent": round(self.requests / max(1, len(self.vms)), 2), "answered": len(self.waits),
+                "answered_after_2s": sum(1 for w in self.waits if w > 2.0),
+                "answer_p50_ms": ms(percentile(self.waits, 0.5)), "answer_p99_ms": ms(percentile(self.waits, 0.99)),
+                "answer_max_ms": ms(max(self.waits, default=0.0))}
 
 
 class LagWatch:
@@ -733,14 +828,37 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         async with Suite(Path(tmp), args.providers, args.shards) as suite:
             ceiling = await nats_ceiling(suite, args.ceiling_s, batch_size())
             places = await targets(suite, args.providers)
-            boot_usage0 = Usage.take(suite.processes())
-            made_s = await make_vms(suite, places, args.vms, intervals[0])
-            healthy_s, sweep = await wait_healthy(suite, agents, args.boot_timeout)
+            boot_pids = suite.processes()
+            boot_usage0 = Usage.take(boot_pids)
+            registers = RegisterWatch(await suite.connect("cloudtwin-scale-boot"))
+            await registers.start()
+            profiler = Profiler(args.profile, boot_pids, "boot", args.boot_timeout, args.profile_native)
+            profiler.start()
+            boot_t0 = time.monotonic()
+            making = Making()
+            timeline = BootTimeline(making, registers, boot_t0)
+            follower = asyncio.create_task(timeline.follow(suite))
+            made_s = await make_vms(suite, places, args.vms, intervals[0], making)
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+            healthy_s, sweep = await wait_healthy(suite, agents, args.boot_timeout, timeline.seen)
+            boot_s = time.monotonic() - boot_t0
+            profiler.stop()
             boot = {"agents": agents, "vms_created_s": round(made_s, 1), "all_healthy_s": round(healthy_s, 1),
+                    "boot_s": round(boot_s, 1), **making.result(),
                     "healthy": sweep.healthy(), "registered": len(sweep.agents),
+                    "registrations": await registers.stop(),
+                    "timeline": timeline.points[::max(1, len(timeline.points) // 20)] + timeline.points[-1:],
                     "usage": Usage.take(suite.processes()).since(boot_usage0)}
+            await registers.nc.close()
+            if args.profile is not None:
+                boot["profile"] = profiler.finish()
             if sweep.healthy() < agents:
                 raise SystemExit(f"only {sweep.healthy()} of {agents} agents became healthy: {json.dumps(boot)}")
+            if args.boot_only:
+                return {"nats_ceiling": ceiling, "boot": boot, "shards": args.shards,
+                        "wall_s": round(time.monotonic() - started, 1)}
             nc = await suite.connect("cloudtwin-scale", reconnect=True)
             watch = LagWatch(nc, [mcis_name(i) for i in range(max(1, args.providers // 10))])
             await watch.start()
@@ -781,6 +899,8 @@ def main() -> None:
     parser.add_argument("--outage", type=float, default=10.0,
                         help="seconds NATS is stopped after the first interval's window (0: no outage)")
     parser.add_argument("--boot-timeout", type=float, default=600.0)
+    parser.add_argument("--boot-only", action="store_true",
+                        help="stop once every agent is healthy (the boot's time, timeline and profile only)")
     parser.add_argument("--drain-timeout", type=float, default=300.0,
                         help="how long the final count waits for the agents' backlogs to empty")
     parser.add_argument("--idle-window", type=float, default=20.0,

@@ -4,11 +4,13 @@ announced to its agents."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -22,6 +24,7 @@ from dragonfly.protocol.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_
 from services import errors
 from services.bus import Bus
 from services.store import Store
+from services.store.etcd import TXN_OPS_MAX
 
 log = logging.getLogger("dragonfly.agents")
 
@@ -31,6 +34,9 @@ log = logging.getLogger("dragonfly.agents")
 UNHEALTHY_AFTER_INTERVALS = 2.5
 # An agent that does not say how often it beats (an older one) beats every interval.
 DEFAULT_BEATS_EVERY_INTERVALS = 1.0
+# Registrations written in one etcd transaction, with their MCISes' settings read in the same one
+# (at most one read per registration: together within etcd's operations per transaction).
+REGISTRATIONS_PER_TXN = TXN_OPS_MAX // 2
 
 
 @dataclass
@@ -52,6 +58,16 @@ class Beat:
     batch_seq: int = 0  # and its seq
 
 
+@dataclass
+class Registration:
+    """An agent's latest registration waiting to be recorded, and every request it answers (an
+    agent that timed out asked again; one record answers them all)."""
+
+    vm: VmId
+    record: pb.Agent
+    replies: list[str] = field(default_factory=list)
+
+
 def stamp(seconds: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(seconds * 1e9))
@@ -70,11 +86,26 @@ class Agents:
         self.beats: dict[str, Beat] = {}
         # Called with a VM's key when it is forgotten (the collector's duplicate window).
         self.on_forget: list[Callable[[str], None]] = []
+        # Registrations received and not yet recorded, by VM key (see `_record_forever`).
+        self._waiting: dict[str, Registration] = {}
+        self._arrived = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
+        self.registrations_recorded = 0
 
     async def start(self) -> None:
         await self.bus.subscribe(HEARTBEAT_ALL, self._on_heartbeat)
+        self.start_recorder()
         # One replica records each registration.
         await self.bus.subscribe(REGISTER_ALL, self._on_register, queue="dragonfly-registry")
+
+    def start_recorder(self) -> None:
+        self._recorder = asyncio.create_task(self._record_forever())
+
+    async def stop(self) -> None:
+        if self._recorder is not None:
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         vm = self.guard.admit(msg, "heartbeat")
@@ -144,15 +175,49 @@ class Agents:
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             self.guard.malformed(vm.key, "register", err)
             return
-        try:
-            await self.store.put(keys.agent(vm), record)
-            interval = await self.interval(vm.ns, vm.mcis)
-        except errors.Unavailable as err:
-            # No answer: the agent registers again at its next interval.
-            log.warning("registration not recorded", extra={"vm": vm.key, "error": err.message})
-            return
+        # Recorded by `_record_forever`, not here: the subscription's callbacks run one at a time,
+        # and two etcd round trips each capped a booting fleet at a few hundred registrations a
+        # second, past which the agents' requests timed out and came again, to a queue that only grew.
+        waiting = self._waiting.get(vm.key)
+        if waiting is None:
+            waiting = self._waiting[vm.key] = Registration(vm, record)
+        else:
+            waiting.record = record  # the newest says what the agent is now
         if msg.reply:
-            await msg.respond(json.dumps({"interval_s": interval}).encode())
+            waiting.replies.append(msg.reply)
+        self._arrived.set()
+
+    async def _record_forever(self) -> None:
+        """Record the registrations that arrived meanwhile, many per etcd transaction, and answer each."""
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            waiting, self._waiting = list(self._waiting.values()), {}
+            for i in range(0, len(waiting), REGISTRATIONS_PER_TXN):
+                chunk = waiting[i:i + REGISTRATIONS_PER_TXN]
+                try:
+                    await self._record(chunk)
+                except errors.DomainError as err:
+                    # No answer: the agents register again at their next interval.
+                    log.warning("registrations not recorded", extra={"agents": len(chunk), "error": err.message})
+                except Exception:  # the recorder must outlive any one failure; those agents ask again
+                    log.exception("registrations not recorded", extra={"agents": len(chunk)})
+
+    async def _record(self, registrations: list[Registration]) -> None:
+        """One transaction writes the agents' records and reads their MCISes' settings; then each
+        request is answered with its MCIS's interval."""
+        configs = sorted({keys.mcis_config(r.vm.ns, r.vm.mcis) for r in registrations})
+        _, found = await self.store.put_and_get([(keys.agent(r.vm), r.record) for r in registrations], configs,
+                                                pb.MonitoringConfig)
+        self.registrations_recorded += len(registrations)
+        for r in registrations:
+            config = found.get(keys.mcis_config(r.vm.ns, r.vm.mcis))
+            interval = config.value.interval_s if config is not None and config.value.interval_s \
+                else self.default_interval_s
+            body = json.dumps({"interval_s": interval}).encode()
+            for reply in r.replies:
+                with contextlib.suppress(errors.Unavailable):
+                    await self.bus.publish(reply, body)
 
     # -- health ---------------------------------------------------------------
 

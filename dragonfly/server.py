@@ -107,6 +107,7 @@ class DragonflyApp:
         await self.collector.stop()
         await self.alerts.stop()
         await self.workloads.stop()
+        await self.agents.stop()
         if self.account is not None:
             await self.account.stop()
         await self.bus.close()

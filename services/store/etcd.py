@@ -32,6 +32,9 @@ log = logging.getLogger("store")
 
 M = TypeVar("M", bound=Message)
 
+# Operations etcd accepts in one transaction (its `--max-txn-ops` default).
+TXN_OPS_MAX = 128
+
 _UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
@@ -334,6 +337,24 @@ class Store:
         if not resp.succeeded:
             raise errors.Aborted("records changed or appeared concurrently; retry")
         return int(resp.header.revision)
+
+    async def put_and_get(self, puts: Sequence[tuple[str, Message]], gets: Sequence[str],
+                          cls: type[M]) -> tuple[int, dict[str, Versioned[M]]]:
+        """Unconditional writes and single-key reads in one transaction: one round trip and one
+        revision for many records (the reads see the writes). Returns the revision and what the
+        reads found. The keys written must differ; etcd takes at most TXN_OPS_MAX operations."""
+        if len(puts) + len(gets) > TXN_OPS_MAX:
+            raise errors.InvalidArgument(f"{len(puts) + len(gets)} operations in one transaction; "
+                                         f"etcd takes at most {TXN_OPS_MAX}")
+        ops = [_put_op(k, v, None) for k, v in puts]
+        ops += [rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in gets]
+        resp = await self._txn([], ops)
+        found: dict[str, Versioned[M]] = {}
+        for key, answer in zip(gets, resp.responses[len(puts):], strict=True):
+            kvs = answer.response_range.kvs
+            if kvs:
+                found[key] = Versioned(key, _decode(cls, kvs[0].value, key), kvs[0].mod_revision)
+        return int(resp.header.revision), found
 
     async def put(self, key: str, value: Message, lease: Lease | None = None) -> int:
         """Write unconditionally (last writer wins)."""

@@ -54,6 +54,20 @@ async def test_modify_under_contention_loses_no_update(etcd_process: servers.Ser
     await store.close()
 
 
+async def test_many_puts_and_reads_in_one_transaction(etcd_process: servers.Server) -> None:
+    store = Store("127.0.0.1", etcd_process.port)
+    prefix = _prefix()
+    await store.put(prefix + "config", KV(key="config", value="30"))
+    puts = [(f"{prefix}agent-{i:03d}", KV(key=f"agent-{i}", value="up")) for i in range(100)]
+    revision, found = await store.put_and_get(puts, [prefix + "config", prefix + "absent"], KV)
+    assert list(found) == [prefix + "config"] and found[prefix + "config"].value.value == "30"
+    written = await store.list_all(prefix + "agent-", KV)
+    assert len(written) == 100 and {v.mod_revision for v in written} == {revision}  # one revision for all
+    with pytest.raises(errors.InvalidArgument):
+        await store.put_and_get(puts + puts[:20], [prefix + "config"] * 10, KV)
+    await store.close()
+
+
 async def test_pages_cover_every_record_once(etcd_process: servers.Server) -> None:
     store = Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()
