@@ -23,6 +23,7 @@ from dragonfly.protocol import wire
 from dragonfly.protocol.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
 from services import errors
 from services.bus import Bus
+from services.rpc.server import cancel_tasks
 from services.store import Store
 from services.store.etcd import TXN_OPS_MAX
 
@@ -103,9 +104,7 @@ class Agents:
 
     async def stop(self) -> None:
         if self._recorder is not None:
-            self._recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recorder
+            await cancel_tasks([self._recorder])
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         vm = self.guard.admit(msg, "heartbeat")

@@ -13,11 +13,12 @@ tasks as may be in flight, each taking the next item when its last one is done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from services.rpc.server import cancel_tasks
 
 log = logging.getLogger("tumblebug.reconciler")
 
@@ -57,12 +58,7 @@ class Lanes(Generic[T]):
 
     async def close(self) -> None:
         """Cancel the runners; what is queued is dropped (a new leadership term starts over)."""
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(list(self.tasks))
         self.queued.clear()
         self.running.clear()
 

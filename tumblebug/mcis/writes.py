@@ -16,13 +16,13 @@ time, each reading afresh: the slow path, taken only when another writer was the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.proto_time import now
+from services.rpc.server import cancel_tasks
 from services.store import Informer, Store
 
 Change = Callable[[pb.McisVm], "pb.McisVm | None"]
@@ -71,12 +71,7 @@ class GroupWriter:
 
     async def close(self) -> None:
         """Stop (a leadership term ends): writers still waiting get CancelledError."""
-        flushers = list(self._flushers)
-        for flusher in flushers:
-            flusher.cancel()
-        for flusher in flushers:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flusher
+        await cancel_tasks(list(self._flushers))
         for item in self._pending:
             if not item.done.done():
                 item.done.cancel()
