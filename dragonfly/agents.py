@@ -23,9 +23,9 @@ from dragonfly.protocol import wire
 from dragonfly.protocol.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
 from services import errors
 from services.bus import Bus
-from services.rpc.server import cancel_tasks
 from services.store import Store
 from services.store.etcd import TXN_OPS_MAX
+from services.tasks import cancel_tasks
 
 log = logging.getLogger("dragonfly.agents")
 

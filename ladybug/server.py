@@ -13,9 +13,10 @@ from ladybug.controller import AppController
 from ladybug.records import Records
 from ladybug.servicer import LadybugServicer
 from ladybug.settings import LadybugSettings
-from services.rpc.server import Binding, cancel_tasks, run
+from services.rpc.server import Binding, run
 from services.settings import CommonSettings
 from services.store import Election, Store
+from services.tasks import cancel_tasks
 
 log = logging.getLogger("ladybug")
 

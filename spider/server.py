@@ -9,10 +9,11 @@ import uuid
 from cbapi.common.v1 import common_pb2
 from cbapi.spider.v1 import spider_pb2_grpc
 from services import errors
-from services.rpc.server import Binding, cancel_tasks, run
+from services.rpc.server import Binding, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Lease, Store
+from services.tasks import cancel_tasks
 from spider import keyspace
 from spider.calllog import CallLog
 from spider.connections import Connections

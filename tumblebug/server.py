@@ -7,10 +7,11 @@ import logging
 import uuid
 
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
-from services.rpc.server import Binding, cancel_tasks, run
+from services.rpc.server import Binding, run
 from services.secrets import Sealer, load_key
 from services.settings import CommonSettings
 from services.store import Election, Store
+from services.tasks import cancel_tasks
 from tumblebug.benchmarks import Benchmarker, BenchmarkStore
 from tumblebug.campaigns import Campaigns
 from tumblebug.catalog import Catalog

@@ -119,9 +119,7 @@ class Client:
                             return
                         yield name, data
                         name = "message"
-        except httpx.ReadTimeout:
-            if until is None:
-                raise unreachable(self.config.gateway, httpx.ReadTimeout("read timed out"), request) from None
+        except httpx.ReadTimeout:  # set only with `until`: nothing came before the deadline
             raise StreamIdle(path) from None
         except httpx.HTTPError as exc:
             raise unreachable(self.config.gateway, exc, request) from None

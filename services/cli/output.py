@@ -84,14 +84,15 @@ def rows(console: Console, columns: Sequence[tuple[str, str]], items: list[dict[
         return
     out = Table(box=None, pad_edge=False, header_style="bold")
     cells = [[column(item, spec) for _, spec in columns] for item in items]
-    width: int | None = None
+    piped_width = 0  # the whole table's width when it goes to a pipe (never wrapped)
     if not one_line:
         # The first column names the row (an ID one copies): never split. Output to a pipe is not
         # wrapped at all, so a script reads one row per line whatever the width of the terminal.
         for i, (header, _) in enumerate(columns):
             out.add_column(header, overflow="fold", no_wrap=i == 0)
         if not console.is_terminal:
-            width = sum(max(len(header), *(len(row[i]) for row in cells)) + 2 for i, (header, _) in enumerate(columns))
+            piped_width = sum(max(len(header), *(len(row[i]) for row in cells)) + 2
+                              for i, (header, _) in enumerate(columns))
     else:
         # Widths set here, not left to rich (which drops whole columns when the cells are wide): short
         # columns keep their width up to a cap, the last one (an error, say) takes what is left.
@@ -102,8 +103,8 @@ def rows(console: Console, columns: Sequence[tuple[str, str]], items: list[dict[
             out.add_column(header, no_wrap=True, overflow="ellipsis", width=width)
     for row in cells:
         out.add_row(*row)
-    if width and width > console.width:
-        console = Console(file=console.file, width=width, color_system=None)  # print caps width at its own
+    if piped_width > console.width:
+        console = Console(file=console.file, width=piped_width, color_system=None)  # print caps width at its own
     console.print(out)
 
 

@@ -9,7 +9,6 @@ own resources are released.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -28,6 +27,7 @@ from services.rpc.authz import AuthzInterceptor
 from services.rpc.interceptors import ServerInterceptor
 from services.rpc.tls import server_credentials
 from services.settings import CommonSettings, ServerSettings
+from services.tasks import cancel_tasks
 
 log = logging.getLogger("server")
 
@@ -88,16 +88,6 @@ class Server:
     async def stop(self, grace: float) -> None:
         await self.set_serving(False)
         await self.grpc.stop(grace)
-
-
-async def cancel_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
-    """Cancel an app's background tasks and wait for each to end (what they raise on the way is
-    theirs to log): the first step of every app's `stop`."""
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
 
 
 async def serve(app: App, server_settings: ServerSettings, common: CommonSettings) -> None:

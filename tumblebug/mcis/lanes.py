@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from services.rpc.server import cancel_tasks
+from services.tasks import cancel_tasks
 
 log = logging.getLogger("tumblebug.reconciler")
 

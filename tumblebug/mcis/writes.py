@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.proto_time import now
-from services.rpc.server import cancel_tasks
 from services.store import Informer, Store
+from services.tasks import cancel_tasks
 
 Change = Callable[[pb.McisVm], "pb.McisVm | None"]
 # Records per transaction (etcd allows 128 operations in one by default), and transactions in flight
