@@ -29,15 +29,17 @@ from tumblebug import keys
 
 async def _command(tb: tumblebug_pb2_grpc.TumblebugStub, ns: str, mcis: str, command: str, *,
                    vm: str = "", timeout_s: float = 0.0, ready: int = 0) -> dict[str, pb.VmCommandResult]:
-    """Results by VM; with `ready`, asked again until that many VMs answered (a twin VM's SSH
-    server starts within a moment of the VM running)."""
+    """Results by VM; with `ready`, asked again until that many VMs answered and no VM's SSH server
+    refused the connection (a twin VM's SSH server starts within a moment of the VM running, so a VM
+    whose login is meant to fail may not be listening yet when the others answer)."""
     deadline = time.monotonic() + 30
     while True:
         reply = await tb.RunMcisCommand(pb.McisCommandRequest(namespace=ns, name=mcis, command=command, vm=vm,
                                                               timeout_s=timeout_s))
         results = {r.vm: r for r in reply.results}
         answered = sum(1 for r in results.values() if r.HasField("result"))
-        if answered >= ready or time.monotonic() > deadline:
+        starting = ready and any("connection refused" in r.error for r in results.values())
+        if (answered >= ready and not starting) or time.monotonic() > deadline:
             return results
         await asyncio.sleep(0.3)
 
