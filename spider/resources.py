@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from cbapi.common.v1 import common_pb2 as common
@@ -33,6 +33,8 @@ from spider.kinds import BY_COLLECTION, Kind, R
 log = logging.getLogger("spider.resources")
 
 Make = Callable[[R, str], Awaitable[R]]
+# Raw values of the keys a create read with its intent (None: no such record).
+Reads = Mapping[str, bytes | None]
 
 
 def _token(conn: str, collection: str, name: str, request_id: str) -> str:
@@ -54,6 +56,27 @@ def kind_of(collection: str) -> Kind[Any]:
     return found
 
 
+def reference_key(conn: str, kind: Kind[Any], name: str) -> str:
+    """Where a record another resource refers to lives (to read it with `create_reading`)."""
+    return keyspace.resource(conn, kind.collection, name)
+
+
+def ready_in(reads: Reads, conn: str, kind: Kind[R], name: str, field: str) -> R:
+    """`Resources.ready` from what a `create_reading` transaction read."""
+    raw = reads.get(reference_key(conn, kind, name))
+    return ready_record(conn, kind, name, field, None if raw is None else kind.message.FromString(raw))
+
+
+def ready_record(conn: str, kind: Kind[R], name: str, field: str, found: R | None) -> R:
+    """`found`, if it is READY to be referred to; else NotFound or FailedPrecondition naming `field`."""
+    if found is None:
+        raise errors.NotFound(f"{field}: {kind.noun} {name!r} not found in connection {conn!r}")
+    if found.meta.phase != common.PHASE_READY:
+        raise errors.FailedPrecondition(f"{field}: {kind.noun} {name!r} is not ready "
+                                        f"({common.Phase.Name(found.meta.phase)})")
+    return found
+
+
 class Resources:
     """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
 
@@ -71,25 +94,10 @@ class Resources:
         return await self.store.must_get(keyspace.resource(conn, kind.collection, name), kind.message,
                                          f"{kind.noun} {name!r} in connection {conn!r}")
 
-    async def replay(self, conn: str, kind: Kind[R], name: str, request_id: str) -> R | None:
-        """The finished record of an earlier create with this request ID, if there is one:
-        a repeated request is answered before any reference is looked up again."""
-        if not request_id or not name:
-            return None
-        found = await self.store.get(keyspace.resource(conn, kind.collection, name), kind.message)
-        if found is None or found.value.meta.request_id != request_id:
-            return None
-        return found.value if found.value.meta.phase == common.PHASE_READY else None
-
     async def ready(self, conn: str, kind: Kind[R], name: str, field: str) -> R:
         """A record that is READY, for use as a reference by another resource."""
         found = await self.store.get(keyspace.resource(conn, kind.collection, name), kind.message)
-        if found is None:
-            raise errors.NotFound(f"{field}: {kind.noun} {name!r} not found in connection {conn!r}")
-        if found.value.meta.phase != common.PHASE_READY:
-            raise errors.FailedPrecondition(f"{field}: {kind.noun} {name!r} is not ready "
-                                            f"({common.Phase.Name(found.value.meta.phase)})")
-        return found.value
+        return ready_record(conn, kind, name, field, None if found is None else found.value)
 
     async def records(self, conn: str, kind: Kind[R]) -> list[R]:
         """Every record of a kind in a connection."""
@@ -115,10 +123,19 @@ class Resources:
         request_id returns the first result, or finishes an interrupted create.
         Once started, a create runs to its end even if the caller goes away, so
         no intent is left owned by a live server that no longer works on it."""
-        return await asyncio.shield(self._create(conn, kind, desired, request_id, make))
+        return await self.create_reading(conn, kind, desired, request_id, (), lambda _: make)
+
+    async def create_reading(self, conn: OpenConnection, kind: Kind[R], desired: R, request_id: str,
+                             reads: Sequence[str], prepare: Callable[[Reads], Make[R]]) -> tuple[R, R]:
+        """`create`, reading `reads` (the records the resource refers to) in the transaction that
+        writes the intent, or that finds the record of an earlier request: one round trip, where a
+        read of the record, one per reference and the write were one each. `prepare` gets what
+        the reads found and returns the cloud call; a DomainError from it (a reference missing or
+        not ready) drops the intent just written and is raised."""
+        return await asyncio.shield(self._create(conn, kind, desired, request_id, reads, prepare))
 
     async def _create(self, conn: OpenConnection, kind: Kind[R], desired: R, request_id: str,
-                      make: Make[R]) -> tuple[R, R]:
+                      reads: Sequence[str], prepare: Callable[[Reads], Make[R]]) -> tuple[R, R]:
         cname = conn.record.name
         name = check_name(desired.iid.name, f"{kind.message.DESCRIPTOR.name.lower()}.iid.name")
         key = keyspace.resource(cname, kind.collection, name)
@@ -129,22 +146,49 @@ class Resources:
         record.meta.CopyFrom(common.RecordMeta(
             phase=common.PHASE_CREATING, request_id=request_id, owner=self.identity,
             token=_token(cname, kind.collection, name, request_id), create_time=now(), update_time=now()))
-        try:
-            rev = await self.store.create(key, record)
-        except errors.AlreadyExists:
-            record, rev = await self._resume(key, kind, request_id, f"{kind.noun} {name!r}", cname)
+        made_now = await self.store.create_and_read(key, record, reads)
+        if made_now.created:
+            rev = made_now.revision
+        else:
+            held = made_now.read[key]
+            assert held is not None  # the key was taken in the very transaction that read it
+            record, rev = await self._resume(key, kind, request_id, f"{kind.noun} {name!r}", cname,
+                                             Versioned(key, kind.message.FromString(held[0]), held[1]))
             if record.meta.phase == common.PHASE_READY:
                 return record, record
+        try:
+            make = prepare({k: (v[0] if v else None) for k, v in made_now.read.items() if k != key})
+        except errors.DomainError:
+            if made_now.created:
+                with contextlib.suppress(errors.Aborted, errors.NotFound):
+                    await self.store.delete(key, rev)  # the intent of a call never made
+            raise
         try:
             made = await make(record, record.meta.token)
         except errors.DomainError as err:
             await self._failed_create(conn, kind, key, record, rev, err)
             raise
-        return await self._complete(key, kind, made), made
+        return await self._finish(key, kind, record, rev, made), made
 
-    async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str) -> tuple[R, int]:
-        """The same request again: return its record, taking over an unfinished intent."""
-        found = await self.store.must_get(key, kind.message, what)
+    async def _finish(self, key: str, kind: Kind[R], record: R, rev: int, made: R) -> R:
+        """Complete the intent this create wrote at `rev` without reading it again (this process
+        holds what it wrote); when something wrote it since (a status read stored what the cloud
+        said), read it afresh and complete that."""
+        done = kind.message()
+        done.CopyFrom(record)
+        kind.observe(done, made)
+        done.meta.phase = common.PHASE_READY
+        done.meta.owner = ""
+        done.meta.update_time.CopyFrom(now())
+        try:
+            await self.store.update(key, done, rev)
+        except errors.Aborted:
+            return await self._complete(key, kind, made)
+        return done
+
+    async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str,
+                      found: Versioned[R]) -> tuple[R, int]:
+        """The same request again: return its record (`found`), taking over an unfinished intent."""
         rec = found.value
         if not request_id or rec.meta.request_id != request_id:
             raise errors.AlreadyExists(f"{what} already exists in connection {conn!r}")

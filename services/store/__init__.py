@@ -1,7 +1,7 @@
 """Typed records in etcd: one key holds one binary protobuf message."""
 
 from services.store.election import Election
-from services.store.etcd import Lease, Page, Store, Versioned, WatchEvent
+from services.store.etcd import Creation, Lease, Page, Store, Versioned, WatchEvent
 from services.store.informer import Entry, Informer
 
-__all__ = ["Election", "Entry", "Informer", "Lease", "Page", "Store", "Versioned", "WatchEvent"]
+__all__ = ["Creation", "Election", "Entry", "Informer", "Lease", "Page", "Store", "Versioned", "WatchEvent"]

@@ -66,6 +66,17 @@ class Page(Generic[M]):
 
 
 @dataclass(frozen=True)
+class Creation:
+    """What `Store.create_and_read` did: made the record (at `revision`), or found it there; and
+    the raw value and mod_revision of each key read in the same transaction (None: absent). When
+    the record was there already, `read` holds it too, under its own key."""
+
+    created: bool
+    revision: int
+    read: dict[str, tuple[bytes, int] | None]
+
+
+@dataclass(frozen=True)
 class WatchEvent:
     key: str
     # The new value, or None when the key was deleted.
@@ -211,6 +222,15 @@ class Store:
         kv = resp.kvs[0]
         return Versioned(key, _decode(cls, kv.value, key), kv.mod_revision)
 
+    async def read_raw(self, keys: Sequence[str]) -> dict[str, tuple[bytes, int] | None]:
+        """The raw value and mod_revision of each key (None: absent), in one transaction."""
+        if not keys:
+            return {}
+        if len(keys) > TXN_OPS_MAX:
+            raise errors.InvalidArgument(f"{len(keys)} reads in one transaction; etcd takes at most {TXN_OPS_MAX}")
+        resp = await self._txn([], [rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in keys])
+        return {k: _raw(answer) for k, answer in zip(keys, resp.responses, strict=True)}
+
     async def must_get(self, key: str, cls: type[M], what: str) -> Versioned[M]:
         """get, or NotFound naming `what`."""
         found = await self.get(key, cls)
@@ -298,9 +318,10 @@ class Store:
 
     # ------------------------------------------------------------- writes
 
-    async def _txn(self, compare: list[rpc.Compare], success: list[rpc.RequestOp]) -> rpc.TxnResponse:
+    async def _txn(self, compare: list[rpc.Compare], success: list[rpc.RequestOp],
+                   failure: Sequence[rpc.RequestOp] = ()) -> rpc.TxnResponse:
         await self._ready()
-        resp = await self._call(self._kv().Txn(rpc.TxnRequest(compare=compare, success=success),
+        resp = await self._call(self._kv().Txn(rpc.TxnRequest(compare=compare, success=success, failure=failure),
                                                timeout=self.timeout))
         assert isinstance(resp, rpc.TxnResponse)
         self.written = max(self.written, int(resp.header.revision))
@@ -314,6 +335,22 @@ class Store:
             raise errors.AlreadyExists(f"{key.rsplit('/', 2)[-2].rstrip('s')} {key.rsplit('/', 1)[-1]!r} "
                                        "already exists")
         return int(resp.header.revision)
+
+    async def create_and_read(self, key: str, value: Message, reads: Sequence[str]) -> Creation:
+        """Write a new record and read other keys, in one transaction (one round trip, one
+        revision): the reads see the store as the record was made. When the key is taken nothing
+        is written, and the same transaction reads the record that holds it (and `reads`)."""
+        if len(reads) + 2 > TXN_OPS_MAX:
+            raise errors.InvalidArgument(f"{len(reads) + 2} operations in one transaction; "
+                                         f"etcd takes at most {TXN_OPS_MAX}")
+        cmp = rpc.Compare(key=key.encode(), target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+        ranges = [rpc.RequestOp(request_range=rpc.RangeRequest(key=k.encode())) for k in reads]
+        resp = await self._txn([cmp], [_put_op(key, value, None), *ranges],
+                               [rpc.RequestOp(request_range=rpc.RangeRequest(key=key.encode())), *ranges])
+        wanted = list(reads) if resp.succeeded else [key, *reads]
+        answers = resp.responses[1:] if resp.succeeded else resp.responses
+        read = {k: _raw(answer) for k, answer in zip(wanted, answers, strict=True)}
+        return Creation(bool(resp.succeeded), int(resp.header.revision), read)
 
     async def update(self, key: str, value: Message, mod_revision: int, lease: Lease | None = None) -> int:
         """Write over a record only if nobody wrote it since `mod_revision`; else Aborted."""
@@ -507,6 +544,12 @@ def _too_large(err: grpc.aio.AioRpcError) -> bool:
     """etcd's 'request is too large', or its gRPC server's 'received message larger than max'."""
     details = (err.details() or "").lower()
     return err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED or "too large" in details or "larger than max" in details
+
+
+def _raw(answer: rpc.ResponseOp) -> tuple[bytes, int] | None:
+    """What one range of a transaction found: (value, mod_revision), or None."""
+    kvs = answer.response_range.kvs
+    return (bytes(kvs[0].value), int(kvs[0].mod_revision)) if kvs else None
 
 
 def _put_op(key: str, value: Message, lease: Lease | None) -> rpc.RequestOp:

@@ -13,7 +13,7 @@ from spider.connections import OpenConnection
 from spider.drivers.base import VmHandler, VmRefs
 from spider.kinds import DISK, KEY_PAIR, SECURITY_GROUP, VM, VPC
 from spider.ops.vpcs import subnet_of
-from spider.resources import Resources
+from spider.resources import Make, Reads, Resources, ready_in, reference_key
 
 # The status a verb needs, and the word for it in an error.
 ALLOWED = {
@@ -27,49 +27,68 @@ def status_name(status: common.VmStatus) -> str:
     return common.VmStatus.Name(status).title().replace("_", "")
 
 
-async def _refs(res: Resources, conn: OpenConnection, vm: pb.Vm) -> VmRefs:
-    cname = conn.record.name
+def _check(vm: pb.Vm) -> None:
+    """What a VM request must say before any record is read or written."""
     require(vm.image, "vm.image")
     require(vm.spec, "vm.spec")
+    if vm.subnet and not vm.vpc:
+        raise errors.InvalidArgument.field("vm.vpc", "is required when a subnet is named")
+    if vm.root_disk_gib < 0:
+        raise errors.InvalidArgument.field("vm.root_disk_gib", "must not be negative")
+
+
+def _ref_keys(cname: str, vm: pb.Vm) -> list[str]:
+    """The records a VM refers to (read with its intent, in one transaction)."""
+    out = [reference_key(cname, VPC, vm.vpc)] if vm.vpc else []
+    out += [reference_key(cname, SECURITY_GROUP, g) for g in vm.security_groups]
+    if vm.key_pair:
+        out.append(reference_key(cname, KEY_PAIR, vm.key_pair))
+    return out
+
+
+def _refs(reads: Reads, cname: str, vm: pb.Vm) -> VmRefs:
+    """The cloud IDs of what the VM refers to, each reference READY (else NotFound/FailedPrecondition)."""
     subnet = vpc_id = key_pair = ""
     if vm.vpc:
-        vpc = await res.ready(cname, VPC, vm.vpc, "vm.vpc")
+        vpc = ready_in(reads, cname, VPC, vm.vpc, "vm.vpc")
         vpc_id = vpc.iid.csp_id
         if vm.subnet:
             subnet = subnet_of(vpc, vm.subnet, "vm.subnet").csp_id
         elif vpc.subnets:
             subnet = vpc.subnets[0].iid.csp_id
-    elif vm.subnet:
-        raise errors.InvalidArgument.field("vm.vpc", "is required when a subnet is named")
-    groups = []
-    for i, name in enumerate(vm.security_groups):
-        groups.append((await res.ready(cname, SECURITY_GROUP, name, f"vm.security_groups[{i}]")).iid.csp_id)
+    groups = [ready_in(reads, cname, SECURITY_GROUP, name, f"vm.security_groups[{i}]").iid.csp_id
+              for i, name in enumerate(vm.security_groups)]
     if vm.key_pair:
-        key_pair = (await res.ready(cname, KEY_PAIR, vm.key_pair, "vm.key_pair")).iid.csp_id
+        key_pair = ready_in(reads, cname, KEY_PAIR, vm.key_pair, "vm.key_pair").iid.csp_id
     return VmRefs(image=vm.image, spec=vm.spec, subnet=subnet, security_groups=tuple(groups),
                   key_pair=key_pair, vpc=vpc_id)
 
 
 async def create(res: Resources, conn: OpenConnection, req: pb.CreateVmRequest) -> pb.Vm:
+    """The intent is written in the transaction that reads the VM's references, or finds the
+    record of an earlier request with this ID (answered as it is, references not read again)."""
     vm = req.vm
+    cname = conn.record.name
     check_name(vm.iid.name, "vm.iid.name")
-    done = await res.replay(conn.record.name, VM, vm.iid.name, req.request_id)
-    if done is not None:
-        return done
-    if vm.root_disk_gib < 0:
-        raise errors.InvalidArgument.field("vm.root_disk_gib", "must not be negative")
-    refs = await _refs(res, conn, vm)
+    _check(vm)
     if req.validate_only:
+        _refs({k: (v[0] if v else None) for k, v in (await res.store.read_raw(_ref_keys(cname, vm))).items()},
+              cname, vm)
         return vm
     handler = conn.handler(VmHandler)
 
-    async def make(rec: pb.Vm, token: str) -> pb.Vm:
-        ask = pb.Vm()
-        ask.CopyFrom(rec)
-        ask.user_data = vm.user_data  # handed to the cloud, not kept in the record
-        return await handler.start_vm(ask, refs, token)
+    def prepare(reads: Reads) -> Make[pb.Vm]:
+        refs = _refs(reads, cname, vm)
 
-    record, _ = await res.create(conn, VM, vm, req.request_id, make)
+        async def make(rec: pb.Vm, token: str) -> pb.Vm:
+            ask = pb.Vm()
+            ask.CopyFrom(rec)
+            ask.user_data = vm.user_data  # handed to the cloud, not kept in the record
+            return await handler.start_vm(ask, refs, token)
+
+        return make
+
+    record, _ = await res.create_reading(conn, VM, vm, req.request_id, _ref_keys(cname, vm), prepare)
     return record
 
 

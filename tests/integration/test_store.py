@@ -68,6 +68,23 @@ async def test_many_puts_and_reads_in_one_transaction(etcd_process: servers.Serv
     await store.close()
 
 
+async def test_create_and_read_in_one_transaction(etcd_process: servers.Server) -> None:
+    """A new record and the reads of other keys in one round trip; a taken key writes nothing and
+    reads the record that holds it."""
+    store = Store("127.0.0.1", etcd_process.port)
+    prefix = _prefix()
+    ref_rev = await store.put(prefix + "ref", KV(key="ref", value="ready"))
+    made = await store.create_and_read(prefix + "vm", KV(key="vm", value="first"), [prefix + "ref", prefix + "absent"])
+    assert made.created and made.read == {prefix + "ref": (KV(key="ref", value="ready").SerializeToString(), ref_rev),
+                                          prefix + "absent": None}
+    again = await store.create_and_read(prefix + "vm", KV(key="vm", value="second"), [prefix + "ref"])
+    assert not again.created and set(again.read) == {prefix + "vm", prefix + "ref"}
+    held = again.read[prefix + "vm"]
+    assert held is not None and KV.FromString(held[0]).value == "first" and held[1] == made.revision
+    assert (await store.must_get(prefix + "vm", KV, "vm")).value.value == "first"  # nothing written over it
+    await store.close()
+
+
 async def test_pages_cover_every_record_once(etcd_process: servers.Server) -> None:
     store = Store("127.0.0.1", etcd_process.port)
     prefix = _prefix()

@@ -103,6 +103,39 @@ def test_every_vm_gets_a_step_and_only_moving_or_settled_ones_none() -> None:
             assert step in (Step.TERMINATE, Step.MARK_LOST)
 
 
+UNSENT_STEPS = [
+    # A record born `requested` whose create this leader has not sent: treated as not yet asked for.
+    ("born requested, create unsent", (S.CREATING, S.RUNNING, pb.ACTION_CREATE), Step.CREATE),
+    ("born requested, forced suspend first", (S.CREATING, S.SUSPENDED, pb.ACTION_SUSPEND), Step.CREATE),
+    ("born requested, terminated before sent", (S.CREATING, S.TERMINATED, pb.ACTION_TERMINATE),
+     Step.MARK_TERMINATED),
+]
+
+
+@pytest.mark.parametrize(("case", "row", "step"), UNSENT_STEPS, ids=[c for c, _, _ in UNSENT_STEPS])
+def test_a_record_born_requested_is_created_by_the_leader_that_wrote_it(
+        case: str, row: tuple[int, int, int], step: Step) -> None:
+    status, target, action = row
+    record = vm(status, target, action, requested=True)
+    assert d.unsent_create(record)
+    assert d.vm_step(record, unsent=True) is step
+    # Any other leader (or after the create was sent) sees a requested VM on its way: polled, not sent again.
+    assert d.vm_step(record) is Step.NONE
+    assert d.needs_poll(record, False)
+
+
+def test_unsent_changes_nothing_once_the_cloud_named_the_vm_or_it_leaves() -> None:
+    """`unsent` matters only for a requested, Creating record without a cloud ID; removal still wins."""
+    for status, target, action in itertools.product(STATUSES, STATUSES, ACTIONS):
+        for record in (vm(status, target, action, iid=common.IID(name="x", csp_id="i-1")),
+                       vm(status, target, action, requested=False)):
+            assert d.vm_step(record, unsent=True) is d.vm_step(record)
+        made = vm(status, target, action)
+        if status != S.CREATING:
+            assert d.vm_step(made, unsent=True) is d.vm_step(made)
+        assert d.vm_step(vm(status, target, action, removing=True), unsent=True) is Step.REMOVE
+
+
 def test_only_reboot_and_terminate_end_the_action_with_their_answer() -> None:
     assert {s for s in Step if s.ends_action} == {Step.REBOOT, Step.TERMINATE}
     assert set(d.SPIDER_VERBS) == {Step.TERMINATE, Step.REBOOT, Step.SUSPEND, Step.RESUME}

@@ -125,7 +125,10 @@ class Actions:
 
     # ------------------------------------------------------------- spider
 
-    async def create(self, ns: str, name: str, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
+    async def create(self, ns: str, name: str, mcis: pb.Mcis, key: str, vm: pb.McisVm,
+                     announced: bool = False) -> None:
+        """Ask spider for the VM; `announced`: its record was born `requested` by this leader and
+        the create was not sent since (`decisions.unsent_create`), so it says "asked" already."""
         sg = next((g for g in mcis.subgroups if g.name == vm.subgroup), None)
         if sg is None:
             return
@@ -139,11 +142,13 @@ class Actions:
             want.key_pair = await self._spider_name(ns, "ssh-keys", sg.ssh_key)
         # The record says "asked" before spider is asked: a removal then knows to delete in the cloud.
         # The write is a compare-and-swap, so it also checks the record afresh: a VM made already
-        # (the cache was behind) or on its way out is not asked for.
-        asked = await self.writes.write_vm(key, lambda v: None if v.iid.csp_id or v.removing
-                                           else set_fields(v, requested=True))
-        if asked is None:
-            return
+        # (the cache was behind) or on its way out is not asked for. A record born `requested` in
+        # this term needs neither: it was made saying so, and nothing sent its create since.
+        if not announced:
+            asked = await self.writes.write_vm(key, lambda v: None if v.iid.csp_id or v.removing
+                                               else set_fields(v, requested=True))
+            if asked is None:
+                return
         if agent_wanted(mcis) and self.monitoring.enabled:
             # A fresh credential each time: it travels in the user-data only, never in a record.
             try:

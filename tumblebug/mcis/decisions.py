@@ -99,12 +99,13 @@ def leaving(mcis: pb.Mcis, vm: pb.McisVm) -> bool:
     return vm.removing or mcis.deleting
 
 
-def vm_step(vm: pb.McisVm, out: bool = False) -> Step:
-    """The next step of one VM; `out`: its MCIS is being deleted (see `leaving`). The caller skips
-    VMs with a call already in flight."""
+def vm_step(vm: pb.McisVm, out: bool = False, unsent: bool = False) -> Step:
+    """The next step of one VM; `out`: its MCIS is being deleted (see `leaving`); `unsent`: the
+    record was made `requested` (see `unsent_create`) and this leader has not sent its create yet.
+    The caller skips VMs with a call already in flight."""
     if out or vm.removing:
         return Step.REMOVE
-    if not vm.requested:
+    if not vm.requested or (unsent and unsent_create(vm)):
         if vm.target_status in (common.RUNNING, common.SUSPENDED):
             # A forced suspend of a VM not yet asked for: make it, then suspend it.
             return Step.CREATE
@@ -129,6 +130,15 @@ def vm_step(vm: pb.McisVm, out: bool = False) -> Step:
     if vm.target_action != pb.ACTION_NONE and vm.status == vm.target_status:
         return Step.SETTLE
     return Step.NONE
+
+
+def unsent_create(vm: pb.McisVm) -> bool:
+    """Whether a record may be one born `requested` whose create is still to be sent (membership
+    writes new records saying "asked" already, so the create needs no write of its own before
+    spider is asked): requested, never given a cloud ID, Creating. Only the leader that wrote it
+    knows it was not sent (`vm_step`'s `unsent`), and treats it as not yet asked for; any other
+    sees a requested VM and looks for it in spider (polling)."""
+    return vm.requested and not vm.iid.csp_id and vm.status == common.CREATING
 
 
 @dataclass(frozen=True)

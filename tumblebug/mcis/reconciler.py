@@ -118,6 +118,8 @@ class Reconciler:
         # Operations wait their turn per connection in a queue, not as a task each (`lanes`).
         self.lanes: Lanes[tuple[McisRef, str]] = Lanes(lambda: settings.max_per_connection, self._turn)
         self.backing_off: dict[str, asyncio.TimerHandle] = {}  # VM key → when its operation may go again
+        # VM records this term made `requested` whose create it has not sent yet (`decisions.unsent_create`).
+        self.unsent: set[str] = set()
         self.tallies: dict[McisRef, Tally] = {}
         self.polled: set[str] = set()  # VM keys worth polling (kept as records change)
         self.informer: Informer | None = None
@@ -129,6 +131,7 @@ class Reconciler:
         """One leadership term: follow the records and reconcile until cancelled."""
         self.tallies.clear()
         self.polled.clear()
+        self.unsent.clear()
         self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, own=self._own)
         alongside = [self.poller.run] + ([self.revocations.run] if self.monitoring.enabled else [])
         try:
@@ -140,6 +143,7 @@ class Reconciler:
                 timer.cancel()
             self.backing_off.clear()
             self.inflight.clear()  # queued and backing-off operations were dropped: the next term starts over
+            self.unsent.clear()  # the next term finds them requested and looks for them in spider
 
     @property
     def cache(self) -> Informer:
@@ -160,6 +164,7 @@ class Reconciler:
         tally = self.tallies.get(ref)
         if entry is None:
             self.polled.discard(key)
+            self.unsent.discard(key)
             if tally is not None:
                 tally.gone(key)
             return
@@ -350,9 +355,12 @@ class Reconciler:
             provider, region = await self.actions.where(sg.connection)
             for index in new.indexes:
                 vm_name = f"{sg.name}-{index}"
+                # Born `requested`: the record says "asked" before spider is asked, in the transaction
+                # that makes it, so the create sends at once (`decisions.unsent_create`).
                 records.append((keys.vm(ns, name, vm_name), pb.McisVm(
                     name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
                     target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
+                    requested=True,
                     provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
                     iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
                 await turn.tick()
@@ -367,6 +375,7 @@ class Reconciler:
                 return
             for key, record in batch:
                 self.cache.wrote(key, record, revision)
+                self.unsent.add(key)
                 self._saw(key)
                 self._drive(ref, mcis, key, record)
 
@@ -380,7 +389,7 @@ class Reconciler:
     def _drive(self, ref: McisRef, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
         """Queue this VM on its connection's lane if it needs a step now and has none queued or
         running. The queue holds the key alone: what the step is, is decided when its turn comes."""
-        if key in self.inflight or decisions.vm_step(vm, mcis.deleting) is Step.NONE:
+        if key in self.inflight or decisions.vm_step(vm, mcis.deleting, key in self.unsent) is Step.NONE:
             return
         self.inflight.add(key)
         self.lanes.submit(vm.connection, (ref, key))
@@ -396,7 +405,7 @@ class Reconciler:
             return
         vm, mcis = found.value, head.value
         assert isinstance(vm, pb.McisVm) and isinstance(mcis, pb.Mcis)
-        step = decisions.vm_step(vm, mcis.deleting)
+        step = decisions.vm_step(vm, mcis.deleting, key in self.unsent)
         if step is Step.NONE:
             self.inflight.discard(key)
             return
@@ -407,12 +416,19 @@ class Reconciler:
         if step is Step.REMOVE:
             op = lambda: self.actions.remove(key, vm, mcis.force_delete, revoke)  # noqa: E731
         elif step is Step.CREATE:
-            op = lambda: self.actions.create(ns, name, mcis, key, vm)  # noqa: E731
+            op = lambda: self._create(ns, name, mcis, key, vm)  # noqa: E731
         elif step in decisions.SPIDER_VERBS:
             op = lambda: self.actions.verb(key, vm, step, revoke)  # noqa: E731
         else:
             op = lambda: self.actions.mark(key, step)  # noqa: E731
         await self._run_op(ref, key, vm.connection, op)
+
+    async def _create(self, ns: str, name: str, mcis: pb.Mcis, key: str, vm: pb.McisVm) -> None:
+        """The create step; a record born `requested` is sent as it is (no write first). Once spider
+        answered (made, or refused for good) it is no longer unsent; a transient failure leaves it
+        unsent, so the retry sends it again the same way."""
+        await self.actions.create(ns, name, mcis, key, vm, announced=key in self.unsent)
+        self.unsent.discard(key)
 
     async def _run_op(self, ref: McisRef, key: str, connection: str, op: Callable[[], Awaitable[None]]) -> None:
         retry_in = 0.0

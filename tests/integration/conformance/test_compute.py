@@ -101,7 +101,12 @@ async def test_vm_bad_references(spider_client: spider_pb2_grpc.SpiderStub, targ
     need(target, "vm")
     await expect_error(grpc.StatusCode.INVALID_ARGUMENT, spider_client.CreateVm(vm_request(target, "9starts-with-digit")),
                        "vm.iid.name")
-    await expect_error(grpc.StatusCode.NOT_FOUND, spider_client.CreateVm(vm_request(target, _name("vm"), vpc="no-such-vpc")))
+    missing_vpc = vm_request(target, _name("vm"), vpc="no-such-vpc")
+    err = await expect_error(grpc.StatusCode.NOT_FOUND, spider_client.CreateVm(missing_vpc))
+    assert "vm.vpc" in (err.details() or "")
+    # The intent is written with the reads of the references: a reference missing drops it again.
+    await expect_error(grpc.StatusCode.NOT_FOUND, spider_client.GetVm(pb.GetResourceRequest(
+        connection=target.connection, name=missing_vpc.vm.iid.name)))
     no_image = vm_request(target, _name("vm"))
     no_image.vm.image = ""
     await expect_error(grpc.StatusCode.INVALID_ARGUMENT, spider_client.CreateVm(no_image), "vm.image")
