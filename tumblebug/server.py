@@ -35,7 +35,8 @@ SERVICE_NAME = "cbapi.tumblebug.v1.Tumblebug"
 
 
 class TumblebugApp:
-    """Tumblebug: every replica serves the API; the elected leader also runs the reconciler."""
+    """Tumblebug: every replica serves the API; the elected leader also runs the reconciler. A replica
+    with `controller` off serves the API only and never runs for leader."""
 
     name = "tumblebug"
 
@@ -73,6 +74,9 @@ class TumblebugApp:
         return [Binding(SERVICE_NAME, self.servicer, tumblebug_pb2_grpc.add_TumblebugServicer_to_server)]
 
     async def start(self) -> None:
+        if not self.settings.controller:
+            log.info("serving the API only", extra={"identity": self.identity})
+            return
         self._tasks.append(asyncio.create_task(self.election.run(self._lead)))
 
     async def _lead(self) -> None:
