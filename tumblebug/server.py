@@ -19,6 +19,7 @@ from tumblebug.keyring import Keyring
 from tumblebug.mcis.reconciler import Reconciler
 from tumblebug.mcis.remote import RemoteCommands, SshLimits
 from tumblebug.mcis.service import McisService
+from tumblebug.mcis.summaries import McisSummaries
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
 from tumblebug.placement_rpcs import PlacementParts
@@ -56,8 +57,9 @@ class TumblebugApp:
         quotas = Quotas(self.store, Defaults(settings.quota_vms, settings.quota_vcpus, settings.quota_mcis))
         self.mcis = mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote,
                                        quotas)
-        # The reconciler's own client of etcd: its stream of writes does not queue the API's calls,
-        # and the API's `written` revision counts the API's writes only (see McisReads.get).
+        # The reconciler's own client of etcd (or, on an API-only replica, its MCIS watch's): its
+        # stream of writes and events does not queue the API's calls, and the API's `written`
+        # revision counts the API's writes only (see McisReads.get).
         self.reconciler_store = Store.from_endpoints(common.etcd_endpoints)
         self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog, quotas)
         # placement: recommendation, plan, benchmarks and campaigns (tumblebug/placement_rpcs.py)
@@ -75,6 +77,10 @@ class TumblebugApp:
 
     async def start(self) -> None:
         if not self.settings.controller:
+            # GetMcis from a watched copy of the MCIS records, never from a reconciler.
+            summaries = McisSummaries(self.reconciler_store)
+            self.mcis.reads.view = summaries
+            self._tasks.append(asyncio.create_task(summaries.run()))
             log.info("serving the API only", extra={"identity": self.identity})
             return
         self._tasks.append(asyncio.create_task(self.election.run(self._lead)))
