@@ -21,10 +21,11 @@ from services.rpc.client import channel
 
 class Stack:
     """etcd + CloudTwin + spider in a scratch directory; tumblebug too when `tumblebug_env` is given
-    (its `CB_TUMBLEBUG_…` settings; the ports and addresses are filled in here)."""
+    (its `CB_TUMBLEBUG_…` settings; the ports and addresses are filled in here), and with
+    `api_replica` a second, API-only tumblebug (`CB_TUMBLEBUG_CONTROLLER=false`) beside it."""
 
     def __init__(self, root: Path, twin_env: dict[str, str], moto: bool = False,
-                 tumblebug_env: dict[str, str] | None = None) -> None:
+                 tumblebug_env: dict[str, str] | None = None, api_replica: bool = False) -> None:
         self.root = root
         self.twin_env = twin_env
         self.with_moto = moto
@@ -34,6 +35,10 @@ class Stack:
         self.tumblebug: procs.Proc | None = None
         self.tumblebug_starts = 0
         self.tb_channel: grpc.aio.Channel | None = None
+        self.api_replica = api_replica
+        self.api_port = 0
+        self.api_metrics_port = 0
+        self.api_channel: grpc.aio.Channel | None = None
         self.procs: list[procs.Proc] = []
 
     async def __aenter__(self) -> Stack:
@@ -78,9 +83,24 @@ class Stack:
             self.tb_channel = channel(f"127.0.0.1:{self.tumblebug_port}", options=[
                 ("grpc.max_receive_message_length", 256 << 20)])
             self.tb = tumblebug_pb2_grpc.TumblebugStub(self.tb_channel)
+            if self.api_replica:
+                await self._start_api_replica()
         self.channel = channel(f"127.0.0.1:{self.spider_port}")
         self.stub = spider_pb2_grpc.SpiderStub(self.channel)
         return self
+
+    async def _start_api_replica(self) -> None:
+        """The API-only tumblebug: the leader's settings, its own ports, never a leader."""
+        assert self.tumblebug is not None
+        self.api_port, self.api_metrics_port = procs.free_port(), procs.free_port()
+        api = procs.python_service("tumblebug-api", "tumblebug.server", self.root, {
+            **self.tumblebug.env, "CB_TUMBLEBUG_PORT": str(self.api_port),
+            "CB_TUMBLEBUG_METRICS_PORT": str(self.api_metrics_port), "CB_TUMBLEBUG_CONTROLLER": "false"})
+        self.procs.append(api)
+        await procs.start_grpc(api, self.api_port)
+        self.api_channel = channel(f"127.0.0.1:{self.api_port}", options=[
+            ("grpc.max_receive_message_length", 256 << 20)])
+        self.tb_api = tumblebug_pb2_grpc.TumblebugStub(self.api_channel)
 
     async def restart_tumblebug(self) -> None:
         """Stop tumblebug (SIGTERM) and start it again on the same ports with the same settings."""
@@ -94,8 +114,9 @@ class Stack:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.channel.close()
-        if self.tb_channel is not None:
-            await self.tb_channel.close()
+        for ch in (self.tb_channel, self.api_channel):
+            if ch is not None:
+                await ch.close()
         for p in reversed(self.procs):
             p.stop()
 

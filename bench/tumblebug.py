@@ -9,8 +9,11 @@
    same number in flight.
 3. An MCIS of 10,000 VMs (made through tumblebug at zero latency): the
    latency of reading its status (GetMcis), idle and while it was being
-   built, against a bare etcd read of the same record; and of reading it
-   whole (GetMcis with its VMs) against a bare etcd range of its VM records.
+   built, from the leader (its reconciler's cache) and from an API-only
+   replica beside it (CB_TUMBLEBUG_CONTROLLER=false: its watched copy of the
+   MCIS records), against a bare etcd read of the
+   same record; and of reading it whole (GetMcis with its VMs) against a
+   bare etcd range of its VM records.
 4. Deleting that MCIS (DeleteMcis with terminate): the call's latency, and
    VMs removed per second (cloud VM deleted, then its record) against the
    rate at which the same MCIS was made.
@@ -467,13 +470,14 @@ async def settle(stack: Stack, ns: str, name: str, total: int, bound: float) -> 
     return mcis
 
 
-async def sample_reads(stack: Stack, ns: str, name: str, stop: asyncio.Event, every: float = 0.2) -> list[float]:
+async def sample_reads(tb: tumblebug_pb2_grpc.TumblebugStub, ns: str, name: str, stop: asyncio.Event,
+                       every: float = 0.2) -> list[float]:
     """GetMcis now and then while something else is going on."""
     latencies: list[float] = []
     while not stop.is_set():
         t0 = time.perf_counter()
         with contextlib.suppress(grpc.aio.AioRpcError):
-            await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
+            await tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
             latencies.append(time.perf_counter() - t0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
@@ -509,9 +513,8 @@ class IsolatedReads:
     couple of seconds to follow the build (`follow_records`), a stall of its own event loop that a
     read in flight meanwhile would count as tumblebug's latency."""
 
-    def __init__(self, stack: Stack, ns: str, name: str) -> None:
-        self.argv = [sys.executable, str(Path(__file__).resolve()), "--sample-reads",
-                     f"127.0.0.1:{stack.tumblebug_port}", ns, name]
+    def __init__(self, port: int, ns: str, name: str) -> None:
+        self.argv = [sys.executable, str(Path(__file__).resolve()), "--sample-reads", f"127.0.0.1:{port}", ns, name]
         self.child: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -675,7 +678,8 @@ async def phase_zero(root: Path, s: Sizes, profile: Path | None, phases: set[str
     total = s.connections * s.per_conn_zero
     in_flight = min(total, s.connections * int(tumblebug_settings()["max_per_connection"]))
     out: dict[str, Any] = {}
-    async with Stack(root / "zero", twin, tumblebug_env=UNLIMITED) as stack:
+    # Phase 3 reads the big MCIS's status from the leader and from an API-only replica too.
+    async with Stack(root / "zero", twin, tumblebug_env=UNLIMITED, api_replica="big" in phases) as stack:
         tb_conns = await stack.connections(s.connections, LIMITS)
         if "zero" in phases:
             direct_conns = await stack.connections(s.connections, LIMITS)
@@ -701,14 +705,22 @@ async def phase_big(stack: Stack, ns: str, tb_conns: list[tuple[str, str, str]],
     """Phase 3: a big MCIS, timed as it comes up (with status reads meanwhile), then read at rest."""
     big_total = s.connections * s.per_conn_big
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_when_created(stack, ns, "big", stop))
-    isolated = IsolatedReads(stack, ns, "big")
+    # The same reads of the leader (it serves them from its reconciler's cache) and of the API-only
+    # replica (from its watched copy of the MCIS records), from this process and from a process of
+    # their own each.
+    sampler = asyncio.create_task(_sample_when_created(stack.tb, ns, "big", stop))
+    api_sampler = asyncio.create_task(_sample_when_created(stack.tb_api, ns, "big", stop))
+    isolated = IsolatedReads(stack.tumblebug_port, ns, "big")
+    api_isolated = IsolatedReads(stack.api_port, ns, "big")
     await isolated.start()
+    await api_isolated.start()
+    api_metrics_before = _scrape(stack.api_metrics_port)
     with Profiler(profile, stack, "big"), Meter(stack, big_total) as m_big, LoopLag() as client_lag:
         built = await create_and_follow(stack, ns, "big", groups(tb_conns, s.per_conn_big, "b"), s.big_bound_s)
     stop.set()
-    during = await sampler
-    during_isolated = await isolated.stop()
+    during, during_api = await sampler, await api_sampler
+    during_isolated, during_api_isolated = await isolated.stop(), await api_isolated.stop()
+    api_loop = _loop_health(api_metrics_before, _scrape(stack.api_metrics_port))
     unsettled: dict[str, Any] = {}
     if built.settled_s is None:
         # Still at it after the bound: what a reader gets meanwhile, then a fresh tumblebug (it
@@ -737,6 +749,12 @@ async def phase_big(stack: Stack, ns: str, tb_conns: list[tuple[str, str, str]],
     big["get_mcis_while_building_isolated"] = {
         **latency_stats(during_isolated),
         "note": "the same reads from a process that does nothing else (what a client of tumblebug sees)"}
+    big["get_mcis_while_building_api_replica"] = {
+        **latency_stats(during_api),
+        "note": "from this process, of the API-only replica (CB_TUMBLEBUG_CONTROLLER=false)"}
+    big["get_mcis_while_building_api_replica_isolated"] = {
+        **latency_stats(during_api_isolated), "api_replica_event_loop": api_loop,
+        "note": "of the API-only replica, from a process that does nothing else"}
     return big
 
 
@@ -802,15 +820,16 @@ def _throughput(followed: Followed, direct: dict[str, Any], m_tb: Meter, m_direc
                     "max_per_connection per connection)"}
 
 
-async def _sample_when_created(stack: Stack, ns: str, name: str, stop: asyncio.Event) -> list[float]:
+async def _sample_when_created(tb: tumblebug_pb2_grpc.TumblebugStub, ns: str, name: str,
+                               stop: asyncio.Event) -> list[float]:
     """GetMcis latencies while the MCIS is being built (from when it exists)."""
     while not stop.is_set():
         try:
-            await stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
+            await tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name), timeout=30)
             break
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.05)
-    return await sample_reads(stack, ns, name, stop)
+    return await sample_reads(tb, ns, name, stop)
 
 
 async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | None) -> dict[str, Any]:
@@ -821,6 +840,8 @@ async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | Non
             summary = await serial(lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name)),
                                    s.read_seconds)
             bare = await serial(lambda: etcd.get(keys.mcis(ns, name)), s.read_seconds)
+            from_api = await serial(lambda: stack.tb_api.GetMcis(pb.GetMcisRequest(namespace=ns, name=name)),
+                                    s.read_seconds)
             full_reply: list[int] = []
 
             async def full() -> None:
@@ -835,7 +856,7 @@ async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | Non
         await etcd.close()
     return {
         "vms": head.status_count.total, "status": head.status,
-        "get_mcis": summary, "bare_etcd_get": bare,
+        "get_mcis": summary, "bare_etcd_get": bare, "get_mcis_api_replica": from_api,
         "p50_ratio_to_bare_etcd": round(summary["p50_ms"] / max(bare["p50_ms"], 1e-9), 2),
         "mcis_record_bytes": record_bytes,
         "get_mcis_with_vms": {**whole, "reply_bytes": full_reply[-1] if full_reply else 0},

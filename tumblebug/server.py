@@ -19,6 +19,7 @@ from tumblebug.keyring import Keyring
 from tumblebug.mcis.reconciler import Reconciler
 from tumblebug.mcis.remote import RemoteCommands, SshLimits
 from tumblebug.mcis.service import McisService
+from tumblebug.mcis.summaries import McisSummaries
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
 from tumblebug.placement_rpcs import PlacementParts
@@ -35,7 +36,8 @@ SERVICE_NAME = "cbapi.tumblebug.v1.Tumblebug"
 
 
 class TumblebugApp:
-    """Tumblebug: every replica serves the API; the elected leader also runs the reconciler."""
+    """Tumblebug: every replica serves the API; the elected leader also runs the reconciler. A replica
+    with `controller` off serves the API only and never runs for leader."""
 
     name = "tumblebug"
 
@@ -55,8 +57,9 @@ class TumblebugApp:
         quotas = Quotas(self.store, Defaults(settings.quota_vms, settings.quota_vcpus, settings.quota_mcis))
         self.mcis = mcis = McisService(self.store, self.spider, namespaces, self.resources, self.monitoring, remote,
                                        quotas)
-        # The reconciler's own client of etcd: its stream of writes does not queue the API's calls,
-        # and the API's `written` revision counts the API's writes only (see McisReads.get).
+        # The reconciler's own client of etcd (or, on an API-only replica, its MCIS watch's): its
+        # stream of writes and events does not queue the API's calls, and the API's `written`
+        # revision counts the API's writes only (see McisReads.get).
         self.reconciler_store = Store.from_endpoints(common.etcd_endpoints)
         self.servicer = TumblebugServicer(namespaces, self.resources, mcis, self.catalog, quotas)
         # placement: recommendation, plan, benchmarks and campaigns (tumblebug/placement_rpcs.py)
@@ -73,6 +76,13 @@ class TumblebugApp:
         return [Binding(SERVICE_NAME, self.servicer, tumblebug_pb2_grpc.add_TumblebugServicer_to_server)]
 
     async def start(self) -> None:
+        if not self.settings.controller:
+            # GetMcis from a watched copy of the MCIS records, never from a reconciler.
+            summaries = McisSummaries(self.reconciler_store)
+            self.mcis.reads.view = summaries
+            self._tasks.append(asyncio.create_task(summaries.run()))
+            log.info("serving the API only", extra={"identity": self.identity})
+            return
         self._tasks.append(asyncio.create_task(self.election.run(self._lead)))
 
     async def _lead(self) -> None:

@@ -11,6 +11,11 @@ class TumblebugSettings(ServerSettings):
     model_config = SettingsConfigDict(env_prefix="CB_TUMBLEBUG_", extra="ignore")
 
     port: int = 50252
+    # False: an API-only replica. It serves every call (GetMcis from its own watched copy of the MCIS
+    # records, other reads from etcd, writes as any replica's) but never runs for leader, so its
+    # status reads do not wait behind reconcile work while the leader builds a big MCIS
+    # (docs/ARCHITECTURE.md, Tumblebug, "API-only replicas"). Keep at least one replica at the default.
+    controller: bool = True
     spider_addr: str = "127.0.0.1:2048"
     # Dragonfly, for agents on new VMs, commands and metrics; empty = no monitoring.
     dragonfly_addr: str = "127.0.0.1:9999"

@@ -12,6 +12,7 @@ from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis.reads import McisReads
 from tumblebug.mcis.reconciler import Reconciler, _decode, _group
+from tumblebug.mcis.summaries import McisSummaries
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
 from tumblebug.settings import TumblebugSettings
@@ -65,6 +66,29 @@ async def test_get_mcis_reads_the_view_or_else_the_store() -> None:
     assert got.name == "m" and len(got.vms) == 2 and store.asked == 0
     assert all(v.agent_status == "None" for v in got.vms)
     store.written = 30  # the API wrote after what the cache has seen: etcd answers (here: not found)
+    with pytest.raises(errors.NotFound):
+        await reads.get("ns", "m")
+    assert store.asked == 1
+
+
+async def test_an_api_only_replica_keeps_mcis_records_only_and_serves_them_from_memory() -> None:
+    summaries = McisSummaries(Store("127.0.0.1", 1))
+    informer = summaries.informer
+    informer._apply(keys.mcis("ns", "m"), pb.Mcis(name="m", status="Creating").SerializeToString(), 10)
+    informer._apply(keys.vm("ns", "m", "g-1"), pb.McisVm(name="g-1").SerializeToString(), 11)
+    assert list(informer.cache) == [keys.mcis("ns", "m")]  # VM records are not decoded or kept
+    assert summaries.read_mcis("ns", "m", floor=0, with_vms=False) is None  # not filled yet: etcd
+    informer.synced.set()
+    informer.seen = 20
+    store = Unreachable(written=20)
+    reads = McisReads(store, Namespaces(store), Monitoring(""))
+    reads.view = summaries
+    got = await reads.get("ns", "m")
+    assert got.status == "Creating" and store.asked == 0
+    got.status = "changed by a reader"
+    assert summaries.read_mcis("ns", "m", floor=20, with_vms=False).status == "Creating"  # type: ignore[union-attr]
+    assert summaries.read_mcis("ns", "m", floor=20, with_vms=True) is None  # with its VMs: etcd
+    store.written = 21  # a write of this replica the watch has not brought yet: etcd answers
     with pytest.raises(errors.NotFound):
         await reads.get("ns", "m")
     assert store.asked == 1
