@@ -14,6 +14,13 @@ from nats.aio.subscription import Subscription
 
 from services import errors
 
+# How long a client has to open its connection and authenticate (the server's side of it is
+# `authorization.timeout`, services/natsauth/authority.py): the same on both sides. 2 s (the
+# server's default is less) was missed by handshakes on a machine saturated by a reporting fleet:
+# the server closed them ("Authentication Timeout") and each was tried again, more work for the
+# same starved loops (docs/ARCHITECTURE.md, "Booting a fleet").
+HANDSHAKE_S = 5.0
+
 log = logging.getLogger("bus")
 
 
@@ -49,7 +56,7 @@ class Bus:
         try:
             await asyncio.wait_for(nc.connect(
                 servers(self.url), name=self.name, **self._options,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=HANDSHAKE_S,  # type: ignore[arg-type]
                 disconnected_cb=on_disconnect, reconnected_cb=on_reconnect, error_cb=on_error,
                 allow_reconnect=True, pending_size=64 * 1024 * 1024,
             ), timeout=self._first_connect_s)

@@ -38,7 +38,7 @@ from dragonfly.protocol.config import AgentConfig
 from dragonfly.protocol.replies import BUSY, INVALID, NOT_FOUND, LiveMetrics, Refusal, WorkloadLogs, WorkloadsSet
 from dragonfly.protocol.wire import dumps
 from dragonfly.protocol.workspec import SpecError, parse_set
-from services.bus import servers
+from services.bus import HANDSHAKE_S, servers
 
 log = logging.getLogger("cb-agent")
 
@@ -64,7 +64,7 @@ MAX_TAIL_LINES = 10_000
 class ConnectPacer:
     """Spreads the NATS (re)connects of the agents of one process.
 
-    Every connect costs the server a JWT check within its authentication deadline (2 s) and the
+    Every connect costs the server a JWT check within its authentication deadline (`HANDSHAKE_S`) and the
     client a handshake on its one event loop. Thousands of agents starting, or reconnecting after
     NATS came back, all at once miss that deadline together and retry in a loop; paced, they
     connect at a steady `rate` per second with at most `concurrency` handshakes in flight. Each turn
@@ -169,7 +169,7 @@ class Agent:
                     await nc.connect(servers(self.config.nats_url), name=f"cb-agent {self.vm.key}",
                                      inbox_prefix=self.vm.inbox_prefix.encode(), allow_reconnect=True,
                                      max_reconnect_attempts=-1, reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                                     connect_timeout=2, reconnect_to_server_handler=self.pacer.reconnect_handler,
+                                     connect_timeout=HANDSHAKE_S, reconnect_to_server_handler=self.pacer.reconnect_handler,
                                      error_cb=self._on_error, reconnected_cb=self._on_reconnect,
                                      **self.config.creds.client_options())
             except (nats_errors.Error, OSError, TimeoutError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.bus import HANDSHAKE_S
 from services.natsauth.admin import CLAIMS_UPDATE, AccountAdmin
 from services.natsauth.jwt import encode_jwt
 from services.natsauth.nkey import ACCOUNT, OPERATOR, KeyPair
@@ -62,6 +63,7 @@ class Authority:
         # max_payload: a workload set carries up to 1 MiB of files per workload (base64 on the wire).
         return (f'operator: "{self.jwts["operator"]}"\n'
                 "max_payload: 4MB\n"
+                f"authorization: {{\n  timeout: {HANDSHAKE_S:g}\n}}\n"
                 f"system_account: {self.system.public_key}\n"
                 f'resolver: {{\n  type: full\n  dir: "{jwt_dir}"\n  allow_delete: false\n}}\n'
                 "resolver_preload: {\n"
