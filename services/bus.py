@@ -19,7 +19,7 @@ from services import errors
 # server's default is less) was missed by handshakes on a machine saturated by a reporting fleet:
 # the server closed them ("Authentication Timeout") and each was tried again, more work for the
 # same starved loops (docs/ARCHITECTURE.md, "Booting a fleet").
-HANDSHAKE_S = 5.0
+HANDSHAKE_S = 5  # seconds (an int: nats-py types connect_timeout so)
 
 log = logging.getLogger("bus")
 

@@ -77,6 +77,15 @@ def ready_record(conn: str, kind: Kind[R], name: str, field: str, found: R | Non
     return found
 
 
+def _ready(kind: Kind[R], rec: R, made: R) -> R:
+    """`rec` completed with what the cloud made: READY, owned by nobody."""
+    kind.observe(rec, made)
+    rec.meta.phase = common.PHASE_READY
+    rec.meta.owner = ""
+    rec.meta.update_time.CopyFrom(now())
+    return rec
+
+
 class Resources:
     """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
 
@@ -176,10 +185,7 @@ class Resources:
         said), read it afresh and complete that."""
         done = kind.message()
         done.CopyFrom(record)
-        kind.observe(done, made)
-        done.meta.phase = common.PHASE_READY
-        done.meta.owner = ""
-        done.meta.update_time.CopyFrom(now())
+        _ready(kind, done, made)
         try:
             await self.store.update(key, done, rev)
         except errors.Aborted:
@@ -219,11 +225,7 @@ class Resources:
         """Mark the record READY with what the cloud made; with `rev`, only if unchanged since."""
 
         def done(rec: R) -> R:
-            kind.observe(rec, made)
-            rec.meta.phase = common.PHASE_READY
-            rec.meta.owner = ""
-            rec.meta.update_time.CopyFrom(now())
-            return rec
+            return _ready(kind, rec, made)
 
         if rev is None:
             return await self.store.modify(key, kind.message, done, key)

@@ -7,7 +7,7 @@ from typing import Protocol
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.paging import page_size
-from services.store import Store
+from services.store import Informer, Store
 from tumblebug import keys
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.monitoring import Monitoring
@@ -21,6 +21,18 @@ class McisView(Protocol):
         """A copy of the MCIS (with its VMs, in key order, if asked), or None when the copy may be
         older than revision `floor` or does not hold the MCIS: then the store is asked."""
         ...
+
+
+def cached_mcis(informer: Informer | None, ns: str, name: str, floor: int) -> pb.Mcis | None:
+    """A copy of the MCIS record an informer holds, once it has seen revision `floor`; else None."""
+    if informer is None or not informer.synced.is_set() or informer.seen < floor:
+        return None
+    entry = informer.cache.get(keys.mcis(ns, name))
+    if entry is None:
+        return None
+    out = pb.Mcis()
+    out.CopyFrom(entry.value)  # type: ignore[arg-type]
+    return out
 
 
 class McisReads:

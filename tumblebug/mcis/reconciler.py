@@ -47,6 +47,7 @@ from tumblebug.mcis.decisions import Pass, Step
 from tumblebug.mcis.failovers import Failovers
 from tumblebug.mcis.lanes import Lanes
 from tumblebug.mcis.poller import Poller
+from tumblebug.mcis.reads import cached_mcis
 from tumblebug.mcis.revocations import Revocations, had_credential
 from tumblebug.mcis.tally import Tally
 from tumblebug.mcis.writes import Change, GroupWriter
@@ -208,14 +209,8 @@ class Reconciler:
     def read_mcis(self, ns: str, name: str, floor: int, with_vms: bool) -> pb.Mcis | None:
         """`reads.McisView`: the MCIS from the cache, if it has seen revision `floor`."""
         informer = self.informer
-        if informer is None or not informer.synced.is_set() or informer.seen < floor:
-            return None
-        entry = informer.cache.get(keys.mcis(ns, name))
-        if entry is None:
-            return None
-        out = pb.Mcis()
-        out.CopyFrom(entry.value)  # type: ignore[arg-type]
-        if with_vms:
+        out = cached_mcis(informer, ns, name, floor)
+        if out is not None and informer is not None and with_vms:
             out.vms.extend(e.value for _, e in sorted(informer.group(f"{ns}/{name}")))  # type: ignore[misc]
         return out
 

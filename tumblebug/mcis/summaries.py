@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services.store import Informer, Store
 from tumblebug import keys
+from tumblebug.mcis.reads import cached_mcis
 
 
 def _mcis_only(key: str, raw: bytes) -> Message | None:
@@ -40,12 +41,4 @@ class McisSummaries:
         """A copy of the MCIS when the watch has brought every change up to revision `floor` (the
         newest this replica's API wrote: a client reads its own writes); None (ask etcd) for VMs,
         before the first fill, or when the MCIS is not held."""
-        informer = self.informer
-        if with_vms or not informer.synced.is_set() or informer.seen < floor:
-            return None
-        entry = informer.cache.get(keys.mcis(ns, name))
-        if entry is None:
-            return None
-        out = pb.Mcis()
-        out.CopyFrom(entry.value)  # type: ignore[arg-type]
-        return out
+        return None if with_vms else cached_mcis(self.informer, ns, name, floor)
