@@ -430,3 +430,13 @@ def test_tally_kept_from_events_equals_a_fresh_count(events: list[tuple[int, pb.
     live = [v for v in records.values() if not v.removing]
     assert d.summarize_from(mcis, tally, lambda: live) == d.summarize(mcis, list(records.values()))
     assert tally.take_dirty() <= set(records) and not tally.dirty
+
+
+def test_observe_marks_a_vm_spider_knows_as_asked_for() -> None:
+    # A poll that listed spider before the create reached it clears `requested` (ask again); the
+    # create's answer, written after, must set it back, or the VM is never polled nor asked again.
+    record = vm(S.CREATING, S.RUNNING, pb.ACTION_CREATE, requested=False)
+    made = d.observe(record, spb.Vm(iid=common.IID(name="v", csp_id="i-1"), status=S.CREATING))
+    assert made.requested and made.iid.csp_id == "i-1"
+    assert d.needs_poll(made, full=False)
+    assert not d.ask_again(made)

@@ -144,10 +144,12 @@ class Actions:
         # The write is a compare-and-swap, so it also checks the record afresh: a VM made already
         # (the cache was behind) or on its way out is not asked for. A record born `requested` in
         # this term needs neither: it was made saying so, and nothing sent its create since.
+        # A record with a cloud ID that does not say "asked" (a create's answer written before the
+        # VM was marked asked again) gets the mark and no call: polling follows it from there.
         if not announced:
-            asked = await self.writes.write_vm(key, lambda v: None if v.iid.csp_id or v.removing
+            asked = await self.writes.write_vm(key, lambda v: None if v.removing or (v.iid.csp_id and v.requested)
                                                else set_fields(v, requested=True))
-            if asked is None:
+            if asked is None or asked.iid.csp_id:
                 return
         if agent_wanted(mcis) and self.monitoring.enabled:
             # A fresh credential each time: it travels in the user-data only, never in a record.

@@ -389,7 +389,11 @@ def after_refusal(vm: pb.McisVm) -> Retarget | None:
 
 
 def observe(vm: pb.McisVm, seen: spb.Vm) -> pb.McisVm:
-    """The VM record (changed in place) once spider said what its cloud has."""
+    """The VM record (changed in place) once spider said what its cloud has. Spider knows the VM,
+    so it was asked for: `requested` again, should a poll that found spider without it (before the
+    create reached spider) have cleared it meanwhile. Left cleared, the VM would be neither polled
+    nor asked again: Creating for good."""
+    vm.requested = True
     vm.status = seen.status
     vm.iid.CopyFrom(common.IID(name=vm.iid.name or seen.iid.name, csp_name=seen.iid.csp_name,
                                csp_id=seen.iid.csp_id))

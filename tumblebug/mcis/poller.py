@@ -76,7 +76,8 @@ class Poller:
                 if decisions.ask_again(vm) and not self.inflight(key):
                     # Asked, but spider never recorded it (we stopped before the call reached it,
                     # or spider dropped an intent the cloud never acted on): ask again, same request ID.
-                    changes.append((key, lambda v: set_fields(v, requested=False) if decisions.ask_again(v) else None))
+                    # Checked again when written: a create sent since the listing is not undone.
+                    changes.append((key, functools.partial(self._ask_again, key)))
                 continue
             if cloud.meta.phase != common.PHASE_READY:
                 continue
@@ -86,3 +87,10 @@ class Poller:
         # All at once: the writes share transactions (the reconciler's group commit).
         for i in range(0, len(changes), WAVE):
             await asyncio.gather(*(self.writes.write_vm(key, change) for key, change in changes[i:i + WAVE]))
+
+    def _ask_again(self, key: str, vm: pb.McisVm) -> pb.McisVm | None:
+        """Clear `requested`, so the reconciler sends the create again, unless the VM moved on or a
+        call for it is in flight now."""
+        if not decisions.ask_again(vm) or self.inflight(key):
+            return None
+        return set_fields(vm, requested=False)
