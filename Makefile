@@ -49,7 +49,7 @@ run-cluster: setup
 	$(PY) -m services.launcher --cluster
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 # ruff, mypy and the import contract ([tool.importlinter] in pyproject.toml).
 lint: setup
