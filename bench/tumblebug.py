@@ -64,7 +64,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import tls
 from services.rpc.client import channel
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.settings import TumblebugSettings
 
 # Spider's protective per-connection gate (default 100 calls/s, burst 200, 128 at once) is lifted on
@@ -400,7 +400,7 @@ async def follow_records(etcd: BareEtcd, ns: str, name: str, out: Followed, t0: 
     every = max(0.25, out.total / 5000)  # decoding 10,000 records costs this process ~50 ms
     while True:
         last = stop.is_set()
-        counts = await etcd.vm_statuses(keys.vms(ns, name))
+        counts = await etcd.vm_statuses(keyspace.vms(ns, name))
         now = time.perf_counter() - t0
         out.records_last = counts
         running = counts.get("RUNNING", 0)
@@ -781,14 +781,14 @@ async def delete_and_follow(stack: Stack, ns: str, name: str, total: int, bound:
         half_s = gone_s = None
         left = total
         while time.perf_counter() - t0 < bound:
-            left = await etcd.count(keys.vms(ns, name))
+            left = await etcd.count(keyspace.vms(ns, name))
             if left * 2 <= total and half_s is None:
                 half_s = time.perf_counter() - t0
             if left == 0:
                 gone_s = time.perf_counter() - t0
                 break
             await asyncio.sleep(0.1)
-        record_left = await etcd.get(keys.mcis(ns, name)) > 0
+        record_left = await etcd.get(keyspace.mcis(ns, name)) > 0
     finally:
         await etcd.close()
     return {"vms": total, "delete_rpc_ms": round(rpc_s * 1e3, 2), "half_gone_s": _round(half_s),
@@ -839,7 +839,7 @@ async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | Non
         with Profiler(profile, stack, "reads"):
             summary = await serial(lambda: stack.tb.GetMcis(pb.GetMcisRequest(namespace=ns, name=name)),
                                    s.read_seconds)
-            bare = await serial(lambda: etcd.get(keys.mcis(ns, name)), s.read_seconds)
+            bare = await serial(lambda: etcd.get(keyspace.mcis(ns, name)), s.read_seconds)
             from_api = await serial(lambda: stack.tb_api.GetMcis(pb.GetMcisRequest(namespace=ns, name=name)),
                                     s.read_seconds)
             full_reply: list[int] = []
@@ -849,9 +849,9 @@ async def _reads(stack: Stack, ns: str, name: str, s: Sizes, profile: Path | Non
                 full_reply.append(m.ByteSize())
 
             whole = await serial(full, 0, s.full_reads)
-            bare_all = await serial(lambda: etcd.range_all(keys.vms(ns, name)), 0, s.full_reads)
-        record_bytes = await etcd.get(keys.mcis(ns, name))
-        vm_bytes = await etcd.range_all(keys.vms(ns, name))
+            bare_all = await serial(lambda: etcd.range_all(keyspace.vms(ns, name)), 0, s.full_reads)
+        record_bytes = await etcd.get(keyspace.mcis(ns, name))
+        vm_bytes = await etcd.range_all(keyspace.vms(ns, name))
     finally:
         await etcd.close()
     return {

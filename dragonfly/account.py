@@ -19,7 +19,7 @@ import time
 from google.protobuf.message import Message
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from services import errors
 from services.bus import Bus
 from services.natsauth import CLAIMS_UPDATE, AccountAdmin
@@ -69,7 +69,7 @@ class AccountSync:
         self.bus = bus
         self.admin = admin
         self.resync_s = resync_s
-        self.records = Informer(store, keys.CREDENTIALS, _decode, self._changed)
+        self.records = Informer(store, keyspace.CREDENTIALS, _decode, self._changed)
         self._lock = asyncio.Lock()
         self._asked = 0  # sync calls so far
         self._covered = 0  # calls the server's current JWT answers
@@ -105,7 +105,7 @@ class AccountSync:
         self._wake.set()
 
     def current(self) -> dict[str, int]:
-        records = [v for _, e in self.records.under(keys.CREDENTIALS) if isinstance(v := e.value, pb.IssuedCredential)]
+        records = [v for _, e in self.records.under(keyspace.CREDENTIALS) if isinstance(v := e.value, pb.IssuedCredential)]
         return revocations(records, time.time())
 
     async def sync(self, force: bool = False) -> None:
@@ -150,7 +150,7 @@ class AccountSync:
     async def _prune(self) -> None:
         """Drop records of expired JWTs (every replica tries; the first delete wins)."""
         cutoff = time.time() - EXPIRED_GRACE_S
-        for key, entry in list(self.records.under(keys.CREDENTIALS)):
+        for key, entry in list(self.records.under(keyspace.CREDENTIALS)):
             record = entry.value
             assert isinstance(record, pb.IssuedCredential)
             if record.expire_time.seconds <= cutoff:

@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.guard import AgentGuard
 from dragonfly.protocol import wire
 from dragonfly.protocol.subjects import HEARTBEAT_ALL, REGISTER_ALL, VmId, mcis_config
@@ -205,12 +205,12 @@ class Agents:
     async def _record(self, registrations: list[Registration]) -> None:
         """One transaction writes the agents' records and reads their MCISes' settings; then each
         request is answered with its MCIS's interval."""
-        configs = sorted({keys.mcis_config(r.vm.ns, r.vm.mcis) for r in registrations})
-        _, found = await self.store.put_and_get([(keys.agent(r.vm), r.record) for r in registrations], configs,
+        configs = sorted({keyspace.mcis_config(r.vm.ns, r.vm.mcis) for r in registrations})
+        _, found = await self.store.put_and_get([(keyspace.agent(r.vm), r.record) for r in registrations], configs,
                                                 pb.MonitoringConfig)
         self.registrations_recorded += len(registrations)
         for r in registrations:
-            config = found.get(keys.mcis_config(r.vm.ns, r.vm.mcis))
+            config = found.get(keyspace.mcis_config(r.vm.ns, r.vm.mcis))
             interval = config.value.interval_s if config is not None and config.value.interval_s \
                 else self.default_interval_s
             body = json.dumps({"interval_s": interval}).encode()
@@ -240,14 +240,14 @@ class Agents:
         """Why nobody answers on the VM's subjects, as the client should hear it: NOT_FOUND for a VM
         dragonfly knows nothing of (no agent registered, no credential issued), FAILED_PRECONDITION
         naming the agent's state for one that exists but is not connected."""
-        found = await self.store.get(keys.agent(vm), pb.Agent)
+        found = await self.store.get(keyspace.agent(vm), pb.Agent)
         if found is not None:
             agent = self.with_health(found.value)
             heard = (f"last heartbeat {time.time() - agent.last_heartbeat_time.ToNanoseconds() / 1e9:.0f}s ago"
                      if agent.HasField("last_heartbeat_time") else "no heartbeat heard by this replica")
             return errors.FailedPrecondition(f"the agent of VM {vm.key} is not connected "
                                              f"(state {pb.Health.Name(agent.health)}, {heard}); retry when it is back")
-        issued = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        issued = await self.store.list_all(keyspace.credentials(vm), pb.IssuedCredential)
         if any(not c.value.HasField("revoked_time") for c in issued):
             return errors.FailedPrecondition(f"the agent of VM {vm.key} has not registered yet (state STARTING: "
                                              "its credential is issued, the VM may still be booting); retry shortly")
@@ -258,8 +258,8 @@ class Agents:
     async def monitors(self, ns: str, mcis: str = "", vm: str = "") -> bool:
         """Whether dragonfly monitors anything in this scope (a namespace, an MCIS, a VM): an agent
         registered there, or a credential issued there and not revoked."""
-        cred_prefix = keys.CREDENTIALS + "/".join(p for p in (ns, mcis, vm) if p) + "/"
-        agent_prefix = keys.agent(VmId(ns, mcis, vm)) if vm else keys.agents(ns, mcis)
+        cred_prefix = keyspace.CREDENTIALS + "/".join(p for p in (ns, mcis, vm) if p) + "/"
+        agent_prefix = keyspace.agent(VmId(ns, mcis, vm)) if vm else keyspace.agents(ns, mcis)
         if vm:
             if await self.store.get(agent_prefix, pb.Agent) is not None:
                 return True
@@ -280,39 +280,39 @@ class Agents:
         monitored. Which of (VM, MCIS, namespace) are now gone from dragonfly's view."""
         vm_gone = not await self.monitors_credential(vm)
         if vm_gone:
-            await self.store.delete(keys.agent(vm))
+            await self.store.delete(keyspace.agent(vm))
             # Its workloads' statuses go with it (a VM of that name later starts with none).
-            await self.store.delete(keys.workloads(vm))
+            await self.store.delete(keyspace.workloads(vm))
             self.beats.pop(vm.key, None)
             self.guard.forget(vm.key)
             for forget in self.on_forget:
                 forget(vm.key)
         mcis_gone = vm_gone and not await self.monitors(vm.ns, vm.mcis)
         if mcis_gone:
-            await self.store.delete(keys.mcis_config(vm.ns, vm.mcis))
+            await self.store.delete(keyspace.mcis_config(vm.ns, vm.mcis))
         return vm_gone, mcis_gone, mcis_gone and not await self.monitors(vm.ns)
 
     async def monitors_credential(self, vm: VmId) -> bool:
-        found = await self.store.list_all(keys.credentials(vm), pb.IssuedCredential)
+        found = await self.store.list_all(keyspace.credentials(vm), pb.IssuedCredential)
         return any(not c.value.HasField("revoked_time") for c in found)
 
     async def get(self, vm: VmId) -> pb.Agent:
-        found = await self.store.must_get(keys.agent(vm), pb.Agent, f"agent of VM {vm.key}")
+        found = await self.store.must_get(keyspace.agent(vm), pb.Agent, f"agent of VM {vm.key}")
         return self.with_health(found.value)
 
     async def page(self, ns: str, mcis: str, size: int, after: str) -> tuple[list[pb.Agent], str]:
-        page = await self.store.page(keys.agents(ns, mcis), pb.Agent, size, after)
+        page = await self.store.page(keyspace.agents(ns, mcis), pb.Agent, size, after)
         return [self.with_health(v.value) for v in page.items], page.next_key
 
     # -- settings -------------------------------------------------------------
 
     async def interval(self, ns: str, mcis: str) -> float:
-        found = await self.store.get(keys.mcis_config(ns, mcis), pb.MonitoringConfig)
+        found = await self.store.get(keyspace.mcis_config(ns, mcis), pb.MonitoringConfig)
         return found.value.interval_s if found is not None and found.value.interval_s else self.default_interval_s
 
     async def set_interval(self, ns: str, mcis: str, interval_s: float) -> pb.MonitoringConfig:
         config = pb.MonitoringConfig(interval_s=interval_s)
-        await self.store.put(keys.mcis_config(ns, mcis), config)
+        await self.store.put(keyspace.mcis_config(ns, mcis), config)
         # Agents hear it at once; an agent that was away reads it when it registers again.
         await self.bus.publish(mcis_config(ns, mcis), json.dumps({"interval_s": interval_s}).encode())
         return config

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.account import AccountSync
 from dragonfly.agents import stamp
 from dragonfly.protocol.subjects import VmId
@@ -46,7 +46,7 @@ class AgentCredentials:
         record = pb.IssuedCredential(user=claims["sub"], ns=vm.ns, mcis=vm.mcis, vm=vm.vm, instance=instance,
                                      issued_time=stamp(claims["iat"]), expire_time=stamp(claims["exp"]))
         # Recorded before it is handed out: no credential leaves dragonfly that it could not revoke.
-        key = keys.credential(vm, record.user)
+        key = keyspace.credential(vm, record.user)
         self.account.wrote(key, record, await self.store.put(key, record))
         return creds
 
@@ -67,7 +67,7 @@ class AgentCredentials:
             record.revoked_time.CopyFrom(now)
             return record
 
-        for found in await self.store.list_all(keys.credentials(vm), pb.IssuedCredential):
+        for found in await self.store.list_all(keyspace.credentials(vm), pb.IssuedCredential):
             record = found.value
             if record.HasField("revoked_time") or not chosen(record):
                 continue

@@ -32,7 +32,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.agents import stamp
 from dragonfly.guard import AgentGuard
 from dragonfly.protocol import wire
@@ -146,7 +146,7 @@ class WorkloadStatuses:
 
     async def _follow(self, revision: int) -> None:
         """Keep `stored` current with every replica's writes (and deletions: a forgotten VM)."""
-        prefix = f"{keys.ROOT}/ns/"
+        prefix = f"{keyspace.ROOT}/ns/"
         while True:
             try:
                 async for ev in self.store.watch(prefix, revision):
@@ -197,7 +197,7 @@ class WorkloadStatuses:
     async def record(self, vm: VmId, statuses: list[wpb.WorkloadStatus], at: float, app: str | None = None) -> None:
         """Store what the agent reported at `at` (its clock): every app's statuses, or with `app`
         only that app's (the answer to a set). Written only if newer and changed (or due a refresh)."""
-        key = keys.workloads(vm)
+        key = keyspace.workloads(vm)
         if app is None and self._unchanged(key, statuses, at):
             return
         for _ in range(5):
@@ -236,10 +236,10 @@ class WorkloadStatuses:
     async def list(self, ns: str, mcis: str, vm: str = "", app: str = "") -> list[wpb.VmWorkloads]:
         out = []
         if vm:
-            found = await self.store.get(keys.workloads(VmId(ns, mcis, vm)), wpb.VmWorkloads)
+            found = await self.store.get(keyspace.workloads(VmId(ns, mcis, vm)), wpb.VmWorkloads)
             records = [found.value] if found is not None else []
         else:
-            records = [v.value for v in await self.store.list_all(keys.workloads_of(ns, mcis), wpb.VmWorkloads)]
+            records = [v.value for v in await self.store.list_all(keyspace.workloads_of(ns, mcis), wpb.VmWorkloads)]
         for record in records:
             if app:
                 kept = [s for s in record.statuses if s.app == app]

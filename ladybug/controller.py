@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as tpb
-from ladybug import convert, keys
+from ladybug import convert, keyspace
 from ladybug.balancer import Balancers
 from ladybug.clients import Dragonfly, Tumblebug
 from ladybug.decisions import analysis, rollout, scaling
@@ -40,7 +40,7 @@ Key = tuple[str, str]
 
 
 def _decode(key: str, raw: bytes) -> Message | None:
-    return pb.Application.FromString(raw) if keys.app_of(key) else None
+    return pb.Application.FromString(raw) if keyspace.app_of(key) else None
 
 
 class AppController:
@@ -56,7 +56,7 @@ class AppController:
         self.endpoints = endpoints
         self.settings = settings
         self.clock = clock
-        self.controller: Controller[Key] = Controller("ladybug", self.sync, keys.app_of, workers=settings.workers,
+        self.controller: Controller[Key] = Controller("ladybug", self.sync, keyspace.app_of, workers=settings.workers,
                                                       quiet=(errors.Aborted,))
         self._informer: Informer | None = None
         # What each VM was last told, so a steady app does not resend its set every sync;
@@ -71,7 +71,7 @@ class AppController:
 
     def _sources(self) -> list[Informer]:
         self._sent.clear()
-        self._informer = Informer(self.records.store, keys.APPS, _decode, self.controller.notify)
+        self._informer = Informer(self.records.store, keyspace.APPS, _decode, self.controller.notify)
         return [self._informer]
 
     async def _resync(self) -> None:
@@ -283,13 +283,13 @@ class AppController:
             return int(app.status.endpoint.rsplit(":", 1)[1])
         marker = pb.Application(namespace=app.namespace, name=app.name)
         for port in range(self.settings.endpoint_port_base, self.settings.endpoint_port_base + 10_000):
-            held = await self.records.store.get(keys.endpoint_port(port), pb.Application)
+            held = await self.records.store.get(keyspace.endpoint_port(port), pb.Application)
             if held is not None:
                 if (held.value.namespace, held.value.name) == (app.namespace, app.name):
                     return port
                 continue
             with contextlib.suppress(errors.AlreadyExists):
-                await self.records.store.create(keys.endpoint_port(port), marker)
+                await self.records.store.create(keyspace.endpoint_port(port), marker)
                 return port
         raise errors.ResourceExhausted("no endpoint port left for the application")
 
@@ -305,7 +305,7 @@ class AppController:
         for vm, subgroup in failed.items():
             marker = pb.AppEvent(type="GrowMcis", reason="ReplaceVm", message=f"replacing {vm} for {app.name}")
             with contextlib.suppress(errors.AlreadyExists):
-                await self.records.store.create(keys.replaced(app.namespace, app.mcis, vm), marker)
+                await self.records.store.create(keyspace.replaced(app.namespace, app.mcis, vm), marker)
                 fresh[vm] = subgroup
         for group, target in scaling.replacements(fresh, sizes).items():
             gone = sorted(vm for vm, sg in fresh.items() if sg == group)
@@ -432,7 +432,7 @@ class AppController:
             await self.endpoints.remove(app, port)
         if app.status.endpoint:
             with contextlib.suppress(errors.DomainError, ValueError):
-                await self.records.store.delete(keys.endpoint_port(int(app.status.endpoint.rsplit(":", 1)[1])))
+                await self.records.store.delete(keyspace.endpoint_port(int(app.status.endpoint.rsplit(":", 1)[1])))
         await self.records.forget(ns, name)
         for k in [k for k in self._sent if k[:2] == key]:
             del self._sent[k]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
-from ladybug import keys
+from ladybug import keyspace
 from services import errors
 from services.store import Store, Versioned
 
@@ -44,10 +44,10 @@ class Records:
     # ------------------------------------------------------------ applications
 
     async def get(self, ns: str, name: str) -> Versioned[pb.Application]:
-        return await self.store.must_get(keys.app(ns, name), pb.Application, _what(ns, name))
+        return await self.store.must_get(keyspace.app(ns, name), pb.Application, _what(ns, name))
 
     async def find(self, ns: str, name: str) -> Versioned[pb.Application] | None:
-        return await self.store.get(keys.app(ns, name), pb.Application)
+        return await self.store.get(keyspace.app(ns, name), pb.Application)
 
     async def create(self, app: pb.Application) -> pb.Application:
         """Record a new application (revision 1) and its first revision."""
@@ -57,18 +57,18 @@ class Records:
         app.status.phase = pb.PROGRESSING
         app.create_time.CopyFrom(now_ts())
         app.update_time.CopyFrom(app.create_time)
-        await self.store.create(keys.app(app.namespace, app.name), app)
+        await self.store.create(keyspace.app(app.namespace, app.name), app)
         await self.put_revision(app.namespace, app.name, 1, app.spec)
         return app
 
     async def page(self, ns: str, size: int, token: str) -> tuple[list[pb.Application], str]:
         size = PAGE_DEFAULT if size <= 0 else min(size, PAGE_MAX)
-        got = await self.store.page(keys.apps(ns), pb.Application, size, token)
+        got = await self.store.page(keyspace.apps(ns), pb.Application, size, token)
         return [v.value for v in got.items], got.next_key
 
     async def modify(self, ns: str, name: str, change: Callable[[pb.Application], pb.Application | None]
                      ) -> pb.Application:
-        return await self.store.modify(keys.app(ns, name), pb.Application, change, _what(ns, name))
+        return await self.store.modify(keyspace.app(ns, name), pb.Application, change, _what(ns, name))
 
     async def new_revision(self, ns: str, name: str, spec: pb.AppSpec,
                            edit: Callable[[pb.Application], None] | None = None) -> pb.Application:
@@ -96,29 +96,29 @@ class Records:
 
     async def forget(self, ns: str, name: str) -> None:
         """Remove the application and everything kept for it."""
-        await self.store.delete_prefix(keys.revisions(ns, name))
-        await self.store.delete(keys.events(ns, name))
-        await self.store.delete(keys.instances(ns, name))
-        await self.store.delete(keys.app(ns, name))
+        await self.store.delete_prefix(keyspace.revisions(ns, name))
+        await self.store.delete(keyspace.events(ns, name))
+        await self.store.delete(keyspace.instances(ns, name))
+        await self.store.delete(keyspace.app(ns, name))
 
     # --------------------------------------------------------------- revisions
 
     async def put_revision(self, ns: str, name: str, number: int, spec: pb.AppSpec, outcome: str = "") -> None:
         """Write revision `number` (same number, same spec: harmless to repeat) and trim the history."""
         rev = pb.Revision(revision=number, spec=spec, create_time=now_ts(), outcome=outcome)
-        await self.store.put(keys.revision(ns, name, number), rev)
-        prefix = keys.revisions(ns, name)
+        await self.store.put(keyspace.revision(ns, name, number), rev)
+        prefix = keyspace.revisions(ns, name)
         if await self.store.count(prefix) > self.revisions_max:
             old = await self.store.page(prefix, pb.Revision, await self.store.count(prefix) - self.revisions_max)
             for item in old.items:
                 await self.store.delete(item.key)
 
     async def revision(self, ns: str, name: str, number: int) -> pb.Revision | None:
-        got = await self.store.get(keys.revision(ns, name, number), pb.Revision)
+        got = await self.store.get(keyspace.revision(ns, name, number), pb.Revision)
         return got.value if got else None
 
     async def revisions(self, ns: str, name: str) -> list[pb.Revision]:
-        return [v.value for v in await self.store.list_all(keys.revisions(ns, name), pb.Revision)]
+        return [v.value for v in await self.store.list_all(keyspace.revisions(ns, name), pb.Revision)]
 
     async def mark_revision(self, ns: str, name: str, number: int, outcome: str) -> None:
         def change(rev: pb.Revision) -> pb.Revision | None:
@@ -128,7 +128,7 @@ class Records:
             return rev
 
         with contextlib.suppress(errors.NotFound):  # trimmed from the history
-            await self.store.modify(keys.revision(ns, name, number), pb.Revision, change, f"revision {number}")
+            await self.store.modify(keyspace.revision(ns, name, number), pb.Revision, change, f"revision {number}")
 
     # ------------------------------------------------------------------ events
 
@@ -136,7 +136,7 @@ class Records:
         """Append to the app's log, dropping the oldest beyond `events_max`."""
         if not events:
             return
-        key = keys.events(ns, name)
+        key = keyspace.events(ns, name)
         for event in events:
             if not event.HasField("time"):
                 event.time.CopyFrom(now_ts())
@@ -157,17 +157,17 @@ class Records:
         raise errors.Aborted(f"the events of {_what(ns, name)} are being written by many at once; retry")
 
     async def events(self, ns: str, name: str) -> list[pb.AppEvent]:
-        got = await self.store.get(keys.events(ns, name), pb.EventLog)
+        got = await self.store.get(keyspace.events(ns, name), pb.EventLog)
         return list(got.value.events) if got else []
 
     # --------------------------------------------------------------- instances
 
     async def instances(self, ns: str, name: str) -> Versioned[pb.InstanceSet] | None:
-        return await self.store.get(keys.instances(ns, name), pb.InstanceSet)
+        return await self.store.get(keyspace.instances(ns, name), pb.InstanceSet)
 
     async def put_instances(self, ns: str, name: str, wanted: pb.InstanceSet, mod_revision: int | None) -> None:
         """Write the wanted instances under CAS (None: the record must not exist yet)."""
-        key = keys.instances(ns, name)
+        key = keyspace.instances(ns, name)
         if mod_revision is None:
             await self.store.create(key, wanted)
         else:

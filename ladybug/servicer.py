@@ -11,7 +11,7 @@ from google.protobuf import empty_pb2
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
 from cbapi.ladybug.v1 import ladybug_pb2 as pb
 from cbapi.ladybug.v1 import ladybug_pb2_grpc
-from ladybug import keys, validation
+from ladybug import keyspace, validation
 from ladybug.clients import Dragonfly, Tumblebug
 from ladybug.records import Records, now_ts
 from services import errors
@@ -284,7 +284,7 @@ class LadybugServicer(ladybug_pb2_grpc.LadybugServicer):
         start = await store.revision()
         cur = await self.records.get(ns, name)
         yield cur.value
-        key = keys.app(ns, name)
+        key = keyspace.app(ns, name)
         async for ev in store.watch(key, start + 1):
             if ev.key != key:
                 continue  # another app whose name starts with this one's

@@ -20,7 +20,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.secrets import Sealer
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 
 COLLECTION = "ssh-keys"
 
@@ -76,18 +76,18 @@ class Keyring:
 
     def sealed(self, ns: str, name: str, private_key: str) -> tuple[str, pb.SealedKey]:
         """The record to write (with the resource record, in one transaction)."""
-        key = keys.secret(ns, COLLECTION, name)
+        key = keyspace.secret(ns, COLLECTION, name)
         return key, pb.SealedKey(sealed=self.sealer.seal(private_key.encode(), key))
 
     async def private_key(self, ns: str, name: str) -> str | None:
         """The private key of SSH key `name`, or None when tumblebug holds none.
 
         FailedPrecondition when it cannot be opened (the server's secret key changed)."""
-        key = keys.secret(ns, COLLECTION, name)
+        key = keyspace.secret(ns, COLLECTION, name)
         found = await self.store.get(key, pb.SealedKey)
         if found is None:
             return None
         return self.sealer.open(found.value.sealed, key).decode()
 
     async def forget(self, ns: str, name: str) -> None:
-        await self.store.delete(keys.secret(ns, COLLECTION, name))
+        await self.store.delete(keyspace.secret(ns, COLLECTION, name))

@@ -5,7 +5,7 @@ not what runs now: a request is judged against what the namespace will hold once
 use never drifts from the records (nothing is counted up and down beside them).
 
 Every write that adds to a namespace's use commits together with its quota record
-(`keys.quota(ns)`), whose `serial` it bumps, guarded by the revision read before the use was
+(`keyspace.quota(ns)`), whose `serial` it bumps, guarded by the revision read before the use was
 counted. Two requests that both fit only alone cannot both commit: the second loses the
 compare-and-swap, counts again, and is refused. Writes that only lower use need no guard.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 
 ATTEMPTS = 30
 DIMENSIONS = ("vms", "vcpus", "mcis")
@@ -67,7 +67,7 @@ class Quotas:
         total = pb.QuotaUsage()
         after = ""
         while True:
-            page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, 500, after)
+            page = await self.store.children(keyspace.mcis_prefix(ns), pb.Mcis, 500, after)
             for item in page.items:
                 if item.value.name != skip:
                     total = _plus(total, used_by(item.value))
@@ -76,7 +76,7 @@ class Quotas:
             after = page.next_key
 
     async def get(self, ns: str) -> pb.NamespaceQuota:
-        found = await self.store.get(keys.quota(ns), pb.QuotaRecord)
+        found = await self.store.get(keyspace.quota(ns), pb.QuotaRecord)
         return pb.NamespaceQuota(namespace=ns, limits=self.limits(found.value if found else None),
                                  usage=await self.usage(ns))
 
@@ -90,7 +90,7 @@ class Quotas:
             rec.limits.MergeFrom(limits)
             return rec
 
-        key = keys.quota(ns)
+        key = keyspace.quota(ns)
         for _ in range(ATTEMPTS):
             found = await self.store.get(key, pb.QuotaRecord)
             try:
@@ -104,12 +104,12 @@ class Quotas:
         raise errors.Aborted(f"the quota of namespace {ns!r} is being changed by many writers at once; retry")
 
     async def forget(self, ns: str) -> None:
-        await self.store.delete(keys.quota(ns))
+        await self.store.delete(keyspace.quota(ns))
 
     async def check(self, ns: str, extra: pb.QuotaUsage) -> None:
         """Whether `extra` more would fit now (unguarded: for refusing before anything is made;
         `write` decides)."""
-        guard = await self.store.get(keys.quota(ns), pb.QuotaRecord)
+        guard = await self.store.get(keyspace.quota(ns), pb.QuotaRecord)
         grows = [d for d in DIMENSIONS if getattr(extra, d) > 0]
         if grows:
             self._check(ns, self.limits(guard.value if guard else None), await self.usage(ns),
@@ -120,7 +120,7 @@ class Quotas:
         """Create or change the MCIS record `name` with `change` (it gets a copy of the record, or
         None when there is none, and returns the new one, or None to leave it), refused with
         RESOURCE_EXHAUSTED when that would take the namespace over a limit it is not already over."""
-        key, quota_key = keys.mcis(ns, name), keys.quota(ns)
+        key, quota_key = keyspace.mcis(ns, name), keyspace.quota(ns)
         for attempt in range(ATTEMPTS):
             guard = await self.store.get(quota_key, pb.QuotaRecord)  # read before use is counted
             current = await self.store.get(key, pb.Mcis)

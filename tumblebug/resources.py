@@ -21,7 +21,7 @@ from services.names import check_name
 from services.paging import page_size
 from services.proto_time import now
 from services.store import Store
-from tumblebug import keyring, keys
+from tumblebug import keyring, keyspace
 from tumblebug.keyring import Keyring
 from tumblebug.namespaces import Namespaces
 from tumblebug.spider_client import Spider
@@ -43,7 +43,7 @@ def collection_field(collection: str) -> str:
 
 def default_name(kind: str, connection: str) -> str:
     """The name of a connection's default resource in a namespace."""
-    return keys.spider_name("default", kind, connection)
+    return keyspace.spider_name("default", kind, connection)
 
 
 class Resources:
@@ -55,12 +55,12 @@ class Resources:
 
     async def get(self, ns: str, collection: str, name: str) -> pb.Resource:
         collection_field(collection)
-        found = await self.store.must_get(keys.resource(ns, collection, name), pb.Resource,
+        found = await self.store.must_get(keyspace.resource(ns, collection, name), pb.Resource,
                                           f"{collection[:-1]} {name!r} in namespace {ns!r}")
         return found.value
 
     async def ready(self, ns: str, collection: str, name: str, field: str) -> pb.Resource:
-        found = await self.store.get(keys.resource(ns, collection, name), pb.Resource)
+        found = await self.store.get(keyspace.resource(ns, collection, name), pb.Resource)
         if found is None:
             raise errors.NotFound(f"{field}: {collection[:-1]} {name!r} not found in namespace {ns!r}")
         if found.value.status != READY:
@@ -70,7 +70,7 @@ class Resources:
     async def list(self, ns: str, collection: str, size: int, token: str) -> tuple[list[pb.Resource], str]:
         collection_field(collection)
         await self.namespaces.get(ns)
-        page = await self.store.page(keys.resources(ns, collection), pb.Resource, page_size(size), token)
+        page = await self.store.page(keyspace.resources(ns, collection), pb.Resource, page_size(size), token)
         return [i.value for i in page.items], page.next_key
 
     async def create(self, ns: str, collection: str, resource: pb.Resource, request_id: str) -> pb.Resource:
@@ -88,13 +88,13 @@ class Resources:
         record.collection = collection
         record.status = CREATING
         record.request_id = request_id or uuid.uuid4().hex
-        record.iid.CopyFrom(common.IID(name=keys.spider_name(ns, resource.name)))
+        record.iid.CopyFrom(common.IID(name=keyspace.spider_name(ns, resource.name)))
         record.create_time.CopyFrom(now())
         # A key to generate is made here, not by the cloud, so that it is sealed in the same write as
         # the intent: a crash anywhere after leaves no key pair whose private half is lost.
         generate = record.HasField("ssh_key") and not (resource.ssh_key.public_key or resource.ssh_key.private_key)
         private_key = _take_private_key(record) if record.HasField("ssh_key") else ""
-        key = keys.resource(ns, collection, resource.name)
+        key = keyspace.resource(ns, collection, resource.name)
         try:
             await self._record(ns, key, record, private_key)
         except errors.AlreadyExists:
@@ -132,7 +132,7 @@ class Resources:
 
     async def drive(self, ns: str, record: pb.Resource) -> pb.Resource:
         """Make the spider resource of a Creating record and store the result."""
-        key = keys.resource(ns, record.collection, record.name)
+        key = keyspace.resource(ns, record.collection, record.name)
         try:
             made = await self._make(ns, record)
         except errors.DomainError as err:
@@ -206,7 +206,7 @@ class Resources:
         # without its record (which would block making the name again).
         if rec.HasField("ssh_key"):
             await self.keyring.forget(ns, name)
-        await self.store.delete(keys.resource(ns, collection, name))
+        await self.store.delete(keyspace.resource(ns, collection, name))
 
     async def _destroy(self, rec: pb.Resource) -> None:
         request = spb.DeleteResourceRequest(connection=rec.connection, name=rec.iid.name)
@@ -231,8 +231,8 @@ class Resources:
     async def resume_pending(self) -> int:
         """Finish every resource left Creating by a tumblebug that stopped (same request IDs)."""
         done = 0
-        for ns in await self.store.list_all(keys.namespace(), pb.Namespace):
-            for item in await self.store.list_all(keys.resources(ns.value.name), pb.Resource):
+        for ns in await self.store.list_all(keyspace.namespace(), pb.Namespace):
+            for item in await self.store.list_all(keyspace.resources(ns.value.name), pb.Resource):
                 if item.value.status != CREATING:
                     continue
                 try:
@@ -267,7 +267,7 @@ class Resources:
     async def _ensure(self, ns: str, collection: str, want: pb.Resource) -> None:
         # One request ID per default resource: whoever drives it, spider makes it once.
         request_id = f"default:{ns}:{collection}:{want.name}"
-        key = keys.resource(ns, collection, want.name)
+        key = keyspace.resource(ns, collection, want.name)
         deadline = time.monotonic() + 120
         while True:
             found = await self.store.get(key, pb.Resource)

@@ -22,7 +22,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.agents import UNHEALTHY_AFTER_INTERVALS, Agents, stamp
 from dragonfly.alerts.rules import AGENT_UNHEALTHY, METRIC, Compiled, Window, compile_rule
 from dragonfly.alerts.webhook import WebhookSink
@@ -54,8 +54,8 @@ class AlertEngine:
         self.sink = sink
         self.events_max = events_max
         self.tick_s = tick_s
-        self.rules = Informer(store, keys.alert_rules(), _decode_rule, self._rules_changed)
-        self.firing = Informer(store, keys.alert_firing(), _decode_event, lambda _key: None)
+        self.rules = Informer(store, keyspace.alert_rules(), _decode_rule, self._rules_changed)
+        self.firing = Informer(store, keyspace.alert_firing(), _decode_event, lambda _key: None)
         # Metric rules by (ns, group): the collector path looks up only the rules a sample can match.
         self._metric: dict[tuple[str, str], list[Compiled]] = {}
         self._health: list[Compiled] = []
@@ -86,7 +86,7 @@ class AlertEngine:
     def _rules_changed(self, key: str) -> None:
         metric: dict[tuple[str, str], list[Compiled]] = {}
         health: list[Compiled] = []
-        for rule_key, entry in self.rules.under(keys.alert_rules()):
+        for rule_key, entry in self.rules.under(keyspace.alert_rules()):
             assert isinstance(entry.value, pb.AlertRule)
             compiled = compile_rule(rule_key, entry.value)
             if entry.value.kind == AGENT_UNHEALTHY:
@@ -130,7 +130,7 @@ class AlertEngine:
             self.check_health()
 
     def _judge(self, rule: Compiled, vm_key: str, verdict: bool | None, value: float) -> None:
-        firing_key = keys.alert_firing(rule.rule.ns, rule.rule.name, vm_key)
+        firing_key = keyspace.alert_firing(rule.rule.ns, rule.rule.name, vm_key)
         if verdict is None or firing_key in self._busy or (firing_key in self.firing.cache) == verdict:
             return
         self._busy.add(firing_key)
@@ -181,7 +181,7 @@ class AlertEngine:
 
     async def retire(self, ns: str, rule_name: str, why: str) -> None:
         """Resolve everything a rule has firing (it was deleted or replaced)."""
-        prefix = keys.alert_firing(ns, rule_name)
+        prefix = keyspace.alert_firing(ns, rule_name)
         for item in await self.store.list_all(prefix, pb.AlertEvent):
             firing = item.value
             try:
@@ -202,7 +202,7 @@ class AlertEngine:
         of it) and resolve what they had firing, and drop what fires for the gone VM `gone_vm`
         (`ns.mcis.vm`) under wider rules; the number of rules deleted."""
         gone = 0
-        for item in await self.store.list_all(keys.alert_rules(ns), pb.AlertRule):
+        for item in await self.store.list_all(keyspace.alert_rules(ns), pb.AlertRule):
             rule = item.value
             if (mcis and rule.mcis != mcis) or (vm and rule.vm != vm):
                 continue
@@ -210,7 +210,7 @@ class AlertEngine:
                 gone += 1
                 await self.retire(ns, rule.name, "what it watched was removed")
         if gone_vm:
-            for entry in await self.store.list_all(keys.alert_firing(ns), pb.AlertEvent):
+            for entry in await self.store.list_all(keyspace.alert_firing(ns), pb.AlertEvent):
                 if entry.key.endswith("/" + gone_vm):
                     await self.store.delete(entry.key)
                     self.firing.cache.pop(entry.key, None)
@@ -227,13 +227,13 @@ class AlertEngine:
             log.warning("alert event not published", extra={"event": event.id, "error": err.message})
         log.info("alert", extra={"rule": event.rule, "vm": event.vm, "state": pb.AlertState.Name(event.state)})
         try:
-            await self.store.put(keys.alert_events(event.ns) + event.id, event)
+            await self.store.put(keyspace.alert_events(event.ns) + event.id, event)
             await self._trim(event.ns)
         except errors.DomainError as err:
             log.warning("alert event not stored", extra={"event": event.id, "error": err.message})
 
     async def _trim(self, ns: str) -> None:
-        prefix = keys.alert_events(ns)
+        prefix = keyspace.alert_events(ns)
         excess = await self.store.count(prefix) - self.events_max
         if excess > 0:
             # Ids start with the time, so the first keys are the oldest.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.agents import Agents, stamp
 from dragonfly.alerts.engine import AlertEngine
 from dragonfly.alerts.rules import validate
@@ -34,19 +34,19 @@ class RuleBook:
         await self._check_scope(rule)
         rule.created_time.CopyFrom(stamp(time.time()))
         try:
-            await self.store.create(keys.alert_rule(rule.ns, rule.name), rule)
+            await self.store.create(keyspace.alert_rule(rule.ns, rule.name), rule)
         except errors.AlreadyExists as err:
             raise errors.AlreadyExists(f"alert rule {rule.name!r} already exists in namespace {rule.ns!r}") from err
         return rule
 
     async def get(self, ns: str, name: str) -> pb.AlertRule:
         check_name(ns, "ns")
-        found = await self.store.must_get(keys.alert_rule(ns, name), pb.AlertRule, f"alert rule {name!r}")
+        found = await self.store.must_get(keyspace.alert_rule(ns, name), pb.AlertRule, f"alert rule {name!r}")
         return found.value
 
     async def page(self, ns: str, size: int, token: str) -> Page[pb.AlertRule]:
         check_name(ns, "ns")
-        return await self.store.page(keys.alert_rules(ns), pb.AlertRule, size, token)
+        return await self.store.page(keyspace.alert_rules(ns), pb.AlertRule, size, token)
 
     async def replace(self, ns: str, name: str, body: pb.AlertRule) -> pb.AlertRule:
         """Replace a rule (its creation time kept) and retire what it had firing."""
@@ -62,7 +62,7 @@ class RuleBook:
             rule.created_time.CopyFrom(cur.created_time)
             return rule
 
-        updated = await self.store.modify(keys.alert_rule(rule.ns, rule.name), pb.AlertRule, keep_created,
+        updated = await self.store.modify(keyspace.alert_rule(rule.ns, rule.name), pb.AlertRule, keep_created,
                                           f"alert rule {rule.name!r}")
         await self.engine.retire(rule.ns, rule.name, "the rule was changed")
         return updated
@@ -70,13 +70,13 @@ class RuleBook:
     async def delete(self, ns: str, name: str) -> None:
         """Delete a rule and retire what it had firing; NOT_FOUND if there is none."""
         check_name(ns, "ns")
-        if not await self.store.delete(keys.alert_rule(ns, name)):
+        if not await self.store.delete(keyspace.alert_rule(ns, name)):
             raise errors.NotFound(f"alert rule {name!r} not found")
         await self.engine.retire(ns, name, "the rule was deleted")
 
     async def events(self, ns: str, size: int, token: str) -> Page[pb.AlertEvent]:
         check_name(ns, "ns")
-        return await self.store.page(keys.alert_events(ns), pb.AlertEvent, size, token)
+        return await self.store.page(keyspace.alert_events(ns), pb.AlertEvent, size, token)
 
     async def _check_scope(self, rule: pb.AlertRule) -> None:
         """NOT_FOUND unless dragonfly monitors something in the rule's scope: an agent credential

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from services.gateway.descriptors import Comments
-from services.gateway.routes import Kind, Route, RouteTable
+from services.gateway.routes import Route, RouteTable, SegmentKind
 from services.gateway.transcode import WELL_KNOWN, is_map, is_repeated
 
 F = FieldDescriptor
@@ -162,7 +162,7 @@ class DocumentBuilder:
             schema = self._single(f)
             if schema.get("type") == "string" and schema.get("format") is None and "enum" not in schema:
                 # A path segment cannot be empty or hold a slash (multi-segment variables aside).
-                multi = var.end - var.start > 1 or any(s.kind is Kind.DSTAR for s in t.segments[var.start:var.end])
+                multi = var.end - var.start > 1 or any(s.kind is SegmentKind.DSTAR for s in t.segments[var.start:var.end])
                 schema = {**schema, "minLength": 1} if multi else {**schema, "pattern": "^[^/]+$"}
             param: Schema = {"name": var.field_path, "in": "path", "required": True, "schema": schema}
             text = self.comments.get(f.full_name)

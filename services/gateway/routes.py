@@ -30,7 +30,9 @@ class TemplateError(ValueError):
     """A path template that does not follow the HttpRule grammar."""
 
 
-class Kind(Enum):
+class SegmentKind(Enum):
+    """What one segment of a path template matches: itself, one segment (`*`), or the rest (`**`)."""
+
     LITERAL = "literal"
     STAR = "*"
     DSTAR = "**"
@@ -38,7 +40,7 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class Segment:
-    kind: Kind
+    kind: SegmentKind
     text: str = ""
 
 
@@ -62,11 +64,11 @@ class Template:
 
     @property
     def literal_count(self) -> int:
-        return sum(1 for s in self.segments if s.kind is Kind.LITERAL)
+        return sum(1 for s in self.segments if s.kind is SegmentKind.LITERAL)
 
     @property
     def has_dstar(self) -> bool:
-        return any(s.kind is Kind.DSTAR for s in self.segments)
+        return any(s.kind is SegmentKind.DSTAR for s in self.segments)
 
     def openapi_path(self) -> str:
         """The template as an OpenAPI path: each variable becomes `{field.path}`."""
@@ -80,7 +82,7 @@ class Template:
                 i = max(var.end, i + 1)
                 continue
             seg = self.segments[i]
-            parts.append(seg.text if seg.kind is Kind.LITERAL else seg.kind.value)
+            parts.append(seg.text if seg.kind is SegmentKind.LITERAL else seg.kind.value)
             i += 1
         return "/" + "/".join(parts) + (f":{self.verb}" if self.verb else "")
 
@@ -90,11 +92,11 @@ class Template:
         ends: list[int] = []  # ends[i]: index in `segments` after template segment i
         pos = 0
         for seg in self.segments:
-            if seg.kind is Kind.DSTAR:
+            if seg.kind is SegmentKind.DSTAR:
                 pos = n
             elif pos >= n:
                 return None
-            elif seg.kind is Kind.LITERAL:
+            elif seg.kind is SegmentKind.LITERAL:
                 if unquote(segments[pos]) != seg.text:
                     return None
                 pos += 1
@@ -109,7 +111,7 @@ class Template:
         for var in self.variables:
             first = ends[var.start - 1] if var.start > 0 else 0
             raw = segments[first:ends[var.end - 1]]
-            if len(raw) == 1 and var.end - var.start == 1 and self.segments[var.start].kind is Kind.STAR:
+            if len(raw) == 1 and var.end - var.start == 1 and self.segments[var.start].kind is SegmentKind.STAR:
                 out[var.field_path] = unquote(raw[0])
             else:
                 out[var.field_path] = "/".join(_unquote_keep_slash(r) for r in raw)
@@ -163,7 +165,7 @@ def parse_template(text: str) -> Template:
         else:
             segments.append(_segment(token, text))
     for i, seg in enumerate(segments):
-        if seg.kind is Kind.DSTAR and i != len(segments) - 1:
+        if seg.kind is SegmentKind.DSTAR and i != len(segments) - 1:
             raise TemplateError(f"{text!r}: '**' must be the last segment")
     return Template(text, tuple(segments), tuple(variables), verb)
 
@@ -190,12 +192,12 @@ def _split_top(body: str, text: str) -> list[str]:
 
 def _segment(token: str, text: str) -> Segment:
     if token == "*":
-        return Segment(Kind.STAR)
+        return Segment(SegmentKind.STAR)
     if token == "**":
-        return Segment(Kind.DSTAR)
+        return Segment(SegmentKind.DSTAR)
     if not _LITERAL.match(token):
         raise TemplateError(f"{text!r}: bad segment {token!r}")
-    return Segment(Kind.LITERAL, unquote(token))
+    return Segment(SegmentKind.LITERAL, unquote(token))
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ class RouteTable:
         self._wild: list[Route] = []
         for route in sorted(self.routes, key=Route.sort_key):
             first = route.template.segments[0]
-            if first.kind is Kind.LITERAL:
+            if first.kind is SegmentKind.LITERAL:
                 self._by_head.setdefault(first.text, []).append(route)
             else:
                 self._wild.append(route)

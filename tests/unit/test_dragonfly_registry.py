@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.agents import Agents
 from dragonfly.protocol.subjects import VmId
 from services import errors
@@ -64,7 +64,7 @@ async def register_all(agents: Agents, msgs: list[Msg]) -> None:
 
 def test_a_burst_of_registrations_takes_few_transactions_and_answers_every_request() -> None:
     vms = [VmId("ns", f"m{i % 3}", f"vm-{i}") for i in range(150)]
-    store = TxnStore({keys.mcis_config("ns", "m1"): 30.0})
+    store = TxnStore({keyspace.mcis_config("ns", "m1"): 30.0})
     bus = Replies()
     agents = Agents(store, bus, 1.0)  # type: ignore[arg-type]
     # vm-0 asked twice (its first request timed out): one record, both requests answered.
@@ -72,10 +72,10 @@ def test_a_burst_of_registrations_takes_few_transactions_and_answers_every_reque
     asyncio.run(register_all(agents, msgs))
     assert len(store.txns) == 3  # 150 agents, 64 a transaction (etcd takes 128 operations)
     assert all(len(puts) + len(gets) <= 128 for puts, gets in store.txns)
-    assert all(sorted(gets) == sorted({keys.mcis_config("ns", k.split("/")[-2]) for k in puts})
+    assert all(sorted(gets) == sorted({keyspace.mcis_config("ns", k.split("/")[-2]) for k in puts})
                for puts, gets in store.txns)
     assert len(store.records) == 150 and agents.registrations_recorded == 150
-    first = store.records[keys.agent(vms[0])]
+    first = store.records[keyspace.agent(vms[0])]
     assert isinstance(first, pb.Agent) and first.boot == "b2"  # the newest registration is what is kept
     answered = {subject: json.loads(data)["interval_s"] for subject, data in bus.published}
     assert len(bus.published) == 151

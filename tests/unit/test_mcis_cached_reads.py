@@ -9,7 +9,7 @@ from cbapi.common.v1 import common_pb2 as common
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Informer, Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis.reads import McisReads
 from tumblebug.mcis.reconciler import Reconciler, _decode, _group
 from tumblebug.mcis.summaries import McisSummaries
@@ -35,10 +35,10 @@ class Unreachable(Store):
 def _reconciler() -> Reconciler:
     store = Store("127.0.0.1", 1)
     rec = Reconciler(store, Spider("127.0.0.1:1"), TumblebugSettings(), Monitoring(""))
-    rec.informer = Informer(store, keys.NS_ROOT, _decode, lambda _k: None, _group)
-    rec.informer.wrote(keys.mcis("ns", "m"), pb.Mcis(name="m", status="Running:2 (R:2/2)"), 10)
+    rec.informer = Informer(store, keyspace.NS_ROOT, _decode, lambda _k: None, _group)
+    rec.informer.wrote(keyspace.mcis("ns", "m"), pb.Mcis(name="m", status="Running:2 (R:2/2)"), 10)
     for name in ("g-2", "g-1"):
-        rec.informer.wrote(keys.vm("ns", "m", name), pb.McisVm(name=name, status=common.RUNNING), 11)
+        rec.informer.wrote(keyspace.vm("ns", "m", name), pb.McisVm(name=name, status=common.RUNNING), 11)
     rec.informer.synced.set()
     rec.informer.seen = 20
     return rec
@@ -50,7 +50,7 @@ async def test_the_cache_serves_a_copy_once_it_has_seen_the_floor() -> None:
     assert got is not None and got.status == "Running:2 (R:2/2)"
     assert [v.name for v in got.vms] == ["g-1", "g-2"]  # key order, as etcd lists them
     got.status = "changed by a reader"
-    assert rec.cache.cache[keys.mcis("ns", "m")].value.status == "Running:2 (R:2/2)"  # type: ignore[attr-defined]
+    assert rec.cache.cache[keyspace.mcis("ns", "m")].value.status == "Running:2 (R:2/2)"  # type: ignore[attr-defined]
     assert rec.read_mcis("ns", "m", floor=21, with_vms=False) is None  # an API write it has not seen yet
     assert rec.read_mcis("ns", "other", floor=0, with_vms=False) is None  # not held: ask etcd
     rec.informer.synced.clear()  # type: ignore[union-attr]
@@ -74,9 +74,9 @@ async def test_get_mcis_reads_the_view_or_else_the_store() -> None:
 async def test_an_api_only_replica_keeps_mcis_records_only_and_serves_them_from_memory() -> None:
     summaries = McisSummaries(Store("127.0.0.1", 1))
     informer = summaries.informer
-    informer._apply(keys.mcis("ns", "m"), pb.Mcis(name="m", status="Creating").SerializeToString(), 10)
-    informer._apply(keys.vm("ns", "m", "g-1"), pb.McisVm(name="g-1").SerializeToString(), 11)
-    assert list(informer.cache) == [keys.mcis("ns", "m")]  # VM records are not decoded or kept
+    informer._apply(keyspace.mcis("ns", "m"), pb.Mcis(name="m", status="Creating").SerializeToString(), 10)
+    informer._apply(keyspace.vm("ns", "m", "g-1"), pb.McisVm(name="g-1").SerializeToString(), 11)
+    assert list(informer.cache) == [keyspace.mcis("ns", "m")]  # VM records are not decoded or kept
     assert summaries.read_mcis("ns", "m", floor=0, with_vms=False) is None  # not filled yet: etcd
     informer.synced.set()
     informer.seen = 20

@@ -19,7 +19,7 @@ from cbapi.spider.v1 import spider_pb2 as spb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis import decisions
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.decisions import AGENT_NOTE, Step
@@ -104,7 +104,7 @@ class Actions:
     async def _spider_name(self, ns: str, collection: str, name: str) -> str:
         key = (ns, collection, name)
         if key not in self.res_names:
-            found = await self.store.must_get(keys.resource(ns, collection, name), pb.Resource,
+            found = await self.store.must_get(keyspace.resource(ns, collection, name), pb.Resource,
                                               f"{collection[:-1]} {name!r}")
             self.res_names[key] = found.value.iid.name
         return self.res_names[key]

@@ -8,7 +8,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.proto_time import now
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis import status
 from tumblebug.mcis.reads import McisReads
 from tumblebug.resources import Resources
@@ -28,7 +28,7 @@ class DataDisks:
         """Attach (or detach) a namespace data disk to an MCIS VM through spider, then record it on
         the VM. Spider's answer is the truth: a retry after a lost record write finds the disk
         already where it was asked to be and only records it."""
-        ns, vm_key = req.namespace, keys.vm(req.namespace, req.mcis, req.name)
+        ns, vm_key = req.namespace, keyspace.vm(req.namespace, req.mcis, req.name)
         field = "data_disk"
         if not req.data_disk:
             raise errors.InvalidArgument.field(field, "is required")

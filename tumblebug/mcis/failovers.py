@@ -33,7 +33,7 @@ from services import errors
 from services.proto_time import now
 from services.store import Store
 from services.store.conflicts import retry_on_conflict
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.failover import DEFAULT_MAX_MOVES, Move, Stay, decide, is_capacity_error
 from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.mcis.events import FAILOVER, FAILOVER_FAILED, add_event
@@ -144,13 +144,13 @@ class Failovers:
     async def handle(self, key: str, err: errors.DomainError) -> bool:
         """Act on a refused create of the VM at `key`: True when failover took it (moved, or marked
         Failed with its reason), False when it is not failover's (the caller marks it Failed)."""
-        parsed = keys.parse(key)
+        parsed = keyspace.parse(key)
         if parsed is None or not is_capacity_error(err):
             return False
         ns, name, _ = parsed
         lock = self.locks.setdefault((ns, name), asyncio.Lock())
         async with lock:
-            head = await self.store.get(keys.mcis(ns, name), pb.Mcis)
+            head = await self.store.get(keyspace.mcis(ns, name), pb.Mcis)
             if head is None or head.value.deleting:
                 return False
             mcis = head.value
@@ -215,7 +215,7 @@ class Failovers:
         provider, region = await self.where(target.connection)
 
         async def attempt() -> None:
-            head = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r}")
+            head = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r}")
             found = await self.store.must_get(key, pb.McisVm, f"VM {key!r}")
             mcis, vm = head.value, found.value
             if mcis.deleting or vm.removing or vm.iid.csp_id:
@@ -231,14 +231,14 @@ class Failovers:
                 name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
                 target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
                 provider=provider, region=region, index=index, origin=vm.origin,
-                iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=now(), update_time=now(),
+                iid=common.IID(name=keyspace.spider_name(ns, name, vm_name)), create_time=now(), update_time=now(),
                 failovers=[*vm.failovers, note])
             vm.removing = True
             vm.failovers.append(note)
             vm.error = f"failover: {note}"
             vm.update_time.CopyFrom(now())
             # The successor's key must be new (a create compare): a name taken meanwhile retries.
-            await self.records.commit([(keys.vm(ns, name, vm_name), successor)],
+            await self.records.commit([(keyspace.vm(ns, name, vm_name), successor)],
                                       [(head.key, mcis, head.mod_revision), (key, vm, found.mod_revision)])
             log.info("failover", extra={"vm": key, "to": vm_name, "move": note})
 
@@ -246,7 +246,7 @@ class Failovers:
 
     async def _stay(self, ns: str, name: str, key: str, why: str, stay: Stay) -> None:
         async def attempt() -> None:
-            head = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r}")
+            head = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r}")
             found = await self.store.must_get(key, pb.McisVm, f"VM {key!r}")
             mcis, vm = head.value, found.value
             if vm.removing or vm.iid.csp_id:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 
 
 class McisFollowing:
@@ -21,7 +21,7 @@ class McisFollowing:
 
     async def watch(self, ns: str, name: str) -> AsyncIterator[pb.Mcis]:
         """The MCIS now, then each new version of its record; ends when it is deleted."""
-        key = keys.mcis(ns, name)
+        key = keyspace.mcis(ns, name)
         current = await self.store.must_get(key, pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
         yield current.value
         # The one key: a prefix watch of it would bring every event of its VM records too.

@@ -6,7 +6,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis.reads import McisReads
 from tumblebug.mcis.remote import RemoteCommands
 from tumblebug.monitoring import Monitoring
@@ -28,7 +28,7 @@ class McisProxies:
         if req.timeout_s < 0 or req.timeout_s > 3600:
             raise errors.InvalidArgument.field("timeout_s", "must be within 0..3600 seconds")
         mcis = await self.reads.get(req.namespace, req.name)
-        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)
+        vms = [v.value for v in await self.store.list_all(keyspace.vms(req.namespace, req.name), pb.McisVm)
                if not v.value.removing and (not req.subgroup or v.value.subgroup == req.subgroup)
                and (not req.vm or v.value.name == req.vm)]
         if not vms:

@@ -8,7 +8,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.paging import page_size
 from services.store import Informer, Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.monitoring import Monitoring
 from tumblebug.namespaces import Namespaces
@@ -27,7 +27,7 @@ def cached_mcis(informer: Informer | None, ns: str, name: str, floor: int) -> pb
     """A copy of the MCIS record an informer holds, once it has seen revision `floor`; else None."""
     if informer is None or not informer.synced.is_set() or informer.seen < floor:
         return None
-    entry = informer.cache.get(keys.mcis(ns, name))
+    entry = informer.cache.get(keyspace.mcis(ns, name))
     if entry is None:
         return None
     out = pb.Mcis()
@@ -53,29 +53,29 @@ class McisReads:
         if cached is not None:
             mcis = cached
         else:
-            found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+            found = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
             mcis = found.value
             if with_vms:
-                mcis.vms.extend(v.value for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm))
+                mcis.vms.extend(v.value for v in await self.store.list_all(keyspace.vms(ns, name), pb.McisVm))
         if with_vms:
             await self._agents(ns, mcis, list(mcis.vms))
         return mcis
 
     async def page(self, ns: str, size: int, token: str) -> tuple[list[pb.Mcis], str]:
         await self.namespaces.get(ns)
-        page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, page_size(size), token)
+        page = await self.store.children(keyspace.mcis_prefix(ns), pb.Mcis, page_size(size), token)
         return [i.value for i in page.items], page.next_key
 
     async def list_vms(self, ns: str, mcis: str, size: int, token: str) -> tuple[list[pb.McisVm], str]:
         head = await self.get(ns, mcis)
-        page = await self.store.page(keys.vms(ns, mcis), pb.McisVm, page_size(size), token)
+        page = await self.store.page(keyspace.vms(ns, mcis), pb.McisVm, page_size(size), token)
         vms = [i.value for i in page.items]
         await self._agents(ns, head, vms)
         return vms, page.next_key
 
     async def get_vm(self, ns: str, mcis: str, name: str) -> pb.McisVm:
         head = await self.get(ns, mcis)
-        found = await self.store.must_get(keys.vm(ns, mcis, name), pb.McisVm, f"VM {name!r} in MCIS {mcis!r}")
+        found = await self.store.must_get(keyspace.vm(ns, mcis, name), pb.McisVm, f"VM {name!r} in MCIS {mcis!r}")
         await self._agents(ns, head, [found.value])
         return found.value
 

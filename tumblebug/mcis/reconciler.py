@@ -38,7 +38,7 @@ from services.controller import Backoff, Controller
 from services.controller.slices import TimeSlice
 from services.proto_time import now
 from services.store import Informer, Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis import decisions
 from tumblebug.mcis.actions import Actions, set_fields, transient
 from tumblebug.mcis.agents import agent_wanted
@@ -72,25 +72,25 @@ WRITE_WAVE = 1000
 
 def mcis_ref(key: str) -> McisRef | None:
     """The MCIS a record belongs to (an MCIS record and its VM records alike)."""
-    parsed = keys.parse(key)
+    parsed = keyspace.parse(key)
     return None if parsed is None else (parsed[0], parsed[1])
 
 
 def _group(key: str) -> str:
     """Informer groups: the VMs of each MCIS together; MCIS records in one group."""
-    parsed = keys.parse(key)
+    parsed = keyspace.parse(key)
     if parsed is None or not parsed[2]:
         return ""
     return f"{parsed[0]}/{parsed[1]}"
 
 
 def _is_vm(key: str) -> bool:
-    parsed = keys.parse(key)
+    parsed = keyspace.parse(key)
     return parsed is not None and bool(parsed[2])
 
 
 def _decode(key: str, raw: bytes) -> Message | None:
-    parsed = keys.parse(key)
+    parsed = keyspace.parse(key)
     if parsed is None:
         return None
     return pb.McisVm.FromString(raw) if parsed[2] else pb.Mcis.FromString(raw)
@@ -133,7 +133,7 @@ class Reconciler:
         self.tallies.clear()
         self.polled.clear()
         self.unsent.clear()
-        self.informer = Informer(self.store, keys.NS_ROOT, _decode, self._changed, _group, own=self._own)
+        self.informer = Informer(self.store, keyspace.NS_ROOT, _decode, self._changed, _group, own=self._own)
         alongside = [self.poller.run] + ([self.revocations.run] if self.monitoring.enabled else [])
         try:
             await self.controller.run(self.informer, alongside=alongside)
@@ -261,7 +261,7 @@ class Reconciler:
     async def reconcile(self, ref: McisRef) -> None:
         """One pass over an MCIS (the controller's sync)."""
         ns, name = ref
-        entry = self.cache.cache.get(keys.mcis(ns, name))
+        entry = self.cache.cache.get(keyspace.mcis(ns, name))
         if entry is None:
             self.tallies.pop(ref, None)
             return
@@ -272,8 +272,8 @@ class Reconciler:
         kind = decisions.pass_kind(mcis)
         if kind is Pass.DELETE and decisions.mcis_gone(mcis, tally.marks):
             with contextlib.suppress(errors.Aborted):
-                await self.store.delete(keys.mcis(ns, name), rev)
-                self.cache.forgot(keys.mcis(ns, name))
+                await self.store.delete(keyspace.mcis(ns, name), rev)
+                self.cache.forgot(keyspace.mcis(ns, name))
                 self.tallies.pop(ref, None)
             return
         if kind is Pass.INTENTS:
@@ -328,7 +328,7 @@ class Reconciler:
     async def _write_mcis(self, ref: McisRef, mcis: pb.Mcis, rev: int) -> None:
         """Write the MCIS record (guarded by `rev`) and pass over it again: what the pass wrote
         (applied intents, a verdict) may need acting on."""
-        key = keys.mcis(*ref)
+        key = keyspace.mcis(*ref)
         self.cache.wrote(key, mcis, await self.store.update(key, mcis, rev))
         self.controller.enqueue(ref)
 
@@ -352,12 +352,12 @@ class Reconciler:
                 vm_name = f"{sg.name}-{index}"
                 # Born `requested`: the record says "asked" before spider is asked, in the transaction
                 # that makes it, so the create sends at once (`decisions.unsent_create`).
-                records.append((keys.vm(ns, name, vm_name), pb.McisVm(
+                records.append((keyspace.vm(ns, name, vm_name), pb.McisVm(
                     name=vm_name, subgroup=sg.name, connection=sg.connection, status=common.CREATING,
                     target_status=common.RUNNING, target_action=pb.ACTION_CREATE, request_id=uuid.uuid4().hex,
                     requested=True,
                     provider=provider, region=region, index=index, origin=mcis.policy_op or mcis.generation,
-                    iid=common.IID(name=keys.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
+                    iid=common.IID(name=keyspace.spider_name(ns, name, vm_name)), create_time=made, update_time=made)))
                 await turn.tick()
 
         async def add(batch: list[tuple[str, pb.McisVm]]) -> None:
@@ -394,7 +394,7 @@ class Reconciler:
         it waited), from the cached VM and MCIS records."""
         ref, key = item
         found = self.cache.cache.get(key)
-        head = self.cache.cache.get(keys.mcis(*ref))
+        head = self.cache.cache.get(keyspace.mcis(*ref))
         if found is None or head is None:
             self.inflight.discard(key)
             return

@@ -10,7 +10,7 @@ from services.names import check_name
 from services.proto_time import now
 from services.store import Store
 from services.store.conflicts import retry_on_conflict
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis.checks import SubgroupChecks
 from tumblebug.resources import Resources
 from tumblebug.spider_client import Spider
@@ -34,7 +34,7 @@ class Registration:
             raise errors.InvalidArgument.field("vms", "at least one VM is required")
         if len(req.vms) > 100:
             raise errors.InvalidArgument.field("vms", "at most 100 VMs per request")
-        found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+        found = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
         existing = next((sg for sg in found.value.subgroups if sg.name == req.subgroup), None)
         if existing is not None and existing.connection != req.connection:
             raise errors.InvalidArgument.field("connection", f"subgroup {req.subgroup!r} is on {existing.connection!r}")
@@ -45,20 +45,20 @@ class Registration:
                 raise errors.InvalidArgument.field("ssh_key", f"{req.ssh_key!r} is on connection {key.connection!r}, "
                                                               f"the VMs on {req.connection!r}")
         users: dict[str, str] = {}  # image → its default user, asked once per request
-        first = max((v.value.index for v in await self.store.list_all(keys.vms(ns, name), pb.McisVm)
+        first = max((v.value.index for v in await self.store.list_all(keyspace.vms(ns, name), pb.McisVm)
                      if v.value.subgroup == req.subgroup), default=0) + 1
         records: list[tuple[str, pb.McisVm]] = []
         for i, want in enumerate(req.vms):
             vm_name = want.name or f"{req.subgroup}-{first + i}"
             check_name(vm_name, f"vms[{i}].name")
-            spider_vm = keys.spider_name(ns, name, vm_name)
+            spider_vm = keyspace.spider_name(ns, name, vm_name)
             await self.spider.call(self.spider.stub.RegisterResource, spb.RegisterResourceRequest(
                 connection=req.connection, collection="vms", name=spider_vm, csp_id=want.csp_id))
             seen = await self.spider.call(self.spider.stub.GetVm, spb.GetResourceRequest(
                 connection=req.connection, name=spider_vm))
             if not req.ssh_user and seen.image not in users:
                 users[seen.image] = await self.checks.login_user(req.connection, seen.image)
-            records.append((keys.vm(ns, name, vm_name), pb.McisVm(
+            records.append((keyspace.vm(ns, name, vm_name), pb.McisVm(
                 name=vm_name, subgroup=req.subgroup, connection=req.connection, status=seen.status,
                 target_status=common.SUSPENDED if seen.status in (common.SUSPENDED, common.SUSPENDING)
                 else common.RUNNING, target_action=pb.ACTION_NONE, iid=seen.iid, public_ip=seen.public_ip,
@@ -73,7 +73,7 @@ class Registration:
         async def attempt() -> pb.Mcis:
             nonlocal found, first_try
             if not first_try:  # lost a race: the latest version (the spider registrations are not repeated)
-                found = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+                found = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
             first_try = False
             rec = found.value
             group = next((sg for sg in rec.subgroups if sg.name == req.subgroup), None)

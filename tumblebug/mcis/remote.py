@@ -24,8 +24,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys as tb_keys
-from tumblebug import ssh
+from tumblebug import keyspace, ssh
 from tumblebug.keyring import Keyring
 from tumblebug.mcis import status
 from tumblebug.mcis.agents import agent_wanted
@@ -160,7 +159,7 @@ class RemoteCommands:
 
         # The command has run: a record gone or busy only means the pin waits for the next login.
         with contextlib.suppress(errors.NotFound, errors.Aborted):
-            await self.store.modify(tb_keys.vm(ns, mcis, vm), pb.McisVm, change, f"VM {vm!r}")
+            await self.store.modify(keyspace.vm(ns, mcis, vm), pb.McisVm, change, f"VM {vm!r}")
             log.info("pinned the SSH host key of a VM", extra={"ns": ns, "mcis": mcis, "vm": vm})
 
     async def _keys(self, ns: str, names: set[str]) -> dict[str, asyncssh.SSHKey | ssh.SshError]:

@@ -18,7 +18,7 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as dpb
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.monitoring import Monitoring
 
 log = logging.getLogger("tumblebug.revocations")
@@ -46,11 +46,11 @@ class Revocations:
 
     async def owe(self, vm_key: str, vm: pb.McisVm) -> None:
         """Record that the credential of the VM at `vm_key` must be revoked; `run` does it."""
-        parsed = keys.parse(vm_key)
+        parsed = keyspace.parse(vm_key)
         assert parsed is not None, vm_key
         ns, mcis, name = parsed
         request = dpb.RevokeAgentCredentialRequest(ns=ns, mcis=mcis, vm=name, instance=vm.request_id)
-        await self.store.put(keys.revocation(ns, mcis, name, vm.request_id), request)
+        await self.store.put(keyspace.revocation(ns, mcis, name, vm.request_id), request)
         self._wake.set()
 
     async def run(self) -> None:
@@ -68,7 +68,7 @@ class Revocations:
                 await asyncio.wait_for(self._wake.wait(), None if settled else delay)
 
     async def _settle(self) -> bool:
-        owed = await self.store.list_all(keys.REVOCATIONS, dpb.RevokeAgentCredentialRequest)
+        owed = await self.store.list_all(keyspace.REVOCATIONS, dpb.RevokeAgentCredentialRequest)
         gate = asyncio.Semaphore(PARALLEL)
 
         async def one(key: str, request: dpb.RevokeAgentCredentialRequest) -> bool:

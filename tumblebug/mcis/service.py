@@ -18,7 +18,7 @@ from services.names import check_name
 from services.proto_time import now
 from services.store import Store
 from services.store.conflicts import retry_on_conflict
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis import status
 from tumblebug.mcis.agents import agent_wanted
 from tumblebug.mcis.checks import MAX_SUBGROUP, SubgroupChecks, subgroup_field
@@ -120,7 +120,7 @@ class McisService:
 
     async def _fits(self, ns: str, name: str, groups: list[pb.Subgroup]) -> None:
         """Refuse early (before anything is made) an MCIS its namespace's quota has no room for."""
-        if await self.store.get(keys.mcis(ns, name), pb.Mcis) is None:  # else: a retry, or a name taken
+        if await self.store.get(keyspace.mcis(ns, name), pb.Mcis) is None:  # else: a retry, or a name taken
             await self.quotas.check(ns, used_by(pb.Mcis(name=name, subgroups=groups)))
 
     # --------------------------------------------------------------- changes
@@ -142,7 +142,7 @@ class McisService:
     async def act(self, req: pb.McisActionRequest, action: pb.Action) -> pb.Mcis:
         """Queue a verb for the VMs in scope, after checking they are in a state that allows it."""
         mcis = await self.get(req.namespace, req.name)
-        vms = [v.value for v in await self.store.list_all(keys.vms(req.namespace, req.name), pb.McisVm)]
+        vms = [v.value for v in await self.store.list_all(keyspace.vms(req.namespace, req.name), pb.McisVm)]
         scope = [v for v in vms if not v.removing and (not req.subgroup or v.subgroup == req.subgroup)
                  and (not req.vm or v.name == req.vm)]
         if req.subgroup and not any(sg.name == req.subgroup for sg in mcis.subgroups):
@@ -239,15 +239,15 @@ class McisService:
             rec.generation += 1
             return rec
 
-        return await self.store.modify(keys.mcis(req.namespace, req.name), pb.Mcis, mark,
+        return await self.store.modify(keyspace.mcis(req.namespace, req.name), pb.Mcis, mark,
                                        f"MCIS {req.name!r} in namespace {req.namespace!r}")
 
     async def delete_vm(self, req: pb.DeleteMcisVmRequest) -> pb.Mcis:
         """Take one VM out of its MCIS: in one transaction its subgroup shrinks by one and the VM is
         marked `removing`; the reconciler deletes it in its cloud, then its record."""
-        ns, name, vm_key = req.namespace, req.mcis, keys.vm(req.namespace, req.mcis, req.name)
+        ns, name, vm_key = req.namespace, req.mcis, keyspace.vm(req.namespace, req.mcis, req.name)
         async def attempt() -> pb.Mcis:
-            head = await self.store.must_get(keys.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
+            head = await self.store.must_get(keyspace.mcis(ns, name), pb.Mcis, f"MCIS {name!r} in namespace {ns!r}")
             found = await self.store.must_get(vm_key, pb.McisVm, f"VM {req.name!r} in MCIS {name!r}")
             mcis, vm = head.value, found.value
             if mcis.deleting:
@@ -279,7 +279,7 @@ class McisService:
         field = {"vnets": "vnet", "ssh-keys": "ssh_key", "specs": "spec", "images": "image"}.get(collection)
         after = ""
         while True:
-            page = await self.store.children(keys.mcis_prefix(ns), pb.Mcis, 500, after)
+            page = await self.store.children(keyspace.mcis_prefix(ns), pb.Mcis, 500, after)
             for item in page.items:
                 found = self._uses(item.value, collection, field, name)
                 if found:

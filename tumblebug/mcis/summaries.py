@@ -13,13 +13,13 @@ from google.protobuf.message import Message
 
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services.store import Informer, Store
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis.reads import cached_mcis
 
 
 def _mcis_only(key: str, raw: bytes) -> Message | None:
     """MCIS records are decoded and kept; VM records (most of the events of a build) are not."""
-    parsed = keys.parse(key)
+    parsed = keyspace.parse(key)
     return pb.Mcis.FromString(raw) if parsed is not None and not parsed[2] else None
 
 
@@ -27,7 +27,7 @@ class McisSummaries:
     """`reads.McisView` of an API-only replica: MCIS records from a watch of their namespace root."""
 
     def __init__(self, store: Store) -> None:
-        self.informer = Informer(store, keys.NS_ROOT, _mcis_only, lambda _key: None)
+        self.informer = Informer(store, keyspace.NS_ROOT, _mcis_only, lambda _key: None)
 
     async def run(self) -> None:
         """Fill the copy, then follow the watch until cancelled."""

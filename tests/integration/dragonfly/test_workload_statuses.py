@@ -7,7 +7,7 @@ import time
 import uuid
 
 from cbapi.dragonfly.v1 import workloads_pb2 as wpb
-from dragonfly import keys
+from dragonfly import keyspace
 from dragonfly.guard import AgentGuard
 from dragonfly.protocol.subjects import VmId
 from dragonfly.workloads import WorkloadStatuses
@@ -43,7 +43,7 @@ async def test_unchanged_reports_skip_etcd_and_the_other_replicas_writes_are_see
     stores = [CountingStore("127.0.0.1", etcd_process.port) for _ in range(2)]
     a, b = (WorkloadStatuses(s, NoBus(), AgentGuard()) for s in stores)  # type: ignore[arg-type]
     vm = VmId("ns-cache", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
-    key = keys.workloads(vm)
+    key = keyspace.workloads(vm)
     try:
         for replica in (a, b):
             await replica.start()
@@ -75,7 +75,7 @@ async def test_a_vm_without_workloads_costs_etcd_one_read_and_no_record(etcd_pro
     store = CountingStore("127.0.0.1", etcd_process.port)
     replica = WorkloadStatuses(store, NoBus(), AgentGuard())  # type: ignore[arg-type]
     vm = VmId("ns-cache", f"m-{uuid.uuid4().hex[:6]}", "vm-1")
-    key = keys.workloads(vm)
+    key = keyspace.workloads(vm)
     try:
         await replica.start()
         t = time.time()

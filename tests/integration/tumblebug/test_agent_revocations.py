@@ -12,7 +12,7 @@ from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from services import errors
 from services.store import Store
 from tests import servers
-from tumblebug import keys
+from tumblebug import keyspace
 from tumblebug.mcis import revocations
 from tumblebug.monitoring import Monitoring
 
@@ -40,19 +40,19 @@ async def test_a_revoke_dragonfly_could_not_take_is_retried_until_it_does(etcd_p
     dragonfly = FlakyDragonfly(away=1, refuse={"bad-1"})
     owed = revocations.Revocations(store, dragonfly)
     ns = f"ns-{uuid.uuid4().hex[:6]}"
-    await owed.owe(keys.vm(ns, "m", "g-1"), pb.McisVm(name="g-1", request_id="r1"))
-    await owed.owe(keys.vm(ns, "m", "bad-1"), pb.McisVm(name="bad-1", request_id="r2"))
+    await owed.owe(keyspace.vm(ns, "m", "g-1"), pb.McisVm(name="g-1", request_id="r1"))
+    await owed.owe(keyspace.vm(ns, "m", "bad-1"), pb.McisVm(name="bad-1", request_id="r2"))
     loop = asyncio.create_task(owed.run())
     try:
         await asyncio.sleep(0.3)
         assert dragonfly.revoked == []
-        assert await store.count(keys.revocation(ns, "m", "g-1", "r1")) == 1  # kept while dragonfly is away
+        assert await store.count(keyspace.revocation(ns, "m", "g-1", "r1")) == 1  # kept while dragonfly is away
         for _ in range(50):  # retried after 2 s of backoff
             if dragonfly.revoked:
                 break
             await asyncio.sleep(0.1)
         assert dragonfly.revoked == [("g-1", "r1")]
-        assert await store.count(f"{keys.REVOCATIONS}{ns}/") == 0
+        assert await store.count(f"{keyspace.REVOCATIONS}{ns}/") == 0
     finally:
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -24,7 +24,7 @@ from services.store import Store
 from tests import servers
 from tests.helpers import expect_error
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, namespace, settled_at, wait_mcis
-from tumblebug import keys
+from tumblebug import keyspace
 
 
 async def _command(tb: tumblebug_pb2_grpc.TumblebugStub, ns: str, mcis: str, command: str, *,
@@ -115,14 +115,14 @@ async def test_commands_over_ssh_on_an_mcis_without_agents(
         def swap(record: pb.McisVm) -> pb.McisVm:
             record.ssh_host_key = pinned["g-2"]
             return record
-        await store.modify(keys.vm(ns, "plain", "g-1"), pb.McisVm, swap, "VM g-1")
+        await store.modify(keyspace.vm(ns, "plain", "g-1"), pb.McisVm, swap, "VM g-1")
     finally:
         await store.close()
     spoofed = await _command(tumblebug_client, ns, "plain", "touch ran", vm="g-1")
     assert spoofed["g-1"].via == "ssh" and "another SSH host key" in spoofed["g-1"].error, spoofed["g-1"]
 
     # Nothing in etcd is a private key in plain text (spider's records and tumblebug's alike).
-    default_key = keys.secret(ns, "ssh-keys", made.subgroups[0].ssh_key)
+    default_key = keyspace.secret(ns, "ssh-keys", made.subgroups[0].ssh_key)
     values = dict(await _etcd_values(etcd_process))
     assert default_key in values
     assert not [k for k, v in values.items() if b"PRIVATE KEY" in v]
@@ -201,7 +201,7 @@ async def test_registered_vms_are_reached_with_their_key_and_user(
     values = dict(await _etcd_values(etcd_process))
     for etcd_key, value in values.items():
         assert not any(line.encode() in value for line in body), etcd_key
-    assert {n for n in ("right", "given", "wrong", "pubonly") if keys.secret(ns, "ssh-keys", n) in values} == \
+    assert {n for n in ("right", "given", "wrong", "pubonly") if keyspace.secret(ns, "ssh-keys", n) in values} == \
         {"right", "given", "wrong"}  # sealed, beside their records
 
     await expect_error(grpc.StatusCode.FAILED_PRECONDITION, tumblebug_client.DeleteResource(pb.DeleteResourceRequest(
@@ -209,7 +209,7 @@ async def test_registered_vms_are_reached_with_their_key_and_user(
     await tumblebug_client.DeleteMcis(pb.DeleteMcisRequest(namespace=ns, name="reg", terminate=True, wait=True))
     for name in ("right", "given", "wrong", "pubonly"):
         await tumblebug_client.DeleteResource(pb.DeleteResourceRequest(namespace=ns, collection="ssh-keys", name=name))
-    gone = {keys.secret(ns, "ssh-keys", n) for n in ("right", "given", "wrong")}
+    gone = {keyspace.secret(ns, "ssh-keys", n) for n in ("right", "given", "wrong")}
     assert not gone & {k for k, _ in await _etcd_values(etcd_process)}  # each key went with its resource
 
 

@@ -24,7 +24,7 @@ from tests.integration.tumblebug.helpers import (
     twin_vm_names,
     wait_mcis,
 )
-from tumblebug import keys
+from tumblebug import keyspace
 
 
 async def _mcis(tb: tumblebug_pb2_grpc.TumblebugStub, stub: spider_pb2_grpc.SpiderStub, ns: str, conn: str,
@@ -129,7 +129,7 @@ async def test_a_vm_verb_keeps_the_mcis_target_and_errors_clear(tumblebug_client
             vm.error = "InvalidInstanceState: the instance is busy"
             return vm
 
-        await store.modify(keys.vm(ns, "web", "g-2"), pb.McisVm, stale, "g-2")
+        await store.modify(keyspace.vm(ns, "web", "g-2"), pb.McisVm, stale, "g-2")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             vm = (await _vms(tumblebug_client, ns))["g-2"]
