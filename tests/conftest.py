@@ -21,7 +21,26 @@ from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from services import tls
 from services.rpc.client import channel
 from tests import servers
+from tests.deploy import docker, prefetch
 from tests.integration.tumblebug.monitored import monitored_tumblebug
+
+COMPOSE_TEST = "tests/deploy/test_compose_up.py"
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only a test that runs is prepared for
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The compose test runs last, its images built meanwhile by a background process
+    (tests/deploy/prefetch.py): minutes of a cold machine that the other tests overlap."""
+    compose = [i for i in items if i.nodeid.startswith(COMPOSE_TEST)]
+    if not compose or len(compose) == len(items) or config.option.collectonly:
+        return
+    items[:] = [i for i in items if not i.nodeid.startswith(COMPOSE_TEST)] + compose
+    docker.CACHE.mkdir(parents=True, exist_ok=True)
+    prefetch.start(docker.CACHE / "prefetch.log")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    prefetch.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

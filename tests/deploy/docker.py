@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # make and do not change for the same pyproject.toml).
 CACHE = Path(os.environ.get("DEPLOY_TEST_CACHE", "/var/tmp/cb-deploy-cache"))
 BASE_TAG = "python:3.11-slim"  # the Dockerfile's FROM
+IMAGE = "cb-suite:test"  # the suite's image, built from this checkout
 PACKAGES = ("docker.io", "docker-compose", "mmdebstrap")
 
 
@@ -139,6 +140,18 @@ def base_image(d: Daemon) -> None:
         partial.rename(tarball)
     d.run("import", str(tarball), "cb-test-base:bookworm")
     d.run("tag", "cb-test-base:bookworm", BASE_TAG)
+
+
+def prepare_images(d: Daemon, python: str) -> float:
+    """The base image and the suite's image built from this checkout (IMAGE); the seconds the
+    suite's image took."""
+    base_image(d)
+    t0 = time.monotonic()
+    with served(wheelhouse(python)) as wheels:
+        d.run("build", "-q", "--network", "host", "-f", str(ROOT / "deploy" / "Dockerfile"),
+              "--build-arg", f"PIP_FIND_LINKS={wheels}", "--build-arg", "PIP_NO_INDEX=1", "-t", IMAGE, str(ROOT),
+              timeout=1800)
+    return time.monotonic() - t0
 
 
 def wheelhouse(python: str) -> Path:

@@ -30,14 +30,14 @@ import yaml
 from cbapi.cloudtwin.v1 import cloudtwin_pb2 as tw
 from cbapi.cloudtwin.v1 import cloudtwin_pb2_grpc as tw_grpc
 from services.processes import free_port
-from tests.deploy import docker
+from tests.deploy import docker, prefetch
 
 # Building the image takes minutes the first time (its dependencies layer is cached after).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 ROOT = docker.ROOT
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yaml"
-IMAGE = "cb-suite:test"
+IMAGE = docker.IMAGE
 VM_IMAGE = "cb-test/victoria-metrics:local"
 PORTS = ("ETCD_PORT", "ETCD_PEER_PORT", "NATS_PORT", "NATS_MONITOR_PORT", "VM_PORT", "CLOUDTWIN_PORT",
          "CLOUDTWIN_SSH_PORT", "SPIDER_PORT", "TUMBLEBUG_PORT", "DRAGONFLY_PORT", "LADYBUG_PORT", "GATEWAY_PORT")
@@ -102,6 +102,7 @@ def healthy(stack: Stack) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
+    prefetch.wait()  # what it built, this test finds in Docker's cache
     reason = docker.why_not()
     if reason:
         pytest.skip(f"docker-compose deployment test: {reason}")
@@ -139,14 +140,8 @@ def stack() -> Iterator[Stack]:
 def prepare(d: docker.Daemon, scratch: Path) -> Stack:
     """The images (base, VictoriaMetrics stand-in, the suite's from this checkout), the secrets, the
     host-network override and a free port for every server."""
-    docker.base_image(d)
+    build_s = docker.prepare_images(d, sys.executable)
     victoria_metrics_image(d, scratch)
-    t0 = time.monotonic()
-    with docker.served(docker.wheelhouse(sys.executable)) as wheels:
-        d.run("build", "-q", "--network", "host", "-f", str(ROOT / "deploy" / "Dockerfile"),
-              "--build-arg", f"PIP_FIND_LINKS={wheels}", "--build-arg", "PIP_NO_INDEX=1", "-t", IMAGE, str(ROOT),
-              timeout=1800)
-    build_s = time.monotonic() - t0
     size = int(d.run("image", "inspect", "-f", "{{.Size}}", IMAGE).stdout)
     secrets = scratch / "secrets"
     secrets.mkdir()
