@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -133,6 +134,9 @@ class Suite:
         self.procs.append(etcd)
         await procs.start_tcp(etcd, etcd_port)
         self.nats = procs.nats(self.root, self.nats_port, self.auth.server_config)
+        # Its monitoring port: messages in and out per phase (/varz), read only between windows.
+        self.nats_http_port = procs.free_port()
+        self.nats.argv += ["-m", str(self.nats_http_port)]
         self.procs.append(self.nats)
         await procs.start_tcp(self.nats, self.nats_port)
         self.dragonfly = procs.python_service("dragonfly", "dragonfly.server", self.root, {
@@ -457,6 +461,18 @@ async def make_vms(suite: Suite, places: list[Target], per_provider: int, interv
 # ---------------------------------------------------------------- what the agents say
 
 
+async def nats_varz(suite: Suite) -> dict[str, int]:
+    """nats-server's message and byte counters (in: from clients, out: delivered to them)."""
+    def read() -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{suite.nats_http_port}/varz", timeout=5) as answer:
+            body = json.load(answer)
+        return {k: int(body.get(k, 0)) for k in ("in_msgs", "out_msgs", "in_bytes", "out_bytes")}
+    try:
+        return await asyncio.to_thread(read)
+    except (OSError, ValueError):
+        return {}
+
+
 @dataclass
 class Sweep:
     """Every agent as dragonfly knows it from its heartbeats, at one moment."""
@@ -624,11 +640,11 @@ async def phase(suite: Suite, watch: LagWatch, agents: int, providers: int, inte
     await asyncio.sleep(before_s + 2 * interval_s)
     pids = suite.processes()
     profiler = Profiler(profile_dir, pids, f"interval-{interval_s:g}s", window_s, native)
-    first, usage0 = await Sweep.take(suite), Usage.take(pids)
+    first, usage0, varz0 = await Sweep.take(suite), Usage.take(pids), await nats_varz(suite)
     watch.reset()
     profiler.start()
     await asyncio.sleep(window_s)
-    last, usage1 = await Sweep.take(suite), Usage.take(pids)
+    last, usage1, varz1 = await Sweep.take(suite), Usage.take(pids), await nats_varz(suite)
     lag = watch.result()
     a, b = first.totals(), last.totals()
     span = last.at - first.at
@@ -652,6 +668,9 @@ async def phase(suite: Suite, watch: LagWatch, agents: int, providers: int, inte
     procs_usage = out["usage"]["processes"]
     server_cores = sum(procs_usage.get(n, {}).get("cpu_cores", 0.0) for n in ("nats", "dragonfly"))
     out["server_us_per_agent_interval"] = round(server_cores * 1e6 / expected, 1) if expected else 0.0
+    # What NATS carried per agent-interval (the lag watch's own subscription included).
+    if varz0 and varz1 and expected:
+        out["nats_per_agent_interval"] = {k: round((varz1[k] - varz0[k]) / span / expected, 3) for k in varz0}
     out["suite_us_per_agent_interval"] = round(out["usage"]["suite_cpu_cores"] * 1e6 / expected, 1) if expected else 0.0
     # Sustained: every agent keeps its interval, everything sent is stored within the window
     # (the backlogs do not grow), nothing is dropped, and p99 lag stays under two intervals.
