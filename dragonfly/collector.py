@@ -68,7 +68,7 @@ class Seen:
             self.mask &= ~(1 << back)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A batch received and not yet acknowledged: its samples go to storage with the next write
     (none for a batch sent again, which is acknowledged once the write it waits for is done)."""

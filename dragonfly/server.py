@@ -57,7 +57,8 @@ class DragonflyApp:
         creds = Creds.parse(_read(auth.creds_file, "credential"))
         # Answers to dragonfly's requests come to its own inbox root, the only one its user may hear.
         self.bus = Bus(common.nats_url, self.identity, {**creds.client_options(),
-                                                         "inbox_prefix": DRAGONFLY_INBOX.encode()})
+                                                         "inbox_prefix": DRAGONFLY_INBOX.encode()},
+                       read_every_s=settings.read_every_s)
         self.backend: Backend = (VictoriaMetricsBackend(settings.vm_url) if settings.storage == "victoriametrics"
                                  else MemoryBackend(settings.raw_points, settings.memory_mb))
         self.accounting: accounting.MemoryAccounting | None = None

@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from services import errors
+from services.pacedreads import pace_reads
 
 # How long a client has to open its connection and authenticate (the server's side of it is
 # `authorization.timeout`, services/natsauth/authority.py): the same on both sides. 2 s (the
@@ -33,13 +34,15 @@ class Bus:
     """One NATS connection per process; reconnects forever and buffers while away."""
 
     def __init__(self, url: str, name: str, options: Mapping[str, Any] | None = None,
-                 first_connect_s: float = 5.0) -> None:
+                 first_connect_s: float = 5.0, read_every_s: float = 0.0) -> None:
         self.url = url
         self.name = name
         # How this process proves who it is (e.g. a user JWT and its signature, see services.natsauth).
         self._options = dict(options or {})
         # Once connected, reconnecting never gives up; the first connect does, with a clear error.
         self._first_connect_s = first_connect_s
+        # Socket reads at most this often while the connection keeps up (services/pacedreads.py).
+        self._read_every_s = read_every_s
         self._nc: Client | None = None
 
     async def connect(self) -> None:
@@ -53,6 +56,7 @@ class Bus:
             log.warning("nats error", extra={"error": str(err)})
 
         nc = Client()
+        pace_reads(nc, self._read_every_s)
         try:
             await asyncio.wait_for(nc.connect(
                 servers(self.url), name=self.name, **self._options,

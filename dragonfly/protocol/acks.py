@@ -8,7 +8,7 @@ inclusive ranges, so one message stands for many batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dragonfly.protocol import wire
@@ -29,8 +29,11 @@ class Ack:
         return cls(str(body["boot"]), ranges)
 
 
-def ranges_of(seqs: Iterable[int]) -> list[tuple[int, int]]:
+def ranges_of(seqs: Collection[int]) -> list[tuple[int, int]]:
     """Sorted inclusive ranges covering exactly `seqs`."""
+    if len(seqs) == 1:  # the common case: one batch per agent per write
+        seq = next(iter(seqs))
+        return [(seq, seq)]
     out: list[tuple[int, int]] = []
     for seq in sorted(set(seqs)):
         if out and seq == out[-1][1] + 1:
