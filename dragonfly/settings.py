@@ -48,7 +48,7 @@ class DragonflySettings(ServerSettings):
     flush_s: float = Field(default=0.05, gt=0)
     # The NATS connection's socket is read at most this often while it keeps up (0: on every
     # arrival): thousands of agents' batches then come a tick's worth per read, not one per read.
-    read_every_s: float = Field(default=0.025, ge=0, le=0.5)
+    read_every_s: float = Field(default=0.01, ge=0, le=0.5)
     # Alerts: how often agent-health rules are judged, how many events a namespace keeps,
     # and how hard a webhook is tried (attempts, first backoff, doubled up to 5 s).
     alert_tick_s: float = Field(default=0.25, gt=0)
