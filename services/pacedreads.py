@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import termios
 import time
 from array import array
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import DEFAULT_BUFFER_SIZE, Client
+
+log = logging.getLogger("services.pacedreads")
 
 # What the kernel may hold for the socket and still be left there for a tick.
 BACKLOG_BYTES = 64 * 1024
@@ -32,7 +35,12 @@ def pace_reads(nc: Client, every_s: float) -> None:
     """Make `nc` read its socket at most once per `every_s` while it keeps up (0: as it comes)."""
     if every_s <= 0:
         return
-    parse: Callable[[bytes], Awaitable[None]] = nc._ps.parse
+    parser = getattr(nc, "_ps", None)
+    if parser is None or not callable(getattr(parser, "parse", None)):
+        # Another nats-py than the one this was written for: read as it comes, and say so.
+        log.warning("NATS reads are not paced: nats-py has no parser to wrap", extra={"every_s": every_s})
+        return
+    parse: Callable[[bytes], Awaitable[None]] = parser.parse
 
     async def paced(data: bytes) -> None:
         started = time.monotonic()
@@ -44,7 +52,7 @@ def pace_reads(nc: Client, every_s: float) -> None:
         if wait > 0:
             await _paused(nc, wait)
 
-    nc._ps.parse = paced  # type: ignore[method-assign,assignment]
+    parser.parse = paced
 
 
 async def _paused(nc: Client, seconds: float) -> None:
