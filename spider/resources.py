@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from cbapi.common.v1 import common_pb2 as common
 from cbapi.spider.v1 import spider_pb2 as pb
@@ -32,7 +33,12 @@ from spider.kinds import BY_COLLECTION, Kind, R
 
 log = logging.getLogger("spider.resources")
 
+T = TypeVar("T")
 Make = Callable[[R, str], Awaitable[R]]
+# How long the write that completes a create is tried again while etcd is away (a leader change, a
+# member restarting): the cloud has acted, so giving up leaves an intent that only a retry of the
+# same request (`_resume`) or this process's end resolves.
+SETTLE_S = 30.0
 # Raw values of the keys a create read with its intent (None: no such record).
 Reads = Mapping[str, bytes | None]
 
@@ -93,6 +99,9 @@ class Resources:
         self.store = store
         self.connections = connections
         self.identity = identity
+        # Keys whose create this process is running now: an intent it owns and is not working on
+        # (its completion could not be written) is taken over by a retry of the same request.
+        self._working: set[str] = set()
 
     def handler(self, conn: OpenConnection, kind: Kind[Any]) -> Any:
         return conn.handler(kind.handler)
@@ -165,10 +174,20 @@ class Resources:
                                              Versioned(key, kind.message.FromString(held[0]), held[1]))
             if record.meta.phase == common.PHASE_READY:
                 return record, record
+        self._working.add(key)  # this call owns the intent now
         try:
-            make = prepare({k: (v[0] if v else None) for k, v in made_now.read.items() if k != key})
+            return await self._act(conn, kind, key, record, rev, made_now.created, made_now.read, prepare)
+        finally:
+            self._working.discard(key)
+
+    async def _act(self, conn: OpenConnection, kind: Kind[R], key: str, record: R, rev: int, created: bool,
+                   read: Mapping[str, tuple[bytes, int] | None], prepare: Callable[[Reads], Make[R]]) -> tuple[R, R]:
+        """The cloud call of an intent this process owns (written by it, `created`, or taken over),
+        and the intent's completion."""
+        try:
+            make = prepare({k: (v[0] if v else None) for k, v in read.items() if k != key})
         except errors.DomainError:
-            if made_now.created:
+            if created:
                 with contextlib.suppress(errors.Aborted, errors.NotFound):
                     await self.store.delete(key, rev)  # the intent of a call never made
             raise
@@ -187,9 +206,10 @@ class Resources:
         done.CopyFrom(record)
         _ready(kind, done, made)
         try:
-            await self.store.update(key, done, rev)
+            await _settled(lambda: self.store.update(key, done, rev))
         except errors.Aborted:
-            return await self._complete(key, kind, made)
+            # Written since, or this very write landed and its answer was lost: complete it afresh.
+            return await _settled(lambda: self._complete(key, kind, made))
         return done
 
     async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str,
@@ -202,7 +222,9 @@ class Resources:
             return rec, found.mod_revision
         if rec.meta.phase == common.PHASE_DELETING:
             raise errors.FailedPrecondition(f"{what} is being deleted")
-        if rec.meta.owner and await self.store.get(keyspace.instance(rec.meta.owner), common.KeyValue) is not None:
+        mine_abandoned = rec.meta.owner == self.identity and key not in self._working
+        if rec.meta.owner and not mine_abandoned and \
+                await self.store.get(keyspace.instance(rec.meta.owner), common.KeyValue) is not None:
             # The first attempt is still running somewhere: two cloud calls at once would race.
             raise errors.Aborted(f"{what} is still being created by the first request; retry shortly")
         rec.meta.owner = self.identity
@@ -385,3 +407,18 @@ class Resources:
             # Subnets are not in the VPC listing: read the VPC itself.
             hit = await kind.get_cloud(self.handler(conn, kind), hit.iid.csp_id)
         await self._complete(key, kind, hit, rev)
+
+
+async def _settled(write: Callable[[], Awaitable[T]]) -> T:
+    """A store write that must land (the cloud has acted), tried again while etcd is away, for up
+    to SETTLE_S."""
+    deadline = time.monotonic() + SETTLE_S
+    delay = 0.1
+    while True:
+        try:
+            return await write()
+        except (errors.Unavailable, errors.DeadlineExceeded):
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
