@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     compose = [i for i in items if i.nodeid.startswith(COMPOSE_TEST)]
     if not compose or len(compose) == len(items) or config.option.collectonly:
         return
-    items[:] = [i for i in items if not i.nodeid.startswith(COMPOSE_TEST)] + compose
+    items[:] = [i for i in items if i not in compose] + compose
     docker.CACHE.mkdir(parents=True, exist_ok=True)
     prefetch.start(docker.CACHE / "prefetch.log")
 

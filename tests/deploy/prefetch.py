@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def main() -> None:
         with docker.daemon(scratch / "d") as d:
             docker.prepare_images(d, sys.executable)
     finally:
-        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"prefetched in {time.monotonic() - t0:.1f} s", flush=True)
 
 
