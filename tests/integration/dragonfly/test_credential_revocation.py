@@ -61,19 +61,34 @@ async def refused(server: Nats, vm: VmId, cred: pb.AgentCredential) -> bool:
     return False
 
 
+async def receives(got: asyncio.Queue[Msg], data: bytes, timeout: float) -> bool:
+    """Whether a message carrying `data` arrives on `got` within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while (await got.get()).data != data:
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
 async def heard(server: Nats, vm: VmId, nc: Client) -> bool:
     """Whether a metric published on `nc` reaches a service subscribed to the VM's subject."""
     service = await nats_py.connect(server.url, **server.harness_creds.client_options())
     got: asyncio.Queue[Msg] = asyncio.Queue()
     try:
         await service.subscribe(vm.metrics, cb=got.put)
-        await service.flush()
-        await nc.publish(vm.metrics, b"{}")
-        await nc.flush()
-        await asyncio.wait_for(got.get(), 2)
-        return True
-    except TimeoutError:
-        return False
+        # The server holds the subscription once it relays the service's own probe: it reads one
+        # connection's commands in order. A flush does not tell: nats-py writes its PING ahead of
+        # the SUB still pending, so the PONG may come back before the server has read the SUB,
+        # and a metric published meanwhile reaches no one.
+        probe = f"probe-{uuid.uuid4().hex}".encode()
+        await service.publish(vm.metrics, probe)
+        assert await receives(got, probe, 10), "the service's own probe never came back"
+        metric = f"metric-{uuid.uuid4().hex}".encode()
+        await nc.publish(vm.metrics, metric)
+        # Generous: only a connection the server no longer serves takes this long.
+        return await receives(got, metric, 10)
     finally:
         await service.close()
 

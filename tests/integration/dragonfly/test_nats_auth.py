@@ -29,6 +29,20 @@ def agent_creds(server: Nats, vm: VmId) -> natsauth.Creds:
     return server.signer.issue(vm.key, vm.permissions())
 
 
+# A flush after a subscribe does not mean the server holds the subscription: nats-py writes the
+# flush's PING ahead of the SUB still pending, so the PONG may come back before the server has
+# read the SUB. The tests below wait on what the server does instead.
+
+async def answered(nc: Client, subject: str, data: bytes, timeout: float = 10.0) -> Msg:
+    """The answer to a request, asked again while the server knows no responder yet."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await nc.request(subject, data, timeout=2)
+            except nats_py.errors.NoRespondersError:
+                await asyncio.sleep(0.05)
+
+
 async def test_anonymous_and_foreign_credentials_are_refused(nats_process: Nats) -> None:
     with pytest.raises(Exception, match="Authorization"):
         await nats_py.connect(nats_process.url, allow_reconnect=False, max_reconnect_attempts=0)
@@ -80,8 +94,7 @@ async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats_p
         await msg.respond(b"done:" + msg.data)
 
     await owner.subscribe(b.requests, cb=answer)
-    await owner.flush()
-    reply = await service.request(b.request("cmd"), b"secret", timeout=2)
+    reply = await answered(service, b.request("cmd"), b"secret")
     assert reply.data == b"done:secret"
     await asyncio.sleep(0.2)
     assert stolen == []
@@ -105,12 +118,19 @@ async def test_dragonfly_user_has_only_the_subjects_it_needs(nats_process: Nats)
     df = await connect(nats_process, nats_process.dragonfly_creds, errors, natsauth.DRAGONFLY_INBOX)
     harness = await connect(nats_process, nats_process.harness_creds)
     heard: list[str] = []
+    probed = asyncio.Event()
 
     async def on(msg: Msg) -> None:
-        heard.append(msg.subject)
+        if msg.subject == "probe":
+            probed.set()
+        else:
+            heard.append(msg.subject)
 
     await harness.subscribe(">", cb=on)
-    await harness.flush()
+    # The server holds the subscription once it relays the harness's own probe (it reads one
+    # connection's commands in order).
+    await harness.publish("probe", b"")
+    await asyncio.wait_for(probed.wait(), 10)
     # Allowed: what dragonfly sends (a request to an agent, an interval, an alert, an answer in an agent's inbox).
     for subject in (vm.request("cmd"), "cb.config.ns1.m1", "cb.alerts.ns1.m1", f"{vm.inbox_prefix}.x.1"):
         await df.publish(subject, b"ok")
