@@ -34,7 +34,7 @@ def process(run_dir: Path, port: int, binary: str = BINARY) -> procs.Proc:
     data.mkdir(parents=True, exist_ok=True)
     return procs.Proc("victoria-metrics", [binary, f"-storageDataPath={data}", f"-httpListenAddr=127.0.0.1:{port}",
                                            "-search.latencyOffset=0s", "-retentionPeriod=31d", "-loggerLevel=WARN"],
-                      run_dir / "logs" / "victoria-metrics.log")
+                      run_dir / "logs" / "victoria-metrics.log", env=procs.go_env())
 
 
 def line(sample: Sample) -> str:
