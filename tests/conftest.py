@@ -1,4 +1,4 @@
-"""Session-wide real servers: one etcd, one CloudTwin, one spider.
+"""Session-wide real servers: one etcd, one CloudTwin, one spider, one NATS and one dragonfly.
 
 Tests share them and stay apart by using fresh connection names and fresh
 CloudTwin accounts. Tests that kill or restart a server start their own.
@@ -23,6 +23,8 @@ from services.rpc.client import channel
 from tests import servers
 from tests.deploy import docker, prefetch
 from tests.integration.tumblebug.monitored import monitored_tumblebug
+from tests.support.dragonfly import start_dragonfly
+from tests.support.nats import Nats, start_nats
 
 COMPOSE_TEST = "tests/deploy/test_compose_up.py"
 
@@ -74,6 +76,21 @@ async def cloudtwin_process(run_dir: Path) -> AsyncIterator[servers.Server]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def moto_process(run_dir: Path) -> AsyncIterator[servers.Server]:
     server = await servers.start_moto(run_dir / "moto")
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_process(run_dir: Path) -> AsyncIterator[Nats]:
+    server = await start_nats(run_dir / "nats-shared")
+    yield server
+    server.proc.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dragonfly_process(run_dir: Path, etcd_process: servers.Server,
+                            nats_process: Nats) -> AsyncIterator[servers.Server]:
+    server = await start_dragonfly(run_dir / "dragonfly-shared", etcd_process, nats_process)
     yield server
     server.stop()
 

@@ -29,7 +29,6 @@ from services import tls
 from services.rpc.client import channel
 from services.rpc.tls import peer_identity, server_credentials
 from tests import servers
-from tests.integration.dragonfly.conftest import dragonfly_process, nats_process  # noqa: F401  (session fixtures)
 
 # What a caller can do with a channel to each server, without side effects when it is refused.
 Probe = Callable[[grpc.aio.Channel], Awaitable[object]]
@@ -52,7 +51,7 @@ def foreign(tmp_path_factory: pytest.TempPathFactory) -> tls.Identity:
 
 
 @pytest.fixture
-def addresses(spider_process: servers.Server, tumblebug_process: servers.Server, dragonfly_process: servers.Server,  # noqa: F811
+def addresses(spider_process: servers.Server, tumblebug_process: servers.Server, dragonfly_process: servers.Server,
               cloudtwin_process: servers.Server, etcd_process: servers.Server) -> dict[str, str]:
     """Where each of the session's servers listens."""
     return {"spider": spider_process.address, "tumblebug": tumblebug_process.address, "dragonfly": dragonfly_process.address,

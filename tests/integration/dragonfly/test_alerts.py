@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from cbapi.dragonfly.v1 import dragonfly_pb2_grpc
-from tests.integration.dragonfly.conftest import Nats, start_agent
+from tests.integration.dragonfly.conftest import start_agent
 from tests.support.dragonfly import eventually
+from tests.support.nats import Nats, subscribed
 
 Stub = dragonfly_pb2_grpc.DragonflyStub
 NS = "ns-alerts"
@@ -138,7 +139,7 @@ async def test_a_killed_agent_turns_unhealthy_and_fires_its_alert(dragonfly_clie
     async def heard(msg: Msg) -> None:
         published.append(json.loads(msg.data))
 
-    await nc.subscribe(f"cb.alerts.{NS}.{mcis}", cb=heard)
+    await subscribed(nc, f"cb.alerts.{NS}.{mcis}", cb=heard)
     ref = pb.GetAgentRequest(ns=NS, mcis=mcis, vm="vm-1")
     agent = start_agent(run_dir, f"{mcis}-vm-1", cred.user_data)
     try:

@@ -17,8 +17,9 @@ from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
-from tests.integration.dragonfly.conftest import Nats, start_agent, start_dragonfly, start_nats
-from tests.support.dragonfly import Stub, eventually
+from tests.integration.dragonfly.conftest import start_agent
+from tests.support.dragonfly import Stub, eventually, start_dragonfly
+from tests.support.nats import Nats, start_nats
 
 
 async def new_agent(df: Stub, run_dir: Path, mcis: str = "", vm: str = "vm-1") -> tuple[pb.GetAgentRequest, procs.Proc]:

@@ -14,8 +14,8 @@ import pytest
 from cbapi.dragonfly.v1 import dragonfly_pb2 as pb
 from dragonfly.protocol.subjects import VmId
 from services import natsauth
-from tests.integration.dragonfly.conftest import Nats
 from tests.support.dragonfly import Stub
+from tests.support.nats import Nats
 
 
 async def register(nats: Nats, vm: VmId, creds_text: str) -> None:

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 
 from dragonfly.protocol.subjects import VmId
 from services import natsauth
-from tests.integration.dragonfly.conftest import Nats
+from tests.support.nats import Nats, server_has_read, subscribed
 
 
 async def connect(server: Nats, creds: natsauth.Creds, errors: list[str] | None = None,
@@ -27,20 +27,6 @@ async def connect(server: Nats, creds: natsauth.Creds, errors: list[str] | None 
 
 def agent_creds(server: Nats, vm: VmId) -> natsauth.Creds:
     return server.signer.issue(vm.key, vm.permissions())
-
-
-# A flush after a subscribe does not mean the server holds the subscription: nats-py writes the
-# flush's PING ahead of the SUB still pending, so the PONG may come back before the server has
-# read the SUB. The tests below wait on what the server does instead.
-
-async def answered(nc: Client, subject: str, data: bytes, timeout: float = 10.0) -> Msg:
-    """The answer to a request, asked again while the server knows no responder yet."""
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                return await nc.request(subject, data, timeout=2)
-            except nats_py.errors.NoRespondersError:
-                await asyncio.sleep(0.05)
 
 
 async def test_anonymous_and_foreign_credentials_are_refused(nats_process: Nats) -> None:
@@ -59,8 +45,7 @@ async def test_forged_publish_is_refused_by_the_server(nats_process: Nats) -> No
     async def on_metric(msg: Msg) -> None:
         seen.append(msg.subject)
 
-    await service.subscribe("cb.metrics.>", cb=on_metric)
-    await service.flush()
+    await subscribed(service, "cb.metrics.>", cb=on_metric)
     errors: list[str] = []
     agent = await connect(nats_process, agent_creds(nats_process, a), errors, a.inbox_prefix)
     await agent.publish(a.metrics, b"mine")
@@ -84,17 +69,16 @@ async def test_an_agent_cannot_read_another_agents_commands_or_benchmarks(nats_p
     async def steal(msg: Msg) -> None:
         stolen.append(msg.data)
 
+    # Each refused by the server before the owner's request goes out (not merely not read yet).
     for subject in (b.request("cmd"), b.request("bench"), "cb.agent.>", ">", "_INBOX.>"):
-        await spy.subscribe(subject, cb=steal)
-    await spy.flush()
-    await asyncio.sleep(0.2)
+        await subscribed(spy, subject, cb=steal)
     owner = await connect(nats_process, agent_creds(nats_process, b), inbox=b.inbox_prefix)
 
     async def answer(msg: Msg) -> None:
         await msg.respond(b"done:" + msg.data)
 
-    await owner.subscribe(b.requests, cb=answer)
-    reply = await answered(service, b.request("cmd"), b"secret")
+    await subscribed(owner, b.requests, cb=answer)
+    reply = await service.request(b.request("cmd"), b"secret", timeout=5)
     assert reply.data == b"done:secret"
     await asyncio.sleep(0.2)
     assert stolen == []
@@ -118,19 +102,11 @@ async def test_dragonfly_user_has_only_the_subjects_it_needs(nats_process: Nats)
     df = await connect(nats_process, nats_process.dragonfly_creds, errors, natsauth.DRAGONFLY_INBOX)
     harness = await connect(nats_process, nats_process.harness_creds)
     heard: list[str] = []
-    probed = asyncio.Event()
 
     async def on(msg: Msg) -> None:
-        if msg.subject == "probe":
-            probed.set()
-        else:
-            heard.append(msg.subject)
+        heard.append(msg.subject)
 
-    await harness.subscribe(">", cb=on)
-    # The server holds the subscription once it relays the harness's own probe (it reads one
-    # connection's commands in order).
-    await harness.publish("probe", b"")
-    await asyncio.wait_for(probed.wait(), 10)
+    await subscribed(harness, ">", cb=on)
     # Allowed: what dragonfly sends (a request to an agent, an interval, an alert, an answer in an agent's inbox).
     for subject in (vm.request("cmd"), "cb.config.ns1.m1", "cb.alerts.ns1.m1", f"{vm.inbox_prefix}.x.1"):
         await df.publish(subject, b"ok")
@@ -139,7 +115,7 @@ async def test_dragonfly_user_has_only_the_subjects_it_needs(nats_process: Nats)
         await df.publish(subject, b"forged")
     for subject in (">", "cb.agent.>", "_INBOX.>"):
         await df.subscribe(subject)
-    await df.flush()
+    await server_has_read(df)
     await asyncio.sleep(0.3)
     assert sorted(heard) == sorted([vm.request("cmd"), "cb.config.ns1.m1", "cb.alerts.ns1.m1",
                                     f"{vm.inbox_prefix}.x.1"])

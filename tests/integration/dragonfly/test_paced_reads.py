@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from services.pacedreads import pace_reads
-from tests.integration.dragonfly.conftest import Nats
+from tests.support.nats import Nats, subscribed
 
 TICK_S = 0.05
 
@@ -50,8 +50,7 @@ async def test_a_steady_stream_comes_many_messages_a_read_and_none_waits_long(na
         delays.append(time.time() - float(msg.data))
 
     try:
-        await reader.subscribe(subject, cb=heard)
-        await reader.flush()
+        await subscribed(reader, subject, cb=heard)
         before = reads()
         # 20 publishers, one message each every 10 ms between them: 100 a second, as agents do.
         for _ in range(50):
@@ -87,8 +86,7 @@ async def test_a_backlog_is_read_at_full_speed(nats_process: Nats) -> None:
             done.set()
 
     try:
-        await reader.subscribe(subject, cb=heard, pending_msgs_limit=100_000)
-        await reader.flush()
+        await subscribed(reader, subject, cb=heard, pending_msgs_limit=100_000)
         body = b"x" * 1000
         started = time.monotonic()
         for _ in range(20_000):  # 20 MB at once

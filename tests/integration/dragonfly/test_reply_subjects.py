@@ -26,8 +26,9 @@ from dragonfly.protocol.subjects import VmId, mcis_config
 from services import natsauth
 from services import processes as procs
 from tests import servers
-from tests.integration.dragonfly.conftest import Nats, start_agent
+from tests.integration.dragonfly.conftest import start_agent
 from tests.support.dragonfly import Stub, eventually
+from tests.support.nats import Nats, subscribed
 
 
 @dataclass
@@ -101,9 +102,9 @@ async def test_replies_steered_at_another_tenant_are_refused(dragonfly_client: S
         heard.append(msg.subject)
 
     targets = [victim.vm.register, victim.vm.request("bench"), mcis_config(victim.vm.ns, victim.vm.mcis)]
+    # Held by the server before the attacks: else `heard == []` below would hold for a spy deaf to them.
     for subject in targets:
-        await spy.subscribe(subject, cb=on)
-    await spy.flush()
+        await subscribed(spy, subject, cb=on)
     evil, nc = await attacker(dragonfly_client, nats_process)
     try:
         # The attacker may do what an agent does: registering, with its own inbox, is answered.

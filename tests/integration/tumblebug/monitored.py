@@ -15,8 +15,9 @@ from cbapi.spider.v1 import spider_pb2_grpc
 from cbapi.tumblebug.v1 import tumblebug_pb2 as pb
 from cbapi.tumblebug.v1 import tumblebug_pb2_grpc
 from tests import servers
-from tests.integration.dragonfly.conftest import start_dragonfly, start_nats
 from tests.integration.tumblebug.helpers import cheapest_spec_and_image, connections, settled_at, wait_mcis
+from tests.support.dragonfly import start_dragonfly
+from tests.support.nats import start_nats
 
 
 @contextlib.asynccontextmanager
