@@ -27,6 +27,7 @@ from services.names import check_name, suffix
 from services.paging import page_size as clamp_page
 from services.proto_time import now
 from services.store import Store, Versioned
+from services.tasks import cancel_tasks
 from spider import keyspace
 from spider.connections import Connections, OpenConnection
 from spider.kinds import BY_COLLECTION, Kind, R
@@ -36,9 +37,12 @@ log = logging.getLogger("spider.resources")
 T = TypeVar("T")
 Make = Callable[[R, str], Awaitable[R]]
 # How long the write that completes a create is tried again while etcd is away (a leader change, a
-# member restarting): the cloud has acted, so giving up leaves an intent that only a retry of the
-# same request (`_resume`) or this process's end resolves.
+# member restarting) before the caller is told (`CB_SPIDER_SETTLE_S`); after that the write goes on
+# in the background (`Resources._keep_completing`), since the cloud has acted.
 SETTLE_S = 30.0
+# The longest pause between two background tries of a completion: etcd back, the record is READY
+# within this much.
+COMPLETE_RETRY_MAX_S = 2.0
 # Raw values of the keys a create read with its intent (None: no such record).
 Reads = Mapping[str, bytes | None]
 
@@ -95,13 +99,24 @@ def _ready(kind: Kind[R], rec: R, made: R) -> R:
 class Resources:
     """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
 
-    def __init__(self, store: Store, connections: Connections, identity: str) -> None:
+    def __init__(self, store: Store, connections: Connections, identity: str, settle_s: float = SETTLE_S) -> None:
         self.store = store
         self.connections = connections
         self.identity = identity
-        # Keys whose create this process is running now: an intent it owns and is not working on
-        # (its completion could not be written) is taken over by a retry of the same request.
+        self.settle_s = settle_s
+        # Keys whose create this process is running now, or whose completion it still writes in the
+        # background: an intent it owns and is not working on is taken over by a retry of the same request.
         self._working: set[str] = set()
+        # Completions etcd did not take within `settle_s`, tried again until they land (keys in `_working`).
+        self._completing: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    async def close(self) -> None:
+        """Stop the background completions (and start no more). A record one leaves CREATING is an
+        intent of this instance, which recovery resolves (adopting the cloud resource by its name)
+        once the instance key is gone."""
+        self._closed = True
+        await cancel_tasks(list(self._completing.values()))
 
     def handler(self, conn: OpenConnection, kind: Kind[Any]) -> Any:
         return conn.handler(kind.handler)
@@ -178,7 +193,8 @@ class Resources:
         try:
             return await self._act(conn, kind, key, record, rev, made_now.created, made_now.read, prepare)
         finally:
-            self._working.discard(key)
+            if key not in self._completing:  # else still worked on, by the background completion
+                self._working.discard(key)
 
     async def _act(self, conn: OpenConnection, kind: Kind[R], key: str, record: R, rev: int, created: bool,
                    read: Mapping[str, tuple[bytes, int] | None], prepare: Callable[[Reads], Make[R]]) -> tuple[R, R]:
@@ -205,12 +221,79 @@ class Resources:
         done = kind.message()
         done.CopyFrom(record)
         _ready(kind, done, made)
+        deadline = time.monotonic() + self.settle_s
         try:
-            await _settled(lambda: self.store.update(key, done, rev))
-        except errors.Aborted:
-            # Written since, or this very write landed and its answer was lost: complete it afresh.
-            return await _settled(lambda: self._complete(key, kind, made))
+            try:
+                await _settled(lambda: self.store.update(key, done, rev), deadline)
+            except errors.Aborted:
+                # Written since, or this very write landed and its answer was lost: complete it afresh.
+                return await _settled(lambda: self._complete(key, kind, made), deadline)
+        except (errors.Unavailable, errors.DeadlineExceeded) as err:
+            self._complete_later(key, kind, record, made)
+            made_as = f" as {made.iid.csp_id!r}" if made.iid.csp_id else ""
+            raise errors.Unavailable(
+                f"{kind.noun} {record.iid.name!r} was made in the cloud{made_as}, but the store (etcd) did not "
+                f"take its record within {self.settle_s:g} s; spider completes the record once etcd is back: "
+                f"read it again shortly (a retry of the same request returns it)") from err
         return done
+
+    def _complete_later(self, key: str, kind: Kind[R], intent: R, made: R) -> None:
+        """Go on writing a completion in the background; the key stays in `_working` meanwhile, so
+        a retry to this process is told the create is still running, not sent to the cloud again."""
+        if self._closed:
+            return  # stopping: recovery resolves the intent once this instance is gone
+        old = self._completing.get(key)
+        if old is not None:
+            old.cancel()  # an earlier intent under this key, gone (a forced delete): no longer ours
+        task = asyncio.create_task(self._keep_completing(key, kind, intent, made), name=f"complete {key}")
+        self._completing[key] = task
+        self._working.add(key)
+
+        def ended(t: asyncio.Task[None]) -> None:
+            if self._completing.get(key) is t:
+                del self._completing[key]
+                self._working.discard(key)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("completing a create failed", exc_info=t.exception(), extra={"key": key})
+
+        task.add_done_callback(ended)
+
+    async def _keep_completing(self, key: str, kind: Kind[R], intent: R, made: R) -> None:
+        """Write the completion until it lands, or until the record is no longer this create's intent."""
+        delay = 0.2
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                outcome = await self._complete_mine(key, kind, intent, made)
+            except errors.DomainError as err:  # etcd still away, or a transient refusal: try again
+                delay = min(delay * 2, COMPLETE_RETRY_MAX_S)
+                log.debug("completion not written yet", extra={"key": key, "error": err.message})
+                continue
+            log.info("background completion ended", extra={"key": key, "outcome": outcome})
+            return
+
+    async def _complete_mine(self, key: str, kind: Kind[R], intent: R, made: R) -> str:
+        """Complete the record if it is still `intent` (CREATING, owned by this process, same token
+        and creation time): "completed". Otherwise leave it: "gone" (deleted: forgotten by a forced
+        delete), "ready already" (a write landed whose answer was lost, or recovery adopted it) or
+        "not mine" (DELETING; a newer intent under the same name). Writing over any of
+        those would pair the record with a resource it no longer stands for."""
+        wrote = False
+
+        def change(rec: R) -> R | None:
+            nonlocal wrote
+            m = rec.meta
+            wrote = (m.phase == common.PHASE_CREATING and m.owner == self.identity and m.token == intent.meta.token
+                     and m.create_time == intent.meta.create_time)
+            return _ready(kind, rec, made) if wrote else None
+
+        try:
+            now_held = await self.store.modify(key, kind.message, change, key)
+        except errors.NotFound:
+            return "gone"
+        if wrote:
+            return "completed"
+        return "ready already" if now_held.meta.phase == common.PHASE_READY else "not mine"
 
     async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str,
                       found: Versioned[R]) -> tuple[R, int]:
@@ -222,10 +305,10 @@ class Resources:
             return rec, found.mod_revision
         if rec.meta.phase == common.PHASE_DELETING:
             raise errors.FailedPrecondition(f"{what} is being deleted")
-        mine_abandoned = rec.meta.owner == self.identity and key not in self._working
-        if rec.meta.owner and not mine_abandoned and \
-                await self.store.get(keyspace.instance(rec.meta.owner), common.KeyValue) is not None:
-            # The first attempt is still running somewhere: two cloud calls at once would race.
+        # The first attempt is still running (here, even if this instance's key lapsed meanwhile, or
+        # on another live instance): two cloud calls at once would race.
+        if key in self._working or (rec.meta.owner and rec.meta.owner != self.identity and await self.store.get(
+                keyspace.instance(rec.meta.owner), common.KeyValue) is not None):
             raise errors.Aborted(f"{what} is still being created by the first request; retry shortly")
         rec.meta.owner = self.identity
         return rec, await self.store.update(key, rec, found.mod_revision)
@@ -409,10 +492,9 @@ class Resources:
         await self._complete(key, kind, hit, rev)
 
 
-async def _settled(write: Callable[[], Awaitable[T]]) -> T:
-    """A store write that must land (the cloud has acted), tried again while etcd is away, for up
-    to SETTLE_S."""
-    deadline = time.monotonic() + SETTLE_S
+async def _settled(write: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """A store write that must land (the cloud has acted), tried again while etcd is away, until
+    `deadline` (monotonic)."""
     delay = 0.1
     while True:
         try:

@@ -39,7 +39,7 @@ class SpiderApp:
         self.call_log = CallLog(settings.call_log_file)
         sealer = Sealer(load_key(common.secret_key, common.secret_key_file))
         self.connections = Connections(self.store, sealer, settings, self.call_log)
-        self.resources = Resources(self.store, self.connections, self.identity)
+        self.resources = Resources(self.store, self.connections, self.identity, settings.settle_s)
         self.servicer = SpiderServicer(self.connections, self.resources, self.call_log)
         self._tasks: list[asyncio.Task[None]] = []
         self._lease: Lease | None = None
@@ -54,6 +54,7 @@ class SpiderApp:
 
     async def stop(self) -> None:
         await cancel_tasks(self._tasks)
+        await self.resources.close()
         if self._lease is not None:
             await self._lease.revoke()
         self.call_log.close()

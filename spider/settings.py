@@ -21,3 +21,6 @@ class SpiderSettings(ServerSettings):
     recovery_interval_s: float = 3.0
     # A spider instance counts as dead this long after it stops renewing its lease.
     instance_ttl_s: int = 6
+    # How long a create's completion is written again while etcd is away before the caller gets
+    # Unavailable; the write then goes on in the background until it lands.
+    settle_s: float = 30.0

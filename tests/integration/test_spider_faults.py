@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from pathlib import Path
 
@@ -118,6 +120,59 @@ async def test_etcd_down_gives_unavailable_and_spider_recovers(tmp_path: Path) -
                 iid=common.IID(name="after"))))
             assert made.iid.csp_id
     finally:
+        spider.stop()
+        twin.stop()
+        etcd.stop()
+
+
+async def _phase(store: Store, key: str) -> int | None:
+    found = await store.get(key, pb.Vm)
+    return None if found is None else found.value.meta.phase
+
+
+async def test_completion_lost_to_a_long_etcd_outage_is_written_once_etcd_is_back(tmp_path: Path) -> None:
+    """etcd away longer than the settle time while the cloud makes a VM: the caller gets
+    UNAVAILABLE, and the record becomes READY by itself once etcd is back, with no retry."""
+    etcd = await servers.start_etcd(tmp_path / "etcd")
+    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1",
+                                         CB_CLOUDTWIN_CREATE_LATENCY="2", CB_CLOUDTWIN_BOOT_LATENCY="0")
+    spider = await servers.start_spider(tmp_path / "spider", etcd, CB_SPIDER_SETTLE_S="1")
+    store = Store("127.0.0.1", etcd.port)
+    try:
+        async with channel(spider.address) as ch:
+            stub = spider_pb2_grpc.SpiderStub(ch)
+            provider, region = (await servers.twin_regions(twin))[0]
+            conn = await servers.make_connection(stub, twin, provider, region)
+            spec = (await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))).specs[0].name
+            image = (await stub.ListImages(pb.ListImagesRequest(connection=conn.name))).images[0].name
+            key = f"/cb/spider/conn/{conn.name}/vms/vm-late"
+            call = asyncio.ensure_future(stub.CreateVm(pb.CreateVmRequest(
+                connection=conn.name, request_id=uuid.uuid4().hex,
+                vm=pb.Vm(iid=common.IID(name="vm-late"), image=image, spec=spec))))
+            for _ in range(100):  # the intent is written: the cloud call (2 s) is under way
+                if await _phase(store, key) == common.PHASE_CREATING:
+                    break
+                await asyncio.sleep(0.02)
+            etcd.proc.stop()
+            await asyncio.sleep(4)  # longer than the settle time (1 s) after the cloud call ends
+            err = await expect_error(grpc.StatusCode.UNAVAILABLE, call)
+            assert "made in the cloud" in (err.details() or "")
+            await servers.restart(etcd, grpc_health=False)
+            back = time.monotonic()
+            vm = None
+            while time.monotonic() - back < 10:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    vm = await stub.GetVm(pb.GetResourceRequest(connection=conn.name, name="vm-late"))
+                    if vm.meta.phase == common.PHASE_READY:
+                        break
+                await asyncio.sleep(0.1)
+            assert vm is not None and vm.meta.phase == common.PHASE_READY, vm
+            assert vm.status == common.RUNNING and vm.iid.csp_id and not vm.meta.owner
+        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region,
+                            conn.secret_key)
+        assert await target.cloud_vm_ids() == {vm.iid.csp_id}
+    finally:
+        await store.close()
         spider.stop()
         twin.stop()
         etcd.stop()
