@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,26 @@ from tests.helpers import expect_error
 from tests.integration.conformance.targets import MockTarget
 
 VMS = 50
+
+
+@dataclass
+class Place:
+    """A new connection to the twin's first region, its first spec and image, and the cloud's view of it."""
+
+    conn: servers.TwinConnection
+    spec: str
+    image: str
+    target: MockTarget
+
+
+async def _first_place(stub: spider_pb2_grpc.SpiderStub, twin: servers.Server) -> Place:
+    provider, region = (await servers.twin_regions(twin))[0]
+    conn = await servers.make_connection(stub, twin, provider, region)
+    spec = (await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))).specs[0].name
+    image = (await stub.ListImages(pb.ListImagesRequest(connection=conn.name))).images[0].name
+    target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region,
+                        conn.secret_key)
+    return Place(conn, spec, image, target)
 
 
 async def _create_retrying(stub: spider_pb2_grpc.SpiderStub, request: pb.CreateVmRequest) -> pb.Vm:
@@ -50,10 +71,8 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
     try:
         async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
-            provider, region = (await servers.twin_regions(twin))[0]
-            conn = await servers.make_connection(stub, twin, provider, region)
-            spec = (await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))).specs[0].name
-            image = (await stub.ListImages(pb.ListImagesRequest(connection=conn.name))).images[0].name
+            place = await _first_place(stub, twin)
+            conn, spec, image = place.conn, place.spec, place.image
             requests = [pb.CreateVmRequest(connection=conn.name, request_id=uuid.uuid4().hex,
                                            vm=pb.Vm(iid=common.IID(name=f"vm-{i:03d}"), image=image, spec=spec))
                         for i in range(VMS)]
@@ -81,8 +100,7 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
                                                                                 collection="vms"))
         assert list(report.only_spider) == [] and list(report.only_cloud) == []
         records = [v.value for v in await store.list_all(f"/cb/spider/conn/{conn.name}/vms/", pb.Vm)]
-        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region,
-                            conn.secret_key)
+        target = place.target
         cloud = await target.cloud_vm_ids()
         assert {r.iid.csp_id for r in records} == cloud  # every record has its VM, every VM its record
         assert len(records) == len(cloud) >= VMS - len(retried) + len(retried) // 2
@@ -141,10 +159,8 @@ async def test_completion_lost_to_a_long_etcd_outage_is_written_once_etcd_is_bac
     try:
         async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
-            provider, region = (await servers.twin_regions(twin))[0]
-            conn = await servers.make_connection(stub, twin, provider, region)
-            spec = (await stub.ListSpecs(pb.ListSpecsRequest(connection=conn.name))).specs[0].name
-            image = (await stub.ListImages(pb.ListImagesRequest(connection=conn.name))).images[0].name
+            place = await _first_place(stub, twin)
+            conn, spec, image = place.conn, place.spec, place.image
             key = f"/cb/spider/conn/{conn.name}/vms/vm-late"
             call = asyncio.ensure_future(stub.CreateVm(pb.CreateVmRequest(
                 connection=conn.name, request_id=uuid.uuid4().hex,
@@ -168,8 +184,7 @@ async def test_completion_lost_to_a_long_etcd_outage_is_written_once_etcd_is_bac
                 await asyncio.sleep(0.1)
             assert vm is not None and vm.meta.phase == common.PHASE_READY, vm
             assert vm.status == common.RUNNING and vm.iid.csp_id and not vm.meta.owner
-        target = MockTarget("mock", conn.name, image, spec, pb.Capabilities(), twin, conn.access_key, provider, region,
-                            conn.secret_key)
+        target = place.target
         assert await target.cloud_vm_ids() == {vm.iid.csp_id}
     finally:
         await store.close()
