@@ -36,10 +36,6 @@ log = logging.getLogger("spider.resources")
 
 T = TypeVar("T")
 Make = Callable[[R, str], Awaitable[R]]
-# How long the write that completes a create is tried again while etcd is away (a leader change, a
-# member restarting) before the caller is told (`CB_SPIDER_SETTLE_S`); after that the write goes on
-# in the background (`Resources._keep_completing`), since the cloud has acted.
-SETTLE_S = 30.0
 # The longest pause between two background tries of a completion: etcd back, the record is READY
 # within this much.
 COMPLETE_RETRY_MAX_S = 2.0
@@ -99,15 +95,18 @@ def _ready(kind: Kind[R], rec: R, made: R) -> R:
 class Resources:
     """Generic create/get/list/delete/register/reconcile/recover over any Kind."""
 
-    def __init__(self, store: Store, connections: Connections, identity: str, settle_s: float = SETTLE_S) -> None:
+    def __init__(self, store: Store, connections: Connections, identity: str, settle_s: float) -> None:
         self.store = store
         self.connections = connections
         self.identity = identity
+        # How long the write that completes a create is tried again while etcd is away (a leader
+        # change, a member restarting) before the caller is told; after that the write goes on in
+        # the background (`_keep_completing`), since the cloud has acted.
         self.settle_s = settle_s
-        # Keys whose create this process is running now, or whose completion it still writes in the
-        # background: an intent it owns and is not working on is taken over by a retry of the same request.
+        # Keys whose create this process is running now. An intent it owns and works on neither
+        # here nor in `_completing` is taken over by a retry of the same request.
         self._working: set[str] = set()
-        # Completions etcd did not take within `settle_s`, tried again until they land (keys in `_working`).
+        # Completions etcd did not take within `settle_s`, tried again until they land.
         self._completing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -193,8 +192,7 @@ class Resources:
         try:
             return await self._act(conn, kind, key, record, rev, made_now.created, made_now.read, prepare)
         finally:
-            if key not in self._completing:  # else still worked on, by the background completion
-                self._working.discard(key)
+            self._working.discard(key)
 
     async def _act(self, conn: OpenConnection, kind: Kind[R], key: str, record: R, rev: int, created: bool,
                    read: Mapping[str, tuple[bytes, int] | None], prepare: Callable[[Reads], Make[R]]) -> tuple[R, R]:
@@ -238,8 +236,8 @@ class Resources:
         return done
 
     def _complete_later(self, key: str, kind: Kind[R], intent: R, made: R) -> None:
-        """Go on writing a completion in the background; the key stays in `_working` meanwhile, so
-        a retry to this process is told the create is still running, not sent to the cloud again."""
+        """Go on writing a completion in the background; meanwhile a retry to this process is told
+        the create is still running (`_busy`), not sent to the cloud again."""
         if self._closed:
             return  # stopping: recovery resolves the intent once this instance is gone
         old = self._completing.get(key)
@@ -247,12 +245,10 @@ class Resources:
             old.cancel()  # an earlier intent under this key, gone (a forced delete): no longer ours
         task = asyncio.create_task(self._keep_completing(key, kind, intent, made), name=f"complete {key}")
         self._completing[key] = task
-        self._working.add(key)
 
         def ended(t: asyncio.Task[None]) -> None:
             if self._completing.get(key) is t:
                 del self._completing[key]
-                self._working.discard(key)
             if not t.cancelled() and t.exception() is not None:
                 log.error("completing a create failed", exc_info=t.exception(), extra={"key": key})
 
@@ -295,6 +291,10 @@ class Resources:
             return "completed"
         return "ready already" if now_held.meta.phase == common.PHASE_READY else "not mine"
 
+    def _busy(self, key: str) -> bool:
+        """Whether this process still works on the create of `key` (its cloud call, or its completion)."""
+        return key in self._working or key in self._completing
+
     async def _resume(self, key: str, kind: Kind[R], request_id: str, what: str, conn: str,
                       found: Versioned[R]) -> tuple[R, int]:
         """The same request again: return its record (`found`), taking over an unfinished intent."""
@@ -307,7 +307,7 @@ class Resources:
             raise errors.FailedPrecondition(f"{what} is being deleted")
         # The first attempt is still running (here, even if this instance's key lapsed meanwhile, or
         # on another live instance): two cloud calls at once would race.
-        if key in self._working or (rec.meta.owner and rec.meta.owner != self.identity and await self.store.get(
+        if self._busy(key) or (rec.meta.owner and rec.meta.owner != self.identity and await self.store.get(
                 keyspace.instance(rec.meta.owner), common.KeyValue) is not None):
             raise errors.Aborted(f"{what} is still being created by the first request; retry shortly")
         rec.meta.owner = self.identity

@@ -21,6 +21,7 @@ class SpiderSettings(ServerSettings):
     recovery_interval_s: float = 3.0
     # A spider instance counts as dead this long after it stops renewing its lease.
     instance_ttl_s: int = 6
-    # How long a create's completion is written again while etcd is away before the caller gets
-    # Unavailable; the write then goes on in the background until it lands.
+    # How long a create's completion is written again while etcd is away (a leader change, a member
+    # restarting) before the caller gets Unavailable; the write then goes on in the background until
+    # it lands, since the cloud has acted.
     settle_s: float = 30.0

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import grpc
 import pytest
@@ -22,6 +24,30 @@ from tests.helpers import expect_error
 from tests.integration.conformance.targets import MockTarget
 
 VMS = 50
+
+
+class Stack(NamedTuple):
+    """A test's own etcd, one-provider CloudTwin and spider, and a store on that etcd."""
+
+    etcd: servers.Server
+    twin: servers.Server
+    spider: servers.Server
+    store: Store
+
+
+@contextlib.asynccontextmanager
+async def _stack(tmp_path: Path, twin_env: dict[str, str], spider_env: dict[str, str]) -> AsyncIterator[Stack]:
+    etcd = await servers.start_etcd(tmp_path / "etcd")
+    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1", **twin_env)
+    spider = await servers.start_spider(tmp_path / "spider", etcd, **spider_env)
+    store = Store("127.0.0.1", etcd.port)
+    try:
+        yield Stack(etcd, twin, spider, store)
+    finally:
+        await store.close()
+        spider.stop()
+        twin.stop()
+        etcd.stop()
 
 
 @dataclass
@@ -62,13 +88,9 @@ async def _pending(store: Store) -> int:
 
 @pytest.mark.parametrize("kill_after", [0.2, 0.5, 0.9])
 async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: Path, kill_after: float) -> None:
-    etcd = await servers.start_etcd(tmp_path / "etcd")
-    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1",
-                                         CB_CLOUDTWIN_CREATE_LATENCY="0.6", CB_CLOUDTWIN_LATENCY_SIGMA="0.5")
+    twin_env = {"CB_CLOUDTWIN_CREATE_LATENCY": "0.6", "CB_CLOUDTWIN_LATENCY_SIGMA": "0.5"}
     fast = {"CB_SPIDER_INSTANCE_TTL_S": "2", "CB_SPIDER_RECOVERY_INTERVAL_S": "0.5"}
-    spider = await servers.start_spider(tmp_path / "spider", etcd, **fast)
-    store = Store("127.0.0.1", etcd.port)
-    try:
+    async with _stack(tmp_path, twin_env, fast) as (_, twin, spider, store):
         async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
             place = await _first_place(stub, twin)
@@ -104,43 +126,30 @@ async def test_kill_spider_while_creating_vms_loses_and_leaks_nothing(tmp_path: 
         cloud = await target.cloud_vm_ids()
         assert {r.iid.csp_id for r in records} == cloud  # every record has its VM, every VM its record
         assert len(records) == len(cloud) >= VMS - len(retried) + len(retried) // 2
-    finally:
-        await store.close()
-        spider.stop()
-        twin.stop()
-        etcd.stop()
 
 
 async def test_etcd_down_gives_unavailable_and_spider_recovers(tmp_path: Path) -> None:
-    etcd = await servers.start_etcd(tmp_path / "etcd")
-    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1")
-    spider = await servers.start_spider(tmp_path / "spider", etcd)
-    try:
-        async with channel(spider.address) as ch:
-            stub = spider_pb2_grpc.SpiderStub(ch)
-            provider, region = (await servers.twin_regions(twin))[0]
-            conn = await servers.make_connection(stub, twin, provider, region)
-            etcd.proc.stop()
-            err = await expect_error(grpc.StatusCode.UNAVAILABLE, stub.ListConnections(pb.ListConnectionsRequest()))
-            assert "etcd" in (err.details() or "")
-            await expect_error(grpc.StatusCode.UNAVAILABLE, stub.CreateKeyPair(pb.CreateKeyPairRequest(
-                connection=conn.name, key_pair=pb.KeyPair(iid=common.IID(name="while-down")))))
-            await servers.restart(etcd, grpc_health=False)
-            for _ in range(100):
-                try:
-                    listed = await stub.ListConnections(pb.ListConnectionsRequest())
-                    break
-                except grpc.aio.AioRpcError as e:
-                    assert e.code() == grpc.StatusCode.UNAVAILABLE
-                    await asyncio.sleep(0.1)
-            assert conn.name in {c.name for c in listed.connections}
-            made = await stub.CreateKeyPair(pb.CreateKeyPairRequest(connection=conn.name, key_pair=pb.KeyPair(
-                iid=common.IID(name="after"))))
-            assert made.iid.csp_id
-    finally:
-        spider.stop()
-        twin.stop()
-        etcd.stop()
+    async with _stack(tmp_path, {}, {}) as (etcd, twin, spider, _), channel(spider.address) as ch:
+        stub = spider_pb2_grpc.SpiderStub(ch)
+        provider, region = (await servers.twin_regions(twin))[0]
+        conn = await servers.make_connection(stub, twin, provider, region)
+        etcd.proc.stop()
+        err = await expect_error(grpc.StatusCode.UNAVAILABLE, stub.ListConnections(pb.ListConnectionsRequest()))
+        assert "etcd" in (err.details() or "")
+        await expect_error(grpc.StatusCode.UNAVAILABLE, stub.CreateKeyPair(pb.CreateKeyPairRequest(
+            connection=conn.name, key_pair=pb.KeyPair(iid=common.IID(name="while-down")))))
+        await servers.restart(etcd, grpc_health=False)
+        for _ in range(100):
+            try:
+                listed = await stub.ListConnections(pb.ListConnectionsRequest())
+                break
+            except grpc.aio.AioRpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(0.1)
+        assert conn.name in {c.name for c in listed.connections}
+        made = await stub.CreateKeyPair(pb.CreateKeyPairRequest(connection=conn.name, key_pair=pb.KeyPair(
+            iid=common.IID(name="after"))))
+        assert made.iid.csp_id
 
 
 async def _phase(store: Store, key: str) -> int | None:
@@ -151,12 +160,8 @@ async def _phase(store: Store, key: str) -> int | None:
 async def test_completion_lost_to_a_long_etcd_outage_is_written_once_etcd_is_back(tmp_path: Path) -> None:
     """etcd away longer than the settle time while the cloud makes a VM: the caller gets
     UNAVAILABLE, and the record becomes READY by itself once etcd is back, with no retry."""
-    etcd = await servers.start_etcd(tmp_path / "etcd")
-    twin = await servers.start_cloudtwin(tmp_path / "twin", CB_CLOUDTWIN_PROVIDERS="1",
-                                         CB_CLOUDTWIN_CREATE_LATENCY="2", CB_CLOUDTWIN_BOOT_LATENCY="0")
-    spider = await servers.start_spider(tmp_path / "spider", etcd, CB_SPIDER_SETTLE_S="1")
-    store = Store("127.0.0.1", etcd.port)
-    try:
+    twin_env = {"CB_CLOUDTWIN_CREATE_LATENCY": "2", "CB_CLOUDTWIN_BOOT_LATENCY": "0"}
+    async with _stack(tmp_path, twin_env, {"CB_SPIDER_SETTLE_S": "1"}) as (etcd, twin, spider, store):
         async with channel(spider.address) as ch:
             stub = spider_pb2_grpc.SpiderStub(ch)
             place = await _first_place(stub, twin)
@@ -186,8 +191,3 @@ async def test_completion_lost_to_a_long_etcd_outage_is_written_once_etcd_is_bac
             assert vm.status == common.RUNNING and vm.iid.csp_id and not vm.meta.owner
         target = place.target
         assert await target.cloud_vm_ids() == {vm.iid.csp_id}
-    finally:
-        await store.close()
-        spider.stop()
-        twin.stop()
-        etcd.stop()

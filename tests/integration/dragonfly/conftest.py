@@ -15,10 +15,6 @@ from services import processes as procs
 from services.rpc.client import channel
 from tests import servers
 
-# Their old home: branches in flight that import them from here keep working.
-from tests.support.dragonfly import start_dragonfly  # noqa: F401
-from tests.support.nats import Nats, start_nats  # noqa: F401
-
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def dragonfly_client(dragonfly_process: servers.Server) -> AsyncIterator[dragonfly_pb2_grpc.DragonflyStub]:
